@@ -1,0 +1,1074 @@
+//! Membership and capacity gossip: every node's signed record spreads to every node by periodic
+//! push-pull anti-entropy rounds with random peers (Scuttlebutt), and a heartbeat failure detector
+//! marks peers `suspect`, then `dead`, and `alive` again when their heartbeat moves.
+//! Sans-IO: no clock, no sockets; randomness only from the seeded RNG it is given.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::PeerId;
+use crate::record::{Keyring, NodeRecord, RecordVersion, SignedRecord};
+use crate::time::Time;
+use crate::wire::gossip::{DigestEntry, GossipRequest, GossipResponse, GossipUpdate};
+
+/// Most records in one `Ack` or `Push`; the rest follow in later rounds.
+const MAX_UPDATES: usize = 256;
+/// Most encoded bytes of records in one `Ack` or `Push`. With a 10,000-node digest (~700 kB), the
+/// heartbeats and the wanted list, an `Ack` stays well under `wire::limits::GOSSIP` (4 MiB).
+const MAX_UPDATE_BYTES: usize = 1024 * 1024;
+/// One round in this many also contacts a dead peer, so a healed partition or a restarted node is
+/// noticed even when nobody on either side still counts the other as alive.
+const DEAD_PROBE_ODDS: u32 = 10;
+/// Contacts remembered for good, to fall back on when every peer is dead or forgotten.
+const MAX_SEEDS: usize = 64;
+
+/// Tuning of gossip and failure detection.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    /// Time between two gossip rounds started by this node (and between heartbeat bumps).
+    pub gossip_interval: Duration,
+    /// Peers contacted per round.
+    pub fanout: usize,
+    /// A peer whose heartbeat has not moved for this long becomes `suspect`.
+    pub suspect_after: Duration,
+    /// ... and `dead` after this long.
+    pub dead_after: Duration,
+    /// A dead peer's record is forgotten after this long.
+    pub forget_after: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            gossip_interval: Duration::from_millis(500),
+            fanout: 2,
+            suspect_after: Duration::from_secs(3),
+            dead_after: Duration::from_secs(6),
+            forget_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What the failure detector thinks of a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Its heartbeat moves.
+    Alive,
+    /// Its heartbeat stopped for `suspect_after`.
+    Suspect,
+    /// Its heartbeat stopped for `dead_after`.
+    Dead,
+}
+
+impl PeerState {
+    /// Lower-case name, as in JSON and event names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Dead => "dead",
+        }
+    }
+}
+
+/// One peer as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its latest verified record.
+    pub record: NodeRecord,
+    /// Liveness verdict.
+    pub state: PeerState,
+    /// When its heartbeat last moved (or a message from it arrived).
+    pub last_seen: Time,
+    /// Its latest heartbeat.
+    pub heartbeat: u64,
+}
+
+/// Why a received record was dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The signature does not verify against the record's peer id.
+    BadSignature,
+    /// The record claims to be this node.
+    ClaimsLocalIdentity,
+}
+
+/// Something the driver should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A peer was seen for the first time (or returned with a new generation after being forgotten).
+    Joined {
+        /// Its record.
+        record: NodeRecord,
+    },
+    /// A known peer's record changed (capacity, addresses, labels, new generation...).
+    Updated {
+        /// The new record.
+        record: NodeRecord,
+    },
+    /// The failure detector changed its verdict.
+    StateChanged {
+        /// The peer.
+        peer: PeerId,
+        /// Old verdict.
+        from: PeerState,
+        /// New verdict.
+        to: PeerState,
+    },
+    /// A record was dropped; the driver counts these.
+    Rejected {
+        /// Who sent it.
+        from: PeerId,
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+/// An output of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipOutput {
+    /// Send `request` to `to`; feed the answer to `handle_response` or the failure to
+    /// `handle_send_failed`.
+    Send {
+        /// Destination.
+        to: PeerId,
+        /// The request.
+        request: GossipRequest,
+    },
+    /// Tell the driver.
+    Event(MembershipEvent),
+}
+
+/// What this node holds about one peer.
+#[derive(Debug)]
+struct Entry {
+    record: SignedRecord,
+    /// Latest heartbeat seen in `record`'s generation.
+    heartbeat: u64,
+    state: PeerState,
+    /// When `heartbeat` last moved or the peer last spoke to us directly.
+    last_seen: Time,
+}
+
+/// A forgotten peer. Others may forget it a little later than we do and keep gossiping its
+/// record meanwhile; without this it would come back as a zombie and be forgotten again, forever.
+#[derive(Debug)]
+struct Tombstone {
+    generation: u64,
+    heartbeat: u64,
+    expires: Time,
+}
+
+/// The membership state machine of one node.
+///
+/// Inputs: `handle_request` (answers synchronously), `handle_response`, `handle_send_failed`,
+/// `add_contact`, `update_local`, `handle_timeout`. Outputs: `poll_output` until `None`;
+/// `poll_timeout` gives the next deadline.
+pub struct Membership<R: Rng> {
+    config: MembershipConfig,
+    keyring: Box<dyn Keyring>,
+    rng: R,
+    local: SignedRecord,
+    /// The local heartbeat, bumped once per `gossip_interval`.
+    heartbeat: u64,
+    peers: BTreeMap<PeerId, Entry>,
+    /// Peers we were told about but hold no record of; they stay round targets until it arrives.
+    contacts: BTreeSet<PeerId>,
+    /// Contacts not tried yet: the next round goes to them first.
+    fresh: BTreeSet<PeerId>,
+    /// The first contacts ever added (bootstrap peers, typically): the last resort of a node that
+    /// has lost every peer, e.g. after a partition long enough to forget them all.
+    seeds: BTreeSet<PeerId>,
+    /// Peers a request recently failed to reach, and when: picked only when nobody else is left.
+    unreachable: BTreeMap<PeerId, Time>,
+    tombstones: BTreeMap<PeerId, Tombstone>,
+    next_round: Time,
+    /// An extra round (no heartbeat bump) asked for by a new contact or a local change.
+    early_round: Option<Time>,
+    last_round: Option<Time>,
+    out: VecDeque<MembershipOutput>,
+}
+
+impl<R: Rng> std::fmt::Debug for Membership<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let local = &self.local.record.peer_id;
+        f.debug_struct("Membership")
+            .field("local", local)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Rng> Membership<R> {
+    /// Starts with only the local record (its `version` is taken as given and signed).
+    pub fn new(
+        local: NodeRecord,
+        keyring: Box<dyn Keyring>,
+        config: MembershipConfig,
+        rng: R,
+        now: Time,
+    ) -> Self {
+        let mut config = config;
+        // A zero interval would keep `poll_timeout` due forever.
+        config.gossip_interval = config.gossip_interval.max(Duration::from_millis(1));
+        let local = SignedRecord::sign(local, &*keyring);
+        Self {
+            next_round: now + config.gossip_interval,
+            config,
+            keyring,
+            rng,
+            local,
+            heartbeat: 0,
+            peers: BTreeMap::new(),
+            contacts: BTreeSet::new(),
+            fresh: BTreeSet::new(),
+            seeds: BTreeSet::new(),
+            unreachable: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            early_round: None,
+            last_round: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The local record as currently gossiped.
+    pub fn local(&self) -> &NodeRecord {
+        &self.local.record
+    }
+
+    /// Changes the local record (capacity, addresses, labels, draining); bumps its version and
+    /// re-signs it if anything changed.
+    pub fn update_local(&mut self, change: impl FnOnce(&mut NodeRecord), now: Time) {
+        let mut record = self.local.record.clone();
+        change(&mut record);
+        // Identity and version are this machine's to manage, whatever the closure did.
+        record.peer_id = self.local.record.peer_id.clone();
+        record.version = self.local.record.version;
+        if record == self.local.record {
+            return;
+        }
+        record.version.version = record.version.version.saturating_add(1);
+        self.local = SignedRecord::sign(record, &*self.keyring);
+        // Placement reads capacity from gossip: spread changes before the next periodic round.
+        self.schedule_early_round(now);
+    }
+
+    /// A peer this node can reach but may not have a record of yet (bootstrap list, discovery,
+    /// inbound connection): rounds include it until its record arrives.
+    pub fn add_contact(&mut self, peer: PeerId, now: Time) {
+        if peer == self.local.record.peer_id {
+            return;
+        }
+        if self.seeds.len() < MAX_SEEDS {
+            self.seeds.insert(peer.clone());
+        }
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        if self.contacts.insert(peer.clone()) {
+            self.fresh.insert(peer);
+            // Bootstrap should not wait a whole interval.
+            self.schedule_early_round(now);
+        }
+    }
+
+    /// Answers a gossip request from `from`.
+    pub fn handle_request(&mut self, from: &PeerId, request: GossipRequest, now: Time) -> GossipResponse {
+        self.heard_from(from, now);
+        match request {
+            GossipRequest::Syn { digest } => self.on_syn(&digest, now),
+            GossipRequest::Push { updates } => {
+                self.apply_updates(from, updates, now);
+                GossipResponse::Done
+            }
+        }
+    }
+
+    /// Takes the answer to a request this machine sent to `from`.
+    pub fn handle_response(&mut self, from: &PeerId, response: GossipResponse, now: Time) {
+        self.heard_from(from, now);
+        let GossipResponse::Ack { updates, heartbeats, wanted } = response else { return };
+        self.apply_updates(from, updates, now);
+        for h in &heartbeats {
+            self.observe_heartbeat(&h.peer, h.version.generation, h.heartbeat, now);
+        }
+        // A set drops duplicates; an honest responder never asks for more than one message holds.
+        let wanted: BTreeSet<PeerId> = wanted.into_iter().take(MAX_UPDATES).collect();
+        let updates = self.select_updates(wanted.into_iter().collect());
+        if !updates.is_empty() {
+            let request = GossipRequest::Push { updates };
+            self.out.push_back(MembershipOutput::Send { to: from.clone(), request });
+        }
+    }
+
+    /// A request to `to` could not be delivered.
+    pub fn handle_send_failed(&mut self, to: &PeerId, now: Time) {
+        // Only a hint for picking targets: liveness is the heartbeat's business, and a peer we
+        // cannot reach may well be reachable by others.
+        if *to != self.local.record.peer_id {
+            self.unreachable.insert(to.clone(), now);
+        }
+    }
+
+    /// Runs what is due: a gossip round, the heartbeat, failure detection.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.detect_failures(now);
+        if now >= self.next_round {
+            self.heartbeat = self.heartbeat.saturating_add(1);
+            self.next_round = now + self.config.gossip_interval;
+            self.start_round(now);
+        } else if self.early_round.is_some_and(|at| now >= at) {
+            self.start_round(now);
+        }
+    }
+
+    /// The next time `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        // Failure detection runs with every round, so the rounds are the only deadlines.
+        Some(self.early_round.map_or(self.next_round, |at| at.min(self.next_round)))
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<MembershipOutput> {
+        self.out.pop_front()
+    }
+
+    /// One peer.
+    pub fn peer(&self, id: &PeerId) -> Option<PeerInfo> {
+        self.peers.get(id).map(Entry::info)
+    }
+
+    /// Every known peer except this node, in peer-id order.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers.values().map(Entry::info).collect()
+    }
+
+    fn schedule_early_round(&mut self, now: Time) {
+        // At most one extra round per quarter interval, however often this is called.
+        let at = self.last_round.map_or(now, |last| now.max(last + self.config.gossip_interval / 4));
+        if at < self.next_round {
+            self.early_round = Some(self.early_round.map_or(at, |early| early.min(at)));
+        }
+    }
+
+    fn start_round(&mut self, now: Time) {
+        self.last_round = Some(now);
+        self.early_round = None;
+        let targets = self.pick_targets();
+        if targets.is_empty() {
+            return;
+        }
+        let digest = self.digest();
+        for to in targets {
+            let request = GossipRequest::Syn { digest: digest.clone() };
+            self.out.push_back(MembershipOutput::Send { to, request });
+        }
+    }
+
+    /// Untried contacts first, then random peers not known dead (and remaining contacts),
+    /// avoiding those that just failed to answer; now and then one dead peer on top; a seed
+    /// when there is nobody else.
+    fn pick_targets(&mut self) -> Vec<PeerId> {
+        let fanout = self.config.fanout;
+        let mut targets = Vec::new();
+        while targets.len() < fanout {
+            let Some(peer) = self.fresh.pop_first() else { break };
+            targets.push(peer);
+        }
+        let (mut preferred, mut fallback) = (Vec::new(), Vec::new());
+        let live = self.peers.iter().filter(|(_, e)| e.state != PeerState::Dead).map(|(p, _)| p);
+        for peer in live.chain(&self.contacts).filter(|p| !targets.contains(*p)) {
+            if self.unreachable.contains_key(peer) { fallback.push(peer) } else { preferred.push(peer) }
+        }
+        for pool in [&mut preferred, &mut fallback] {
+            let need = fanout.saturating_sub(targets.len());
+            let (chosen, _) = pool.partial_shuffle(&mut self.rng, need);
+            targets.extend(chosen.iter().map(|p| (*p).clone()));
+        }
+        if targets.is_empty() || self.rng.random_ratio(1, DEAD_PROBE_ODDS) {
+            let dead: Vec<&PeerId> =
+                self.peers.iter().filter(|(_, e)| e.state == PeerState::Dead).map(|(p, _)| p).collect();
+            if let Some(peer) = dead.choose(&mut self.rng) {
+                targets.push((*peer).clone());
+            }
+        }
+        if targets.is_empty() {
+            let seeds: Vec<&PeerId> = self.seeds.iter().collect();
+            if let Some(peer) = seeds.choose(&mut self.rng) {
+                targets.push((*peer).clone());
+            }
+        }
+        targets
+    }
+
+    /// One entry per held record, the local one included.
+    fn digest(&self) -> Vec<DigestEntry> {
+        self.held()
+            .map(|(peer, version, heartbeat)| DigestEntry { peer: peer.clone(), version, heartbeat })
+            .collect()
+    }
+
+    /// Every record held, the local one first: (peer, version, heartbeat).
+    fn held(&self) -> impl Iterator<Item = (&PeerId, RecordVersion, u64)> {
+        let local = &self.local.record;
+        std::iter::once((&local.peer_id, local.version, self.heartbeat))
+            .chain(self.peers.iter().map(|(p, e)| (p, e.record.record.version, e.heartbeat)))
+    }
+
+    fn on_syn(&mut self, digest: &[DigestEntry], now: Time) -> GossipResponse {
+        // Of duplicate entries, the most advanced counts.
+        let mut theirs: BTreeMap<&PeerId, (RecordVersion, u64)> = BTreeMap::new();
+        for e in digest {
+            let seen = theirs.entry(&e.peer).or_insert((e.version, e.heartbeat));
+            *seen = (*seen).max((e.version, e.heartbeat));
+        }
+        let mut wanted = Vec::new();
+        for (&peer, &(version, heartbeat)) in &theirs {
+            // Liveness spreads here, without any record changing hands.
+            self.observe_heartbeat(peer, version.generation, heartbeat, now);
+            let held = if *peer == self.local.record.peer_id {
+                // A newer record of ours out there is wanted too, to be overtaken.
+                Some(self.local.record.version)
+            } else {
+                self.peers.get(peer).map(|e| e.record.record.version)
+            };
+            let want = match held {
+                Some(held) => version > held,
+                None => self.accepts_unknown(peer, version.generation, heartbeat),
+            };
+            if want && wanted.len() < MAX_UPDATES {
+                wanted.push(peer.clone());
+            }
+        }
+        let (mut candidates, mut heartbeats) = (Vec::new(), Vec::new());
+        for (peer, version, heartbeat) in self.held() {
+            let seen = theirs.get(peer);
+            if seen.is_none_or(|&(v, _)| v < version) {
+                candidates.push(peer.clone());
+            }
+            // Sent apart from the record too, so it gets across even if the record does not fit.
+            if seen.is_some_and(|&(v, hb)| v.generation == version.generation && heartbeat > hb) {
+                heartbeats.push(DigestEntry { peer: peer.clone(), version, heartbeat });
+            }
+        }
+        let updates = self.select_updates(candidates);
+        GossipResponse::Ack { updates, heartbeats, wanted }
+    }
+
+    /// The records of `peers` that fit in one message (random ones when there are too many).
+    fn select_updates(&mut self, mut peers: Vec<PeerId>) -> Vec<GossipUpdate> {
+        if peers.len() > MAX_UPDATES {
+            peers.shuffle(&mut self.rng);
+        }
+        let (mut updates, mut bytes) = (Vec::new(), 0);
+        for peer in peers {
+            let update = if peer == self.local.record.peer_id {
+                GossipUpdate { record: self.local.clone(), heartbeat: self.heartbeat }
+            } else if let Some(e) = self.peers.get(&peer) {
+                GossipUpdate { record: e.record.clone(), heartbeat: e.heartbeat }
+            } else {
+                continue;
+            };
+            let size = postcard::experimental::serialized_size(&update).unwrap_or(usize::MAX);
+            if updates.len() < MAX_UPDATES && size <= MAX_UPDATE_BYTES - bytes {
+                bytes += size;
+                updates.push(update);
+            }
+        }
+        updates
+    }
+
+    fn apply_updates(&mut self, from: &PeerId, updates: Vec<GossipUpdate>, now: Time) {
+        // An honest peer never sends more; verifying signatures is the expensive part.
+        for update in updates.into_iter().take(MAX_UPDATES) {
+            self.apply_update(from, update, now);
+        }
+    }
+
+    fn apply_update(&mut self, from: &PeerId, update: GossipUpdate, now: Time) {
+        let GossipUpdate { record, heartbeat } = update;
+        let peer = record.record.peer_id.clone();
+        let version = record.record.version;
+        if peer == self.local.record.peer_id {
+            self.reject(from, RejectReason::ClaimsLocalIdentity);
+            // A genuine record of ours newer than our own: we restarted without a higher
+            // generation. Move past it, or the mesh would keep preferring the stale one.
+            if version > self.local.record.version && record.verify(&*self.keyring) {
+                self.overtake(version, heartbeat);
+            }
+            return;
+        }
+        match self.peers.get(&peer) {
+            // Nothing new but perhaps the heartbeat, which is unsigned anyway: skip verifying.
+            Some(e) if version <= e.record.record.version => {
+                self.observe_heartbeat(&peer, version.generation, heartbeat, now);
+                return;
+            }
+            None if !self.accepts_unknown(&peer, version.generation, heartbeat) => return,
+            _ => {}
+        }
+        if !record.verify(&*self.keyring) {
+            self.reject(from, RejectReason::BadSignature);
+            return;
+        }
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            self.tombstones.remove(&peer);
+            self.contacts.remove(&peer);
+            self.fresh.remove(&peer);
+            let joined = record.record.clone();
+            let entry = Entry { record, heartbeat, state: PeerState::Alive, last_seen: now };
+            self.peers.insert(peer, entry);
+            self.out.push_back(MembershipOutput::Event(MembershipEvent::Joined { record: joined }));
+            return;
+        };
+        // Heartbeats count from 0 again in a new generation: a restarted node is back.
+        let restarted = version.generation > entry.record.record.version.generation;
+        let advanced = restarted || heartbeat > entry.heartbeat;
+        entry.heartbeat = if restarted { heartbeat } else { entry.heartbeat.max(heartbeat) };
+        entry.record = record;
+        let updated = MembershipEvent::Updated { record: entry.record.record.clone() };
+        self.out.push_back(MembershipOutput::Event(updated));
+        if restarted {
+            self.unreachable.remove(&peer);
+        }
+        if advanced {
+            self.mark_alive(&peer, now);
+        }
+    }
+
+    fn overtake(&mut self, seen: RecordVersion, heartbeat: u64) {
+        let mut record = self.local.record.clone();
+        record.version =
+            RecordVersion { generation: seen.generation, version: seen.version.saturating_add(1) };
+        self.heartbeat = self.heartbeat.max(heartbeat);
+        self.local = SignedRecord::sign(record, &*self.keyring);
+    }
+
+    /// Whether a record of a peer we hold nothing of is welcome: always, unless we forgot it
+    /// and it shows no sign of life since.
+    fn accepts_unknown(&self, peer: &PeerId, generation: u64, heartbeat: u64) -> bool {
+        self.tombstones.get(peer).is_none_or(|t| (generation, heartbeat) > (t.generation, t.heartbeat))
+    }
+
+    /// A heartbeat seen anywhere: if it moved in the generation we hold, the peer is alive.
+    fn observe_heartbeat(&mut self, peer: &PeerId, generation: u64, heartbeat: u64, now: Time) {
+        if *peer == self.local.record.peer_id {
+            // The mesh may have seen a higher heartbeat of ours from before a restart in the
+            // same generation; ours must move past it to count as moving at all.
+            if generation == self.local.record.version.generation {
+                self.heartbeat = self.heartbeat.max(heartbeat);
+            }
+            return;
+        }
+        let Some(e) = self.peers.get_mut(peer) else { return };
+        if generation == e.record.record.version.generation && heartbeat > e.heartbeat {
+            e.heartbeat = heartbeat;
+            self.mark_alive(peer, now);
+        }
+    }
+
+    /// A message straight from `from` proves it is alive and reachable.
+    fn heard_from(&mut self, from: &PeerId, now: Time) {
+        self.unreachable.remove(from);
+        self.mark_alive(from, now);
+    }
+
+    fn mark_alive(&mut self, peer: &PeerId, now: Time) {
+        let Some(e) = self.peers.get_mut(peer) else { return };
+        e.last_seen = now;
+        if e.state != PeerState::Alive {
+            let changed =
+                MembershipEvent::StateChanged { peer: peer.clone(), from: e.state, to: PeerState::Alive };
+            self.out.push_back(MembershipOutput::Event(changed));
+            e.state = PeerState::Alive;
+        }
+    }
+
+    fn reject(&mut self, from: &PeerId, reason: RejectReason) {
+        self.out.push_back(MembershipOutput::Event(MembershipEvent::Rejected { from: from.clone(), reason }));
+    }
+
+    fn detect_failures(&mut self, now: Time) {
+        let c = &self.config;
+        let forget_after = c.dead_after.saturating_add(c.forget_after);
+        let mut forgotten = Vec::new();
+        for (peer, e) in &mut self.peers {
+            let silent = now.since(e.last_seen);
+            let state = if silent >= c.dead_after {
+                PeerState::Dead
+            } else if silent >= c.suspect_after {
+                PeerState::Suspect
+            } else {
+                PeerState::Alive
+            };
+            if state != e.state {
+                let changed = MembershipEvent::StateChanged { peer: peer.clone(), from: e.state, to: state };
+                self.out.push_back(MembershipOutput::Event(changed));
+                e.state = state;
+            }
+            if state == PeerState::Dead && silent >= forget_after {
+                forgotten.push(peer.clone());
+            }
+        }
+        for peer in forgotten {
+            if let Some(e) = self.peers.remove(&peer) {
+                self.unreachable.remove(&peer);
+                let generation = e.record.record.version.generation;
+                let tombstone =
+                    Tombstone { generation, heartbeat: e.heartbeat, expires: now + c.forget_after };
+                self.tombstones.insert(peer, tombstone);
+            }
+        }
+        self.tombstones.retain(|_, t| t.expires > now);
+        self.unreachable.retain(|_, at| now.since(*at) < c.dead_after);
+    }
+}
+
+impl Entry {
+    fn info(&self) -> PeerInfo {
+        PeerInfo {
+            record: self.record.record.clone(),
+            state: self.state,
+            last_seen: self.last_seen,
+            heartbeat: self.heartbeat,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::ids::Org;
+    use crate::record::{AcceptPolicy, Capacity, InsecureTestKeyring};
+    use crate::wire::{self, limits};
+
+    const STEP: Duration = Duration::from_millis(50);
+    type Node = Membership<ChaCha8Rng>;
+    type Ack = (Vec<GossipUpdate>, Vec<DigestEntry>, Vec<PeerId>);
+    type Contact = fn(usize) -> usize;
+
+    fn peer_id(i: usize) -> PeerId {
+        // Decimal digits spelled as the letters a-j: base58 has no '0'.
+        let tag: String = format!("{i:04}").bytes().map(|d| char::from(b'a' + (d - b'0'))).collect();
+        PeerId::new(format!("12D3KooWnode{tag}")).unwrap()
+    }
+
+    fn record(peer: &PeerId, generation: u64) -> NodeRecord {
+        NodeRecord {
+            peer_id: peer.clone(),
+            org: Org::new("acme").unwrap(),
+            name: format!("node-{}", peer.short()),
+            addrs: vec!["/ip4/10.0.0.1/tcp/4001".into()],
+            labels: BTreeMap::new(),
+            capacity: Capacity { cpu_millis: 4000, slots: 4, free_slots: 4, ..Capacity::default() },
+            accepts: AcceptPolicy::AnyOrg,
+            draining: false,
+            software: "test".into(),
+            version: RecordVersion { generation, version: 0 },
+        }
+    }
+
+    fn update(record: NodeRecord, signer: &PeerId, heartbeat: u64) -> GossipUpdate {
+        let keyring = InsecureTestKeyring::new(signer.clone());
+        GossipUpdate { record: SignedRecord::sign(record, &keyring), heartbeat }
+    }
+
+    fn entry(peer: &PeerId, generation: u64, version: u64, heartbeat: u64) -> DigestEntry {
+        DigestEntry { peer: peer.clone(), version: RecordVersion { generation, version }, heartbeat }
+    }
+
+    fn node(peer: &PeerId, generation: u64, seed: u64, config: MembershipConfig) -> Node {
+        let (keyring, rng) =
+            (Box::new(InsecureTestKeyring::new(peer.clone())), ChaCha8Rng::seed_from_u64(seed));
+        Membership::new(record(peer, generation), keyring, config, rng, Time::ZERO)
+    }
+
+    fn drain(m: &mut Node) -> Vec<MembershipOutput> {
+        std::iter::from_fn(|| m.poll_output()).collect()
+    }
+
+    fn push(m: &mut Node, from: &PeerId, updates: Vec<GossipUpdate>) -> Vec<MembershipOutput> {
+        assert_eq!(m.handle_request(from, GossipRequest::Push { updates }, Time(1)), GossipResponse::Done);
+        drain(m)
+    }
+
+    fn syn(m: &mut Node, from: &PeerId, digest: Vec<DigestEntry>) -> Ack {
+        match m.handle_request(from, GossipRequest::Syn { digest }, Time(1)) {
+            GossipResponse::Ack { updates, heartbeats, wanted } => (updates, heartbeats, wanted),
+            GossipResponse::Done => panic!("Syn must be answered with Ack"),
+        }
+    }
+
+    enum Msg {
+        Request(GossipRequest),
+        Response(GossipResponse),
+    }
+
+    /// N nodes on a virtual network (after quinn-proto's `Pair`). Every message takes one step,
+    /// so information moves one hop per leg as on a real network; a request to or from a
+    /// `silent` node fails, and so does its response.
+    #[derive(Default)]
+    struct Sim {
+        ids: Vec<PeerId>,
+        index: BTreeMap<PeerId, usize>,
+        nodes: Vec<Node>,
+        /// (arrival, sender, receiver, message), in arrival order.
+        in_flight: VecDeque<(Time, usize, usize, Msg)>,
+        events: Vec<Vec<MembershipEvent>>,
+        log: Vec<String>,
+        silent: BTreeSet<usize>,
+        now: Time,
+        seed: u64,
+    }
+
+    impl Sim {
+        /// `n` nodes started together; node `i > 0` is given `contact(i)` as its only contact.
+        fn new(n: usize, seed: u64, config: MembershipConfig, contact: Contact) -> Self {
+            let ids: Vec<PeerId> = (0..n).map(peer_id).collect();
+            let index = ids.iter().enumerate().map(|(i, p)| (p.clone(), i)).collect();
+            let mut nodes: Vec<Node> =
+                (0..n).map(|i| node(&ids[i], 1, seed ^ (i as u64) << 32, config.clone())).collect();
+            for (i, m) in nodes.iter_mut().enumerate().skip(1) {
+                m.add_contact(ids[contact(i)].clone(), Time::ZERO);
+            }
+            Sim { ids, index, nodes, events: vec![Vec::new(); n], seed, ..Sim::default() }
+        }
+
+        fn step(&mut self) {
+            self.now = self.now + STEP;
+            while self.in_flight.front().is_some_and(|m| m.0 <= self.now) {
+                let Some((_, from, to, msg)) = self.in_flight.pop_front() else { break };
+                let (now, cut) = (self.now, self.silent.contains(&from) || self.silent.contains(&to));
+                match msg {
+                    Msg::Request(_) if cut => self.nodes[from].handle_send_failed(&self.ids[to], now),
+                    Msg::Request(request) => {
+                        let response = self.nodes[to].handle_request(&self.ids[from], request, now);
+                        self.in_flight.push_back((now + STEP, to, from, Msg::Response(response)));
+                    }
+                    Msg::Response(_) if cut => self.nodes[to].handle_send_failed(&self.ids[from], now),
+                    Msg::Response(response) => self.nodes[to].handle_response(&self.ids[from], response, now),
+                }
+                self.flush();
+            }
+            for m in &mut self.nodes {
+                if m.poll_timeout().is_some_and(|t| t <= self.now) {
+                    m.handle_timeout(self.now);
+                }
+            }
+            self.flush();
+        }
+
+        fn flush(&mut self) {
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].poll_output() {
+                    self.log.push(format!("{} {i} {out:?}", self.now.as_millis()));
+                    match out {
+                        MembershipOutput::Send { to, request } => match self.index.get(&to) {
+                            Some(&j) => {
+                                self.in_flight.push_back((self.now + STEP, i, j, Msg::Request(request)))
+                            }
+                            None => self.nodes[i].handle_send_failed(&to, self.now),
+                        },
+                        MembershipOutput::Event(e) => self.events[i].push(e),
+                    }
+                }
+            }
+        }
+
+        /// Steps until `done`; returns the gossip rounds (default interval) it took.
+        fn run_until(&mut self, max_rounds: u64, what: &str, done: impl Fn(&Sim) -> bool) -> u64 {
+            let (start, interval) = (self.now, MembershipConfig::default().gossip_interval);
+            while !done(self) {
+                assert!(
+                    self.now.since(start) < interval * max_rounds as u32,
+                    "{what}: not within {max_rounds} rounds (seed {})",
+                    self.seed
+                );
+                self.step();
+            }
+            self.now.since(start).as_millis().div_ceil(interval.as_millis()) as u64
+        }
+
+        fn others(&self, of: usize) -> impl Iterator<Item = usize> + use<> {
+            (0..self.nodes.len()).filter(move |&i| i != of)
+        }
+
+        fn state(&self, observer: usize, peer: usize) -> Option<PeerState> {
+            self.nodes[observer].peer(&self.ids[peer]).map(|p| p.state)
+        }
+
+        /// Every node holds every other's latest record and thinks it alive.
+        fn converged(&self) -> bool {
+            (0..self.nodes.len()).all(|i| {
+                self.others(i).all(|j| {
+                    let p = self.nodes[i].peer(&self.ids[j]);
+                    p.is_some_and(|p| p.state == PeerState::Alive && p.record == *self.nodes[j].local())
+                })
+            })
+        }
+
+        fn state_changes(&self, observer: usize, peer: usize) -> Vec<(PeerState, PeerState)> {
+            let changes = self.events[observer].iter().filter_map(|e| match e {
+                MembershipEvent::StateChanged { peer: p, from, to } if *p == self.ids[peer] => {
+                    Some((*from, *to))
+                }
+                _ => None,
+            });
+            changes.collect()
+        }
+
+        fn clear_events(&mut self) {
+            self.events.iter_mut().for_each(Vec::clear);
+        }
+    }
+
+    #[test]
+    fn fifty_nodes_converge_from_one_contact() {
+        let topologies: [(&str, Contact); 2] = [("star", |_| 0), ("chain", |i| i - 1)];
+        for (name, contact) in topologies {
+            let mut rounds = Vec::new();
+            for seed in [1, 2, 3, 42, 1234] {
+                let mut sim = Sim::new(50, seed, MembershipConfig::default(), contact);
+                rounds.push(sim.run_until(20, name, Sim::converged));
+                let joined =
+                    sim.events.iter().flatten().filter(|e| matches!(e, MembershipEvent::Joined { .. }));
+                assert_eq!(joined.count(), 50 * 49, "each node learns each other once");
+            }
+            eprintln!("50 nodes, {name} bootstrap: converged in {rounds:?} rounds");
+        }
+    }
+
+    #[test]
+    fn capacity_change_reaches_everyone() {
+        for seed in [5, 6, 7] {
+            let mut sim = Sim::new(50, seed, MembershipConfig::default(), |_| 0);
+            sim.run_until(20, "convergence", Sim::converged);
+            for _ in 0..2 {
+                sim.nodes[17].update_local(|r| r.capacity.free_slots = 1, sim.now);
+                assert_eq!(sim.nodes[17].local().version.version, 1, "a change that changes nothing is none");
+            }
+            let rounds = sim.run_until(10, "capacity spread", |s| {
+                s.others(17)
+                    .all(|i| s.nodes[i].peer(&s.ids[17]).is_some_and(|p| p.record.capacity.free_slots == 1))
+            });
+            eprintln!("seed {seed}: capacity change reached 49 nodes in {rounds} rounds");
+        }
+    }
+
+    #[test]
+    fn silent_node_dies_then_returns_and_restarts() {
+        let config = MembershipConfig::default();
+        let mut sim = Sim::new(30, 11, config.clone(), |_| 0);
+        sim.run_until(20, "convergence", Sim::converged);
+        sim.clear_events();
+        let s = 7;
+        let all_see = |state| move |sim: &Sim| sim.others(s).all(|i| sim.state(i, s) == Some(state));
+        sim.silent.insert(s);
+        let silenced = sim.now;
+        sim.run_until(20, "suspect", |sim| sim.others(s).all(|i| sim.state(i, s) != Some(PeerState::Alive)));
+        assert!(sim.now.since(silenced) >= config.suspect_after - config.gossip_interval * 3);
+        sim.run_until(20, "dead", all_see(PeerState::Dead));
+        assert!(sim.now.since(silenced) <= config.dead_after + Duration::from_secs(2));
+        for i in sim.others(s) {
+            let expected = [(PeerState::Alive, PeerState::Suspect), (PeerState::Suspect, PeerState::Dead)];
+            assert_eq!(sim.state_changes(i, s), expected, "node {i}");
+            let false_alarm = |e: &&MembershipEvent| matches!(e, MembershipEvent::StateChanged { peer, .. } if *peer != sim.ids[s]);
+            assert_eq!(sim.events[i].iter().find(false_alarm), None, "node {i}");
+        }
+
+        // The partition heals: same generation, its heartbeat moves again.
+        sim.silent.clear();
+        sim.clear_events();
+        let rounds = sim.run_until(20, "return", Sim::converged);
+        eprintln!("silent node back in {rounds} rounds");
+        for i in sim.others(s) {
+            assert_eq!(sim.state_changes(i, s), [(PeerState::Dead, PeerState::Alive)], "node {i}");
+        }
+
+        // It dies for good, and a new process (next generation, heartbeat 0) takes its place.
+        sim.silent.insert(s);
+        sim.run_until(20, "dead again", all_see(PeerState::Dead));
+        sim.nodes[s] = node(&sim.ids[s], 2, 99, config);
+        sim.nodes[s].add_contact(sim.ids[0].clone(), sim.now);
+        sim.silent.clear();
+        sim.clear_events();
+        sim.run_until(20, "restart", Sim::converged);
+        for i in sim.others(s) {
+            assert_eq!(sim.state_changes(i, s), [(PeerState::Dead, PeerState::Alive)], "node {i}");
+            let updated = |e: &MembershipEvent| matches!(e, MembershipEvent::Updated { record } if record.version.generation == 2);
+            assert!(sim.events[i].iter().any(updated), "node {i}");
+        }
+    }
+
+    #[test]
+    fn forgotten_node_stays_forgotten_until_it_shows_life() {
+        let config =
+            MembershipConfig { forget_after: Duration::from_secs(10), ..MembershipConfig::default() };
+        let mut sim = Sim::new(10, 3, config, |_| 0);
+        sim.run_until(20, "convergence", Sim::converged);
+        let s = 3;
+        sim.silent.insert(s);
+        sim.run_until(40, "forgotten", |sim| sim.others(s).all(|i| sim.nodes[i].peer(&sim.ids[s]).is_none()));
+        sim.clear_events();
+        // Records still held by slower nodes must not bring it back (tombstones).
+        for _ in 0..100 {
+            sim.step();
+        }
+        assert!(sim.others(s).all(|i| sim.nodes[i].peer(&sim.ids[s]).is_none()));
+        assert!(!sim.events.iter().flatten().any(|e| matches!(e, MembershipEvent::Joined { .. })));
+        // It forgot everyone too; its seed (node 0) brings it back.
+        assert!(sim.nodes[s].peers().is_empty());
+        sim.silent.clear();
+        sim.run_until(20, "rejoin", Sim::converged);
+    }
+
+    #[test]
+    fn forged_and_self_claiming_records_are_rejected() {
+        let (a, x, y) = (peer_id(0), peer_id(1), peer_id(2));
+        let mut m = node(&a, 5, 1, MembershipConfig::default());
+        let reject = |reason| MembershipOutput::Event(MembershipEvent::Rejected { from: y.clone(), reason });
+        let forged = update(record(&x, 1), &y, 1);
+        let mut tampered = update(record(&x, 1), &x, 1);
+        tampered.record.record.capacity.free_slots = 99;
+        let mut bad_bytes = update(record(&x, 1), &x, 1);
+        bad_bytes.record.signature.push(0);
+        let bad = reject(RejectReason::BadSignature);
+        assert_eq!(push(&mut m, &y, vec![forged, tampered, bad_bytes]), [bad.clone(), bad.clone(), bad]);
+        assert!(m.peer(&x).is_none());
+
+        // Records claiming to be us are ignored, forged or stale.
+        let before = m.local().clone();
+        let mut newer = record(&a, 9);
+        newer.name = "impostor".into();
+        let claims = reject(RejectReason::ClaimsLocalIdentity);
+        let out = push(&mut m, &y, vec![update(newer.clone(), &y, 1), update(record(&a, 1), &a, 1)]);
+        assert_eq!(out, [claims.clone(), claims.clone()]);
+        assert_eq!(*m.local(), before);
+
+        // A genuine newer one (we restarted with a lower generation): content still ignored, but
+        // our version moves past it so that ours wins again.
+        assert_eq!(push(&mut m, &y, vec![update(newer, &a, 40)]), [claims]);
+        assert_eq!(m.local().version, RecordVersion { generation: 9, version: 1 });
+        assert_eq!(m.local().name, before.name);
+
+        let joined = MembershipOutput::Event(MembershipEvent::Joined { record: record(&x, 1) });
+        assert_eq!(push(&mut m, &x, vec![update(record(&x, 1), &x, 1)]), [joined]);
+    }
+
+    #[test]
+    fn same_seed_same_outputs() {
+        let trace = |seed| {
+            let mut sim = Sim::new(12, seed, MembershipConfig::default(), |i| i / 2);
+            for step in 0..400 {
+                if step == 100 {
+                    sim.nodes[4].update_local(|r| r.draining = true, sim.now);
+                    sim.silent.insert(5);
+                }
+                sim.step();
+            }
+            sim.log
+        };
+        let a = trace(7);
+        assert!(a.len() > 1000);
+        assert_eq!(a, trace(7));
+        assert_ne!(a, trace(8));
+    }
+
+    #[test]
+    fn garbage_and_edge_inputs_never_panic() {
+        let (a, b, z) = (peer_id(0), peer_id(1), peer_id(9));
+        let mut m = node(&a, 1, 1, MembershipConfig::default());
+        push(&mut m, &b, vec![update(record(&b, 1), &b, 3)]);
+        let (updates, heartbeats, wanted) = syn(&mut m, &b, vec![]);
+        assert_eq!((updates.len(), heartbeats.len(), wanted.len()), (2, 0, 0), "an empty digest gets all");
+
+        // Duplicates and extreme values.
+        let max = u64::MAX;
+        let digest = [(&z, max, max, max), (&z, 0, 0, 0), (&b, 1, max, 0), (&a, 1, 0, max), (&a, 1, 0, 5)];
+        let (updates, _, wanted) = syn(&mut m, &b, digest.map(|(p, g, v, hb)| entry(p, g, v, hb)).to_vec());
+        assert_eq!((updates.len(), wanted), (0, vec![b.clone(), z.clone()]));
+        m.handle_timeout(Time(20_000));
+        let dead =
+            MembershipEvent::StateChanged { peer: b.clone(), from: PeerState::Alive, to: PeerState::Dead };
+        assert!(drain(&mut m).contains(&MembershipOutput::Event(dead)));
+
+        // Unsigned records, nonsense heartbeats, duplicate and unknown wants.
+        let unsigned =
+            GossipUpdate { record: SignedRecord { record: record(&z, 1), signature: vec![] }, heartbeat: 1 };
+        let heartbeats = vec![entry(&z, 3, 3, 3), entry(&a, 0, 0, u64::MAX), entry(&b, 9, 9, 9)];
+        let wanted = vec![a.clone(), a.clone(), z.clone(), b.clone(), b.clone()];
+        let ack = GossipResponse::Ack { updates: vec![unsigned], heartbeats, wanted };
+        m.handle_response(&b, ack, Time(20_000));
+        let out = drain(&mut m);
+        let [
+            MembershipOutput::Event(alive),
+            MembershipOutput::Event(rejected),
+            MembershipOutput::Send { to, request },
+        ] = &out[..]
+        else {
+            panic!("expected a state change, a rejection and a push: {out:?}")
+        };
+        assert!(matches!(alive, MembershipEvent::StateChanged { to: PeerState::Alive, .. }));
+        assert!(matches!(rejected, MembershipEvent::Rejected { reason: RejectReason::BadSignature, .. }));
+        let GossipRequest::Push { updates } = request else { panic!("expected a push: {request:?}") };
+        let pushed: Vec<&PeerId> = updates.iter().map(|u| &u.record.record.peer_id).collect();
+        assert_eq!((to, pushed), (&b, vec![&a, &b]));
+
+        // Shrugged off.
+        m.handle_response(&z, GossipResponse::Done, Time(1));
+        let empty = GossipResponse::Ack { updates: vec![], heartbeats: vec![], wanted: vec![] };
+        m.handle_response(&z, empty, Time(1));
+        assert!(push(&mut m, &z, vec![]).is_empty());
+        m.handle_send_failed(&z, Time(1));
+        m.handle_send_failed(&a, Time(1));
+        let due = m.poll_timeout();
+        m.add_contact(a.clone(), Time(1));
+        assert_eq!(m.poll_timeout(), due, "the local id is no contact");
+        m.handle_timeout(Time(u64::MAX));
+        m.handle_timeout(Time(u64::MAX));
+        assert!(m.peers().is_empty(), "forgotten at the end of time");
+
+        // A degenerate configuration still makes progress.
+        let (gossip_interval, suspect_after, dead_after, forget_after) = Default::default();
+        let zero = MembershipConfig { gossip_interval, fanout: 0, suspect_after, dead_after, forget_after };
+        let mut m = node(&a, 1, 1, zero);
+        m.add_contact(b.clone(), Time(0));
+        for t in 0..20 {
+            m.handle_timeout(Time(t));
+            assert!(m.poll_timeout().is_some_and(|next| next > Time(t)));
+            drain(&mut m);
+        }
+    }
+
+    #[test]
+    fn messages_stay_under_the_wire_limit() {
+        let a = peer_id(0);
+        let mut m = node(&a, 1, 1, MembershipConfig::default());
+        let ids: Vec<PeerId> = (1..=600).map(peer_id).collect();
+        for chunk in ids.chunks(200) {
+            push(&mut m, &ids[0], chunk.iter().map(|p| update(record(p, 1), p, 1)).collect());
+        }
+        assert_eq!(m.peers().len(), 600);
+        let (updates, heartbeats, wanted) = syn(&mut m, &ids[0], vec![]);
+        assert_eq!(updates.len(), MAX_UPDATES, "the rest follows in later rounds");
+        assert!(wire::encode(&GossipResponse::Ack { updates, heartbeats, wanted }, limits::GOSSIP).is_ok());
+        let (_, _, wanted) =
+            syn(&mut m, &ids[0], (1000..2000).map(|i| entry(&peer_id(i), 1, 0, 1)).collect());
+        assert_eq!(wanted.len(), MAX_UPDATES);
+
+        // A 10,000-node digest with real-length (52-character) peer ids fits with room to spare.
+        let long_id = |i| PeerId::new(format!("12D3KooW{}{}", "x".repeat(28), peer_id(i).as_str())).unwrap();
+        let digest = (0..10_000).map(|i| entry(&long_id(i), 1_700_000_000_000, 7, 1 << 20)).collect();
+        let size = wire::encode(&GossipRequest::Syn { digest }, limits::GOSSIP).map(|b| b.len());
+        assert!(size.as_ref().is_ok_and(|s| *s < limits::GOSSIP / 4), "{size:?}");
+    }
+}

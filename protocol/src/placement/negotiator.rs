@@ -1,0 +1,735 @@
+//! The origin side of placement: one negotiation per task attempt in flight.
+//! Sans-IO: the driver delivers responses with the task they answer and feeds time in.
+//!
+//! Never: read a clock, draw unseeded randomness, let map iteration order decide anything, or
+//! leave a reservation it will not use held on a host (every unused offer gets a `Release`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use crate::ids::{Attempt, Org, PeerId, ReservationId, TaskId};
+use crate::record::NodeRecord;
+use crate::task::{Resources, TaskSpec};
+use crate::time::Time;
+use crate::wire::place::{
+    BidRequest, BidResponse, CommitRequest, CommitResponse, DeclineReason, PlaceRequest,
+};
+
+/// Tuning of negotiations.
+#[derive(Clone, Debug)]
+pub struct PlacementConfig {
+    /// Candidates asked for a bid at once.
+    pub fanout: usize,
+    /// How long to wait for bids before deciding with what arrived.
+    pub bid_timeout: Duration,
+    /// How long to wait for a commit answer before giving up on that host.
+    pub commit_timeout: Duration,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        Self {
+            fanout: 3,
+            bid_timeout: Duration::from_millis(1000),
+            commit_timeout: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// The host an attempt landed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedOn {
+    /// The host.
+    pub peer: PeerId,
+    /// Its org.
+    pub org: Org,
+    /// Its name.
+    pub name: String,
+}
+
+/// How a negotiation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlacementEvent {
+    /// The host accepted the commit and runs the attempt.
+    Placed {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: Attempt,
+        /// Where.
+        host: PlacedOn,
+    },
+    /// No known node could ever run it: the task should fail with `reason`.
+    Unplaceable {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: Attempt,
+        /// Why, naming the constraint nobody meets.
+        reason: String,
+    },
+    /// Some node could run it but none can right now: the task waits `pending` and the driver
+    /// calls `place` again when capacity frees.
+    Waiting {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: Attempt,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// An output of the negotiator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NegotiatorOutput {
+    /// Send `request` to `to` (possibly this node itself), about `task`/`attempt`; feed the answer
+    /// to `handle_bid_response` / `handle_commit_response`, or a failure to
+    /// `handle_request_failed`. `Release` needs no answer.
+    Send {
+        /// Destination.
+        to: PeerId,
+        /// The task the request is about.
+        task: TaskId,
+        /// The attempt.
+        attempt: Attempt,
+        /// The request.
+        request: PlaceRequest,
+    },
+    /// A negotiation ended.
+    Event(PlacementEvent),
+}
+
+/// How many times a negotiation starts over after a failed commit before it reports `Waiting`.
+const MAX_RESTARTS: u32 = 2;
+
+/// The origin-side negotiator.
+///
+/// Inputs: `place`, `abort`, `handle_bid_response`, `handle_commit_response`,
+/// `handle_request_failed`, `handle_timeout`. Outputs: `poll_output` until `None` (requests to send
+/// and the end of each negotiation, in the order they were decided); `poll_timeout` gives the next
+/// bid or commit deadline.
+///
+/// A negotiation runs in bid rounds: the best `fanout` untried candidates are asked; once all
+/// answered (or the bid deadline passed) the best offer gets a `Commit`, every other offer a
+/// `Release`. With no offer the next `fanout` are asked; when none are left it ends `Waiting`
+/// (someone was busy, draining or silent) or `Unplaceable` (everyone refused for good).
+///
+/// A commit that was rejected, failed or timed out starts the negotiation over (at most
+/// twice, then `Waiting`). A failed or timed-out commit may still have been
+/// accepted by its host: the negotiator sends that host a `Release` (which wins if it lands before
+/// the commit), takes a late `Accepted` from it as the placement while it has not committed
+/// elsewhere, and otherwise leaves the duplicate to attempt fencing: the host reports for an
+/// attempt the origin never recorded as placed there, and the origin cancels it.
+pub struct Negotiator<R: Rng> {
+    local: PeerId,
+    org: Org,
+    config: PlacementConfig,
+    rng: R,
+    negotiations: BTreeMap<TaskId, Negotiation>,
+    outputs: VecDeque<NegotiatorOutput>,
+}
+
+/// One candidate that passed every filter, in rank order.
+#[derive(Clone, Debug)]
+struct Candidate {
+    host: PlacedOn,
+    idle: f64,
+}
+
+/// What a candidate asked in the current round said.
+#[derive(Clone, Debug)]
+enum Answer {
+    Pending,
+    Offer { reservation: ReservationId, score: u16, expires_at: Time },
+    Declined,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Asked {
+    rank: usize,
+    answer: Answer,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Bidding { deadline: Time, asked: BTreeMap<PeerId, Asked> },
+    Committing { deadline: Time, rank: usize, reservation: ReservationId },
+}
+
+/// Why a candidate of this start gave no usable offer.
+#[derive(Clone, Debug)]
+enum Miss {
+    Declined(DeclineReason),
+    NoAnswer,
+    OfferExpired,
+}
+
+impl Miss {
+    /// Whether asking again later could succeed. Draining counts: a drained node usually comes
+    /// back, and a task that waits still fails after its `queue_timeout_s`.
+    fn retry_may_help(&self) -> bool {
+        match self {
+            Miss::Declined(r) => r.is_transient() || *r == DeclineReason::Draining,
+            Miss::NoAnswer | Miss::OfferExpired => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Miss::Declined(r) => r.fmt(f),
+            Miss::NoAnswer => f.write_str("no answer"),
+            Miss::OfferExpired => f.write_str("its offer expired before the decision"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Negotiation {
+    attempt: Attempt,
+    spec: TaskSpec,
+    /// Every candidate that could ever run the task, kept for starting over.
+    eligible: Vec<NodeRecord>,
+    /// Those with room right now, best first.
+    ranked: Vec<Candidate>,
+    /// The first candidate of `ranked` not asked yet.
+    next: usize,
+    phase: Phase,
+    restarts: u32,
+    /// Why candidates of this start gave no usable offer, by rank.
+    misses: Vec<(usize, Miss)>,
+    /// Hosts whose commit failed or timed out without an answer: they may run the attempt.
+    maybe_committed: BTreeSet<PeerId>,
+}
+
+impl Negotiation {
+    fn deadline(&self) -> Time {
+        match &self.phase {
+            Phase::Bidding { deadline, .. } | Phase::Committing { deadline, .. } => *deadline,
+        }
+    }
+}
+
+/// Whether a negotiation goes on after a step.
+enum Flow {
+    Continue,
+    Done,
+}
+
+impl<R: Rng> std::fmt::Debug for Negotiator<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Negotiator")
+            .field("local", &self.local)
+            .field("org", &self.org)
+            .field("negotiations", &self.negotiations.len())
+            .field("outputs", &self.outputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Rng> Negotiator<R> {
+    /// A negotiator for the node `local` of `org`.
+    pub fn new(local: PeerId, org: Org, config: PlacementConfig, rng: R) -> Self {
+        Self { local, org, config, rng, negotiations: BTreeMap::new(), outputs: VecDeque::new() }
+    }
+
+    /// Starts placing `attempt` of `task`. `candidates` is the current view: alive peers' records
+    /// and the local node's own record.
+    pub fn place(
+        &mut self,
+        task: TaskId,
+        attempt: Attempt,
+        spec: &TaskSpec,
+        candidates: &[NodeRecord],
+        now: Time,
+    ) {
+        if self.negotiations.contains_key(&task) {
+            self.abort(task, now);
+        }
+        // Sorted and deduplicated so the outcome depends on the view, not on how the driver
+        // happened to list it.
+        let mut nodes: Vec<&NodeRecord> = candidates.iter().collect();
+        nodes.sort_by(|a, b| a.peer_id.cmp(&b.peer_id).then(b.version.cmp(&a.version)));
+        nodes.dedup_by(|later, kept| later.peer_id == kept.peer_id);
+
+        let c = &spec.constraints;
+        let eligible: Vec<NodeRecord> = nodes
+            .iter()
+            .filter(|n| n.may_ever_run(&self.org, c, &spec.resources).is_ok())
+            .map(|n| (*n).clone())
+            .collect();
+        if eligible.is_empty() {
+            let reason = self.unplaceable_reason(&nodes, spec);
+            self.emit(PlacementEvent::Unplaceable { task, attempt, reason });
+            return;
+        }
+        let ranked = self.rank(&eligible, &spec.resources);
+        if ranked.is_empty() {
+            let draining = eligible.iter().filter(|n| n.draining).count();
+            let mut reason = format!("no node with free capacity right now ({} could run it", eligible.len());
+            if draining > 0 {
+                reason.push_str(&format!(", {draining} of them draining"));
+            }
+            reason.push(')');
+            self.emit(PlacementEvent::Waiting { task, attempt, reason });
+            return;
+        }
+        let mut n = Negotiation {
+            attempt,
+            spec: spec.clone(),
+            eligible,
+            ranked,
+            next: 0,
+            phase: Phase::Bidding { deadline: now, asked: BTreeMap::new() },
+            restarts: 0,
+            misses: Vec::new(),
+            maybe_committed: BTreeSet::new(),
+        };
+        // `ranked` is not empty, so a first round always goes out.
+        self.ask_next_batch(task, &mut n, now);
+        self.negotiations.insert(task, n);
+    }
+
+    /// Abandons a negotiation (task cancelled); held reservations are released.
+    ///
+    /// A commit already sent may have been accepted; stopping that attempt is the task
+    /// protocol's business (cancel by task and attempt), not placement's.
+    pub fn abort(&mut self, task: TaskId, now: Time) {
+        let _ = now;
+        let Some(n) = self.negotiations.remove(&task) else { return };
+        match &n.phase {
+            Phase::Bidding { asked, .. } => self.release_offers(task, n.attempt, asked),
+            Phase::Committing { rank, reservation, .. } => {
+                if let Some(c) = n.ranked.get(*rank) {
+                    self.release(c.host.peer.clone(), task, n.attempt, *reservation);
+                }
+            }
+        }
+    }
+
+    /// A candidate answered a bid request.
+    pub fn handle_bid_response(
+        &mut self,
+        from: &PeerId,
+        task: TaskId,
+        attempt: Attempt,
+        response: BidResponse,
+        now: Time,
+    ) {
+        let Some(mut n) = self.negotiations.remove(&task) else {
+            // Decided or aborted already: an offer would hold capacity until its TTL for nothing.
+            self.release_unused(from, task, attempt, &response);
+            return;
+        };
+        if n.attempt != attempt {
+            self.release_unused(from, task, attempt, &response);
+            self.negotiations.insert(task, n);
+            return;
+        }
+        let mut round_complete = false;
+        match &mut n.phase {
+            Phase::Bidding { asked, .. } => match asked.get_mut(from) {
+                Some(a) if matches!(a.answer, Answer::Pending) => {
+                    match response {
+                        BidResponse::Offer { reservation, ttl_ms, score } => {
+                            // Measured from arrival, so never later than the host's own expiry.
+                            let expires_at = now + Duration::from_millis(u64::from(ttl_ms));
+                            a.answer = Answer::Offer { reservation, score, expires_at };
+                        }
+                        BidResponse::Decline { reason } => {
+                            a.answer = Answer::Declined;
+                            n.misses.push((a.rank, Miss::Declined(reason)));
+                        }
+                    }
+                    round_complete = asked.values().all(|a| !matches!(a.answer, Answer::Pending));
+                }
+                Some(Asked { answer: Answer::Offer { reservation: held, .. }, .. }) => {
+                    // A duplicate answer: keep the offer held, give back any other one.
+                    if !matches!(response, BidResponse::Offer { reservation, .. } if reservation == *held) {
+                        self.release_unused(from, task, attempt, &response);
+                    }
+                }
+                _ => self.release_unused(from, task, attempt, &response),
+            },
+            Phase::Committing { rank, reservation: committed, .. } => {
+                let is_host = n.ranked.get(*rank).is_some_and(|c| &c.host.peer == from);
+                // Never release the reservation being committed because its bid answer repeats.
+                let is_committed =
+                    matches!(response, BidResponse::Offer { reservation, .. } if reservation == *committed);
+                if !(is_host && is_committed) {
+                    self.release_unused(from, task, attempt, &response);
+                }
+            }
+        }
+        let flow = if round_complete { self.decide(task, &mut n, now) } else { Flow::Continue };
+        self.keep(task, n, flow);
+    }
+
+    /// The chosen host answered the commit.
+    pub fn handle_commit_response(
+        &mut self,
+        from: &PeerId,
+        task: TaskId,
+        attempt: Attempt,
+        response: CommitResponse,
+        now: Time,
+    ) {
+        let Some(mut n) = self.negotiations.remove(&task) else { return };
+        if n.attempt != attempt {
+            self.negotiations.insert(task, n);
+            return;
+        }
+        let committing_to = match &n.phase {
+            Phase::Committing { rank, .. } => n.ranked.get(*rank).map(|c| c.host.clone()),
+            Phase::Bidding { .. } => None,
+        };
+        let flow = match (&n.phase, committing_to, response) {
+            (_, Some(host), response) if &host.peer == from => match response {
+                CommitResponse::Accepted => {
+                    self.emit(PlacementEvent::Placed { task, attempt, host });
+                    Flow::Done
+                }
+                CommitResponse::Rejected { reason } => {
+                    let why = format!("{} rejected the commit: {reason}", who(&host));
+                    self.commit_failed(task, &mut n, why, false, now)
+                }
+            },
+            // A host whose commit we gave up on did take it after all. While no other commit is
+            // out, that is the placement: better than running the attempt twice.
+            (Phase::Bidding { asked, .. }, _, CommitResponse::Accepted)
+                if n.maybe_committed.contains(from) =>
+            {
+                match n.eligible.iter().find(|r| &r.peer_id == from) {
+                    Some(r) => {
+                        let host =
+                            PlacedOn { peer: r.peer_id.clone(), org: r.org.clone(), name: r.name.clone() };
+                        self.release_offers(task, attempt, asked);
+                        self.emit(PlacementEvent::Placed { task, attempt, host });
+                        Flow::Done
+                    }
+                    None => Flow::Continue,
+                }
+            }
+            _ => Flow::Continue,
+        };
+        self.keep(task, n, flow);
+    }
+
+    /// A bid or commit request could not be delivered or answered.
+    ///
+    /// Failures of `Release` requests must not be reported here: they need no answer, and the
+    /// host's TTL frees the reservation anyway.
+    pub fn handle_request_failed(&mut self, to: &PeerId, task: TaskId, attempt: Attempt, now: Time) {
+        let Some(mut n) = self.negotiations.remove(&task) else { return };
+        if n.attempt != attempt {
+            self.negotiations.insert(task, n);
+            return;
+        }
+        let flow = match &mut n.phase {
+            Phase::Bidding { asked, .. } => match asked.get_mut(to) {
+                Some(a) if matches!(a.answer, Answer::Pending) => {
+                    a.answer = Answer::Failed;
+                    n.misses.push((a.rank, Miss::NoAnswer));
+                    if asked.values().all(|a| !matches!(a.answer, Answer::Pending)) {
+                        self.decide(task, &mut n, now)
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                _ => Flow::Continue,
+            },
+            Phase::Committing { rank, .. } => match n.ranked.get(*rank) {
+                Some(c) if &c.host.peer == to => {
+                    let why = format!("the commit to {} failed", who(&c.host));
+                    self.commit_failed(task, &mut n, why, true, now)
+                }
+                _ => Flow::Continue,
+            },
+        };
+        self.keep(task, n, flow);
+    }
+
+    /// Runs what is due (bid and commit timeouts).
+    pub fn handle_timeout(&mut self, now: Time) {
+        let due: Vec<TaskId> =
+            self.negotiations.iter().filter(|(_, n)| n.deadline() <= now).map(|(t, _)| *t).collect();
+        for task in due {
+            let Some(mut n) = self.negotiations.remove(&task) else { continue };
+            let flow = match &n.phase {
+                // `decide` counts whoever is still silent as not answering.
+                Phase::Bidding { .. } => self.decide(task, &mut n, now),
+                Phase::Committing { rank, .. } => {
+                    let name = n.ranked.get(*rank).map(|c| who(&c.host)).unwrap_or_default();
+                    let why = format!(
+                        "{name} did not answer the commit within {} ms",
+                        self.config.commit_timeout.as_millis()
+                    );
+                    self.commit_failed(task, &mut n, why, true, now)
+                }
+            };
+            self.keep(task, n, flow);
+        }
+    }
+
+    /// The next deadline.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.negotiations.values().map(Negotiation::deadline).min()
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Option<NegotiatorOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Whether a negotiation for `task` is in flight.
+    pub fn is_placing(&self, task: TaskId) -> bool {
+        self.negotiations.contains_key(&task)
+    }
+
+    /// Puts a negotiation back unless it ended.
+    fn keep(&mut self, task: TaskId, n: Negotiation, flow: Flow) {
+        if let Flow::Continue = flow {
+            self.negotiations.insert(task, n);
+        }
+    }
+
+    fn emit(&mut self, event: PlacementEvent) {
+        self.outputs.push_back(NegotiatorOutput::Event(event));
+    }
+
+    fn send(&mut self, to: PeerId, task: TaskId, attempt: Attempt, request: PlaceRequest) {
+        self.outputs.push_back(NegotiatorOutput::Send { to, task, attempt, request });
+    }
+
+    fn release(&mut self, to: PeerId, task: TaskId, attempt: Attempt, reservation: ReservationId) {
+        self.send(to, task, attempt, PlaceRequest::Release { reservation });
+    }
+
+    /// Releases `response` if it is an offer this negotiator will not use.
+    fn release_unused(&mut self, from: &PeerId, task: TaskId, attempt: Attempt, response: &BidResponse) {
+        if let BidResponse::Offer { reservation, .. } = response {
+            self.release(from.clone(), task, attempt, *reservation);
+        }
+    }
+
+    /// Releases every offer held in a bid round, in peer order.
+    fn release_offers(&mut self, task: TaskId, attempt: Attempt, asked: &BTreeMap<PeerId, Asked>) {
+        for (peer, a) in asked {
+            if let Answer::Offer { reservation, .. } = a.answer {
+                self.release(peer.clone(), task, attempt, reservation);
+            }
+        }
+    }
+
+    /// Candidates that may run the task and look free enough now, most idle first. Ties are
+    /// broken by the seeded RNG so equal nodes share the load.
+    fn rank(&mut self, eligible: &[NodeRecord], resources: &Resources) -> Vec<Candidate> {
+        let mut ranked: Vec<Candidate> = eligible
+            .iter()
+            .filter(|n| !n.draining && n.capacity.fits_now(resources))
+            .map(|n| Candidate {
+                host: PlacedOn { peer: n.peer_id.clone(), org: n.org.clone(), name: n.name.clone() },
+                idle: n.capacity.idle_fraction(),
+            })
+            .collect();
+        ranked.shuffle(&mut self.rng);
+        ranked.sort_by(|a, b| b.idle.total_cmp(&a.idle));
+        ranked
+    }
+
+    /// Asks the next `fanout` untried candidates for a bid. `false` if none are left.
+    fn ask_next_batch(&mut self, task: TaskId, n: &mut Negotiation, now: Time) -> bool {
+        let end = n.ranked.len().min(n.next.saturating_add(self.config.fanout.max(1)));
+        if n.next >= end {
+            return false;
+        }
+        let mut asked = BTreeMap::new();
+        for rank in n.next..end {
+            let peer = n.ranked[rank].host.peer.clone();
+            let request = PlaceRequest::Bid(BidRequest {
+                task,
+                attempt: n.attempt,
+                origin_org: self.org.clone(),
+                resources: n.spec.resources.clone(),
+                constraints: n.spec.constraints.clone(),
+            });
+            self.send(peer.clone(), task, n.attempt, request);
+            asked.insert(peer, Asked { rank, answer: Answer::Pending });
+        }
+        n.next = end;
+        n.phase = Phase::Bidding { deadline: now + self.config.bid_timeout, asked };
+        true
+    }
+
+    /// Ends a bid round with what arrived: commit to the best offer, or ask the next batch, or
+    /// give up with `Waiting` / `Unplaceable`.
+    fn decide(&mut self, task: TaskId, n: &mut Negotiation, now: Time) -> Flow {
+        let Phase::Bidding { asked, .. } = &mut n.phase else { return Flow::Continue };
+        let mut offers = Vec::new();
+        for (peer, a) in asked.iter_mut() {
+            match a.answer {
+                Answer::Pending => {
+                    a.answer = Answer::Failed;
+                    n.misses.push((a.rank, Miss::NoAnswer));
+                }
+                // The host has dropped it already (our clock starts later than its own).
+                Answer::Offer { expires_at, .. } if expires_at <= now => {
+                    n.misses.push((a.rank, Miss::OfferExpired));
+                }
+                Answer::Offer { reservation, score, .. } => {
+                    offers.push((a.rank, peer.clone(), reservation, score))
+                }
+                Answer::Declined | Answer::Failed => {}
+            }
+        }
+        // Highest score wins; among equals the better-ranked candidate.
+        offers.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.cmp(&b.0)));
+        let mut offers = offers.into_iter();
+        if let Some((rank, peer, reservation, _)) = offers.next() {
+            let request = PlaceRequest::Commit(CommitRequest {
+                reservation,
+                task,
+                attempt: n.attempt,
+                origin_org: self.org.clone(),
+                spec: n.spec.clone(),
+            });
+            self.send(peer, task, n.attempt, request);
+            let mut losers: Vec<_> = offers.collect();
+            losers.sort_by_key(|o| o.0);
+            for (_, peer, reservation, _) in losers {
+                self.release(peer, task, n.attempt, reservation);
+            }
+            n.phase = Phase::Committing { deadline: now + self.config.commit_timeout, rank, reservation };
+            return Flow::Continue;
+        }
+        if self.ask_next_batch(task, n, now) {
+            return Flow::Continue;
+        }
+        n.misses.sort_by_key(|m| m.0);
+        let details: Vec<String> = n
+            .misses
+            .iter()
+            .map(|(rank, miss)| match n.ranked.get(*rank) {
+                Some(c) => format!("{}: {miss}", who(&c.host)),
+                None => miss.to_string(),
+            })
+            .collect();
+        let count = n.misses.len();
+        let event = if n.misses.iter().any(|(_, m)| m.retry_may_help()) {
+            let reason = format!(
+                "{count} candidate node{} could run it but none can right now: {}",
+                plural(count),
+                details.join("; ")
+            );
+            PlacementEvent::Waiting { task, attempt: n.attempt, reason }
+        } else {
+            let reason =
+                format!("all {count} candidate node{} declined: {}", plural(count), details.join("; "));
+            PlacementEvent::Unplaceable { task, attempt: n.attempt, reason }
+        };
+        self.emit(event);
+        Flow::Done
+    }
+
+    /// The commit did not take (or may not have): start over, or give up with `Waiting`.
+    fn commit_failed(
+        &mut self,
+        task: TaskId,
+        n: &mut Negotiation,
+        why: String,
+        maybe_taken: bool,
+        now: Time,
+    ) -> Flow {
+        let committed = match n.phase {
+            Phase::Committing { rank, reservation, .. } => {
+                n.ranked.get(rank).map(|c| (c.host.peer.clone(), reservation))
+            }
+            Phase::Bidding { .. } => None,
+        };
+        if let Some((peer, reservation)) = committed {
+            if maybe_taken {
+                n.maybe_committed.insert(peer.clone());
+            }
+            // Frees the reservation if the commit never landed (or lands after this).
+            self.release(peer, task, n.attempt, reservation);
+        }
+        if n.restarts >= MAX_RESTARTS {
+            let reason = format!("{why}; gave up after {} commit attempts", n.restarts + 1);
+            self.emit(PlacementEvent::Waiting { task, attempt: n.attempt, reason });
+            return Flow::Done;
+        }
+        n.restarts += 1;
+        n.ranked = self.rank(&n.eligible, &n.spec.resources);
+        n.next = 0;
+        n.misses.clear();
+        if self.ask_next_batch(task, n, now) {
+            Flow::Continue
+        } else {
+            self.emit(PlacementEvent::Waiting { task, attempt: n.attempt, reason: why });
+            Flow::Done
+        }
+    }
+
+    /// Why no known node could ever run `spec`, naming the most specific unmet constraint:
+    /// orgs first, then labels, then the nodes' policies, then size.
+    fn unplaceable_reason(&self, nodes: &[&NodeRecord], spec: &TaskSpec) -> String {
+        let c = &spec.constraints;
+        if nodes.is_empty() {
+            return "no known node to run it on".to_owned();
+        }
+        let wanted_orgs = join(c.orgs.iter());
+        let in_orgs: Vec<&NodeRecord> =
+            nodes.iter().copied().filter(|n| c.orgs.is_empty() || c.orgs.contains(&n.org)).collect();
+        if in_orgs.is_empty() {
+            return format!("no known node is in org(s) {wanted_orgs}");
+        }
+        let has = |n: &NodeRecord, k: &String, v: &String| n.labels.get(k) == Some(v);
+        let labelled: Vec<&NodeRecord> =
+            in_orgs.iter().copied().filter(|n| c.node_labels.iter().all(|(k, v)| has(n, k, v))).collect();
+        if labelled.is_empty() {
+            let scope = if c.orgs.is_empty() { String::new() } else { format!(" in org(s) {wanted_orgs}") };
+            let missing: Vec<String> = c
+                .node_labels
+                .iter()
+                .filter(|(k, v)| !in_orgs.iter().any(|n| has(n, k, v)))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let all = join(c.node_labels.iter().map(|(k, v)| format!("{k}={v}")));
+            return match missing.len() {
+                0 => format!("no known node{scope} has all of the labels {all}"),
+                1 => format!("no known node{scope} has label {}", missing.join("")),
+                _ => format!("no known node{scope} has labels {}", missing.join(", ")),
+            };
+        }
+        let accepting: Vec<&NodeRecord> =
+            labelled.iter().copied().filter(|n| n.accepts.accepts(&self.org)).collect();
+        if accepting.is_empty() {
+            let orgs: BTreeSet<&Org> = labelled.iter().map(|n| &n.org).collect();
+            return format!("no node in org(s) {} accepts tasks from org {}", join(orgs.iter()), self.org);
+        }
+        let r = &spec.resources;
+        format!(
+            "no known node is large enough for cpu_millis={}, memory_mb={}, gpus={}",
+            r.cpu_millis, r.memory_mb, r.gpus
+        )
+    }
+}
+
+/// A candidate as people read it: org and node name.
+fn who(host: &PlacedOn) -> String {
+    if host.name.is_empty() { host.org.to_string() } else { format!("{} ({})", host.org, host.name) }
+}
+
+fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
