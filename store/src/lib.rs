@@ -8,15 +8,72 @@
 //! still apply in submission order. After each commit the writer broadcasts [`Notification`]s.
 //!
 //! This crate never decides task lifecycles; it stores what the node decided.
+//!
+//! # Durability and failure semantics
+//! - A [`Pending`] resolves `Ok` only after the redb transaction holding its write committed
+//!   with `Durability::Immediate` (the fsync returned). A crash, power loss included, loses no
+//!   write that resolved `Ok`; writes not yet resolved may be lost, and if one of them survives,
+//!   every write submitted before it through the same handle survived too (writes apply in
+//!   submission order, and one batch commits all or nothing).
+//! - Each write is atomic: a task record, its status index entry, the status counts and its
+//!   events land together or not at all.
+//! - A logical refusal ([`CreateOutcome::Conflict`], [`AppendError::Gap`]) concerns only that
+//!   write; the others in its batch commit. A write that fails on its own (a corrupt value in
+//!   its way, a value too large) is answered with its error and the rest of its batch is
+//!   retried without it. If the commit itself fails, every write in the batch gets
+//!   [`StoreError::Io`] and none of it is visible; after an I/O error redb may refuse further
+//!   writes, and the node should restart.
+//! - Notifications are sent after the commit and before the writes are answered, so a receiver
+//!   subscribed before a write sees its notification by the time the write resolves.
+//! - Dropping the last [`Store`] clone closes the write queue, waits for the writer to commit
+//!   what was queued, and closes the file: the same path can be reopened right after.
+//!
+//! # Layout
+//! - `schema`: every table, with its key and value encodings.
+//! - `writer`: the batching writer thread (group commit, ordering, notifications).
+//! - `read`: read queries over MVCC snapshots.
+//! - this file: the public types and [`Store`], whose methods are thin wrappers.
+//!
+//! # Example
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use orgmesh_store::{NewEvent, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(&dir.path().join("orgmesh.redb"))?;
+//! let event = NewEvent { kind: "node.started".into(), data: "{}".into() };
+//! store.append_events(vec![event]).await?; // durable once this resolves
+//! assert_eq!(store.last_seq()?, 1);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
+mod read;
+mod schema;
+mod writer;
+
+use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
+use std::thread::JoinHandle;
 
 use orgmesh_protocol::{PeerId, SignedRecord, Task, TaskId, TaskStatus, Timestamp};
+use redb::Database;
 use tokio::sync::{broadcast, oneshot};
+
+use crate::writer::{Op, Reply, Request};
+
+/// Capacity of the notification channel; a receiver further behind than this lags.
+const NOTIFY_CAPACITY: usize = 4096;
+/// redb's page cache. Its default (1 GiB) is more than a node should hold for bookkeeping; the
+/// hot data (recent tasks, the event log's tail) fits comfortably in this.
+const CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Errors from the store. Messages are for people; no redb types leak.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,17 +197,74 @@ impl<T> Future for Pending<T> {
 /// Counts of tasks by status.
 pub type StatusCounts = std::collections::BTreeMap<TaskStatus, u64>;
 
+/// Counters of the writer's work since open, for metrics and to see group commit at work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes those transactions held (`ops / commits` is the mean batch size).
+    pub ops: u64,
+    /// Most writes committed in one transaction.
+    pub largest_batch: u64,
+}
+
 /// A handle to the store; cheap to clone.
-#[derive(Debug, Clone)]
+///
+/// Dropping the last clone waits (briefly, on the dropping thread) for the writer to commit what
+/// is queued, then closes the file.
+#[derive(Clone)]
 pub struct Store {
-    _todo: (),
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a [`Store`] shares. Its drop is the store's shutdown.
+struct Shared {
+    db: Arc<Database>,
+    /// The writer's queue; `None` only while dropping.
+    ops: Option<mpsc::Sender<Op>>,
+    notify: broadcast::Sender<Notification>,
+    stats: Arc<writer::Stats>,
+    writer: Option<JoinHandle<()>>,
+    /// The file, for messages.
+    name: String,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer drain it and exit; joining it means its handle on
+        // the database is gone too, so the file is closed (and unlocked) when this returns.
+        self.ops = None;
+        let Some(writer) = self.writer.take() else { return };
+        if writer.join().is_err() {
+            tracing::error!(store = %self.name, "store writer thread panicked");
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.shared.name).finish_non_exhaustive()
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let _ = path;
-        todo!()
+        let name = path.display().to_string();
+        let open_err = |reason: String| StoreError::Open { path: name.clone(), reason };
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| {
+            open_err(match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "the file is already open (another orgmesh process, or another Store in this one)".into()
+                }
+                other => other.to_string(),
+            })
+        })?;
+        Store::start(db, name.clone()).map_err(|e| match e {
+            StoreError::Open { .. } => e,
+            other => open_err(other.to_string()),
+        })
     }
 
     /// Stores a new task and its `task.created` event (`data` = `created_event_data`), unless
@@ -161,53 +275,46 @@ impl Store {
         idempotency: Option<Idempotency>,
         created_event_data: String,
     ) -> Pending<CreateOutcome> {
-        let _ = (task, idempotency, created_event_data);
-        todo!()
+        let req = Request::CreateTask { task: Box::new(task), idempotency, event_data: created_event_data };
+        self.submit(req, Reply::Create)
     }
 
     /// Writes a task record (replacing the previous one, keeping the status index right) and
     /// appends `events`, in one transaction.
     pub fn put_task(&self, task: Task, events: Vec<NewEvent>) -> Pending<()> {
-        let _ = (task, events);
-        todo!()
+        self.submit(Request::PutTask { task: Box::new(task), events }, Reply::Unit)
     }
 
     /// Appends events that concern no task record.
     pub fn append_events(&self, events: Vec<NewEvent>) -> Pending<()> {
-        let _ = events;
-        todo!()
+        self.submit(Request::AppendEvents(events), Reply::Unit)
     }
 
     /// Appends output bytes at `offset` of `task`'s log. Bytes before the current end are
     /// skipped (a resend is harmless); a chunk starting after the end is refused with `Gap`.
     /// Resolves to the log's new length.
     pub fn append_log(&self, task: TaskId, offset: u64, data: Vec<u8>) -> Pending<Result<u64, AppendError>> {
-        let _ = (task, offset, data);
-        todo!()
+        self.submit(Request::AppendLog { task, offset, data }, Reply::Log)
     }
 
     /// Remembers a peer's latest record, so a restarted node can redial it.
     pub fn put_peer(&self, record: SignedRecord) -> Pending<()> {
-        let _ = record;
-        todo!()
+        self.submit(Request::PutPeer(Box::new(record)), Reply::Unit)
     }
 
     /// Stores a small metadata value.
     pub fn put_meta(&self, key: &str, value: Vec<u8>) -> Pending<()> {
-        let _ = (key, value);
-        todo!()
+        self.submit(Request::PutMeta { key: key.to_owned(), value }, Reply::Unit)
     }
 
     /// Reads a metadata value.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let _ = key;
-        todo!()
+        read::meta(&self.shared.db, key)
     }
 
     /// One task.
     pub fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
-        let _ = id;
-        todo!()
+        read::task(&self.shared.db, id)
     }
 
     /// Tasks newest first, optionally of one status, strictly older than `before` if given.
@@ -217,56 +324,110 @@ impl Store {
         limit: usize,
         before: Option<TaskId>,
     ) -> Result<Vec<Task>, StoreError> {
-        let _ = (status, limit, before);
-        todo!()
+        read::list_tasks(&self.shared.db, status, limit, before)
     }
 
     /// Every task not in a terminal status (for recovery after a restart), oldest first.
     pub fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError> {
-        todo!()
+        read::unfinished_tasks(&self.shared.db)
     }
 
     /// How many tasks there are in each status.
     pub fn status_counts(&self) -> Result<StatusCounts, StoreError> {
-        todo!()
+        read::status_counts(&self.shared.db)
     }
 
     /// Up to `max` bytes of `task`'s log from byte `offset`.
     pub fn read_log(&self, task: TaskId, offset: u64, max: usize) -> Result<Vec<u8>, StoreError> {
-        let _ = (task, offset, max);
-        todo!()
+        read::read_log(&self.shared.db, task, offset, max)
     }
 
     /// Length of `task`'s log in bytes.
     pub fn log_len(&self, task: TaskId) -> Result<u64, StoreError> {
-        let _ = task;
-        todo!()
+        read::log_len(&self.shared.db, task)
     }
 
     /// Up to `limit` events with `seq > after`, in order.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let _ = (after, limit);
-        todo!()
+        read::events_after(&self.shared.db, after, limit)
     }
 
     /// The sequence number of the newest event (0 if none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        todo!()
+        read::last_seq(&self.shared.db)
     }
 
     /// Every remembered peer record.
     pub fn peers(&self) -> Result<Vec<SignedRecord>, StoreError> {
-        todo!()
+        read::peers(&self.shared.db)
     }
 
     /// Forgets a peer.
     pub fn remove_peer(&self, peer: &PeerId) -> Pending<()> {
-        let _ = peer;
-        todo!()
+        self.submit(Request::RemovePeer(peer.clone()), Reply::Unit)
     }
 
     /// Notifications of what each commit changed. Slow receivers lag (and should re-read).
     pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
-        todo!()
+        self.shared.notify.subscribe()
+    }
+
+    /// Counters of the writer's work since open.
+    pub fn writer_stats(&self) -> WriterStats {
+        let s = &self.shared.stats;
+        WriterStats {
+            commits: s.commits.load(Ordering::Relaxed),
+            ops: s.ops.load(Ordering::Relaxed),
+            largest_batch: s.largest_batch.load(Ordering::Relaxed),
+        }
     }
 }
+
+impl Store {
+    /// Prepares an opened database (tables, layout check, event sequence) and starts the writer.
+    fn start(db: Database, name: String) -> Result<Store, StoreError> {
+        let next_seq = writer::init(&db)?;
+        let db = Arc::new(db);
+        let (ops, rx) = mpsc::channel();
+        let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
+        let stats = Arc::new(writer::Stats::default());
+        let handle = writer::spawn(db.clone(), rx, notify.clone(), next_seq, stats.clone()).map_err(|e| {
+            StoreError::Open { path: name.clone(), reason: format!("cannot start writer: {e}") }
+        })?;
+        let shared = Shared { db, ops: Some(ops), notify, stats, writer: Some(handle), name };
+        Ok(Store { shared: Arc::new(shared) })
+    }
+
+    /// Queues a write. If the writer is gone the op (and its reply sender) is dropped, so the
+    /// `Pending` resolves to `Closed`.
+    fn submit<T>(
+        &self,
+        req: Request,
+        reply: fn(oneshot::Sender<Result<T, StoreError>>) -> Reply,
+    ) -> Pending<T> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(ops) = &self.shared.ops {
+            let _ = ops.send(Op { req, reply: reply(tx) });
+        }
+        Pending { rx }
+    }
+}
+
+/// Test seams: open over any redb backend (in memory, fault injecting), and reach the database
+/// directly to plant corruption.
+#[cfg(test)]
+impl Store {
+    fn open_backend(backend: impl redb::StorageBackend) -> Result<Store, StoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::Open { path: "<backend>".into(), reason: e.to_string() })?;
+        Store::start(db, "<backend>".into())
+    }
+
+    fn db(&self) -> &Database {
+        &self.shared.db
+    }
+}
+
+#[cfg(test)]
+mod tests;

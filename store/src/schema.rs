@@ -1,0 +1,77 @@
+//! Every redb table of the store, with its key and value encodings, in one place; plus the
+//! conversions between stored bytes and typed values.
+//!
+//! Nothing here opens a transaction or decides anything: it names tables and decodes bytes. Never
+//! panic on bytes read from disk here: a value that does not decode is `StoreError::Corrupt`.
+
+use redb::TableDefinition;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::StoreError;
+
+/// The layout version this code writes. Stored in [`INFO`] under [`SCHEMA_KEY`]; a file with
+/// another version is refused at open rather than misread.
+pub(crate) const SCHEMA_VERSION: u64 = 1;
+
+/// Key of the layout version in [`INFO`].
+pub(crate) const SCHEMA_KEY: &str = "schema";
+
+/// Facts about the file itself (the layout version); kept apart from [`META`] so node metadata
+/// can never collide with them.
+pub(crate) const INFO: TableDefinition<'static, &str, u64> = TableDefinition::new("info");
+
+/// `TaskId` (raw u128, so keys sort by creation time) → `postcard(Task)`.
+pub(crate) const TASKS: TableDefinition<'static, u128, &[u8]> = TableDefinition::new("tasks");
+
+/// `(TaskStatus::code(), TaskId)` → nothing. One entry per task, under its current status: a
+/// reverse range scan within one code lists that status newest first without touching others.
+pub(crate) const TASK_STATUS: TableDefinition<'static, (u8, u128), ()> = TableDefinition::new("task_status");
+
+/// `TaskStatus::code()` → number of tasks in that status, kept in the same transaction as
+/// [`TASK_STATUS`] so counting never scans.
+pub(crate) const COUNTS: TableDefinition<'static, u8, u64> = TableDefinition::new("counts");
+
+/// Event sequence number (1, 2, 3, ... with no gaps) → `postcard(StoredEvent)`. The last key is
+/// the last sequence number; nothing else records it.
+pub(crate) const EVENTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("events");
+
+/// `(TaskId, byte offset of the chunk's first byte)` → the chunk. Chunks of one task are
+/// contiguous: each starts where the previous one ends.
+pub(crate) const LOGS: TableDefinition<'static, (u128, u64), &[u8]> = TableDefinition::new("logs");
+
+/// `TaskId` → length in bytes of its log (the end of its last chunk).
+pub(crate) const LOG_LEN: TableDefinition<'static, u128, u64> = TableDefinition::new("log_len");
+
+/// Peer id (base58 text) → `postcard(SignedRecord)`.
+pub(crate) const PEERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("peers");
+
+/// Idempotency key → (SHA-256 of the first request body, raw `TaskId` it created).
+pub(crate) const IDEMPOTENCY: TableDefinition<'static, &str, ([u8; 32], u128)> =
+    TableDefinition::new("idempotency");
+
+/// Node metadata: key → opaque bytes chosen by the node.
+pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+
+/// Largest log chunk stored under one key. Bigger appends are split, so reading a few bytes at
+/// an arbitrary offset never loads a huge value.
+pub(crate) const MAX_LOG_CHUNK: usize = 64 * 1024;
+
+/// Encodes a value for storage. Failing here means a type cannot be represented, not bad data.
+pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(|e| StoreError::Io(format!("cannot encode {what}: {e}")))
+}
+
+/// Decodes a stored value; anything that does not decode is corruption.
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Maps any redb error to ours: corruption stays corruption, everything else is I/O. Keeps redb
+/// types out of the public API.
+pub(crate) fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(why) => StoreError::Corrupt(why),
+        other => StoreError::Io(other.to_string()),
+    }
+}
