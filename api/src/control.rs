@@ -1,0 +1,149 @@
+//! The API's only way to ask the node to do something: the `Control` trait, implemented by the
+//! node's cloneable handle (commands over a channel to its event loop). Reads that need no
+//! decision go straight to the store instead. JSON shapes of node and peer views live here too.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use orgmesh_protocol::membership::PeerState;
+use orgmesh_protocol::{Capacity, Org, PeerId, TaskId, TaskSpec, TaskStatus, Timestamp};
+use orgmesh_store::Idempotency;
+use serde::{Deserialize, Serialize};
+
+/// A boxed future, so `Control` can be used as `dyn Control`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// `GET /v1/node`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// This node.
+    pub peer_id: PeerId,
+    /// Its org.
+    pub org: Org,
+    /// Its name.
+    pub name: String,
+    /// orgmesh version.
+    pub version: String,
+    /// Multiaddrs the p2p listener is bound to.
+    pub listen_addrs: Vec<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its capacity now.
+    pub capacity: Capacity,
+    /// When the process started.
+    pub started_at: Timestamp,
+    /// Whether it is draining.
+    pub draining: bool,
+}
+
+/// One item of `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Its org.
+    pub org: Org,
+    /// Its name.
+    pub name: String,
+    /// Failure-detector verdict.
+    pub state: PeerState,
+    /// Its multiaddrs.
+    pub addrs: Vec<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its capacity as last gossiped.
+    pub capacity: Capacity,
+    /// When it was last heard of.
+    pub last_seen: Timestamp,
+    /// Whether it is draining.
+    pub draining: bool,
+    /// Discovery sources that found it (`static`, `gossip`, ...).
+    pub sources: Vec<String>,
+}
+
+/// One readiness check of `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// `store`, `p2p`, `discovery:static`, ...
+    pub name: String,
+    /// Whether it passes.
+    pub ok: bool,
+    /// Details, especially when failing.
+    pub detail: String,
+}
+
+/// The answer of a successful submit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The task.
+    pub id: TaskId,
+    /// Its status now.
+    pub status: TaskStatus,
+    /// Whether this was an earlier submission with the same idempotency key and body.
+    pub existing: bool,
+}
+
+/// Why a submit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The spec is invalid (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// The idempotency key was used with another body (409).
+    #[error("idempotency key already used for task {0} with a different body")]
+    Conflict(TaskId),
+    /// The node is draining or shutting down (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CancelError {
+    /// No such task at this node (404).
+    #[error("no task {0} at this node")]
+    NotFound(TaskId),
+    /// The task already ended (409).
+    #[error("task {id} already ended: {status}")]
+    AlreadyEnded {
+        /// The task.
+        id: TaskId,
+        /// Its terminal status.
+        status: TaskStatus,
+    },
+    /// The node is shutting down (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// `POST /v1/drain` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStatus {
+    /// Whether the node is draining.
+    pub draining: bool,
+    /// Attempts still running here.
+    pub running: u32,
+}
+
+/// The node as the API sees it. Implemented by the node's handle; tests may implement it too.
+pub trait Control: Send + Sync + 'static {
+    /// Validated spec in, durable task out: resolves only after the task is committed to the store.
+    fn submit(
+        &self,
+        spec: TaskSpec,
+        idempotency: Option<Idempotency>,
+    ) -> BoxFuture<'_, Result<Submitted, SubmitError>>;
+    /// Cancels a task wherever it runs.
+    fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>>;
+    /// Starts draining (no new placements here) and reports what still runs.
+    fn drain(&self) -> BoxFuture<'_, Result<DrainStatus, String>>;
+    /// This node.
+    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>>;
+    /// Every peer this node knows.
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, String>>;
+    /// Readiness checks other than the store's (p2p listener, discovery sources).
+    fn readiness(&self) -> BoxFuture<'_, Vec<Check>>;
+}

@@ -1,0 +1,184 @@
+//! `GET /v1/events`: the node's event log as SSE. Every event carries `id: <seq>`,
+//! `event: <kind>` and `data: <json>`. A stream starts after `Last-Event-ID`, else after
+//! `?since=SEQ`, else at the live end; `?kinds=a,b.` filters by name (exact, or prefix when the
+//! entry ends in `.` or `.*`). The one rule: between the starting point and the stream's end no
+//! event is skipped and none is sent twice, whatever the broadcast channel does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, stream};
+use orgmesh_store::{Notification, Store, StoredEvent};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::ApiState;
+use crate::logs::KEEP_ALIVE;
+use crate::problem::Problem;
+use crate::shutdown::Shutdown;
+
+/// Events read from the store per catch-up page.
+const PAGE: usize = 1000;
+
+/// `GET /v1/events[?since=SEQ][&kinds=...]`, honouring `Last-Event-ID`.
+pub(crate) async fn events(
+    State(state): State<ApiState>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+    shutdown: Shutdown,
+) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Problem::bad_request("Last-Event-ID: must be an event sequence number"))?,
+        ),
+    };
+    let since = match query.get("since") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>().map_err(|_| Problem::bad_request("since: must be an event sequence number"))?,
+        ),
+    };
+    let filter = KindFilter::parse(query.get("kinds").map(String::as_str));
+    // Subscribe before reading the cursor or the log: every later commit reaches `rx`.
+    let rx = state.store.subscribe();
+    let cursor = match last_event_id.or(since) {
+        Some(seq) => seq,
+        None => state.store.last_seq()?,
+    };
+    let tail = Tail { store: state.store, rx, cursor, catching_up: true, queue: VecDeque::new(), filter };
+    let events =
+        stream::unfold(
+            tail,
+            |mut t| async move { t.next_event().await.map(|e| (Ok::<_, Infallible>(e), t)) },
+        )
+        .take_until(shutdown.wait());
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// Which event kinds a client asked for.
+#[derive(Debug, Clone, Default)]
+struct KindFilter {
+    /// Empty: everything.
+    entries: Vec<String>,
+}
+
+impl KindFilter {
+    fn parse(param: Option<&str>) -> Self {
+        let entries = param
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.strip_suffix('*').unwrap_or(s).to_owned())
+            .collect();
+        Self { entries }
+    }
+
+    fn matches(&self, kind: &str) -> bool {
+        self.entries.is_empty()
+            || self.entries.iter().any(|e| {
+                if e.ends_with('.') {
+                    kind.starts_with(e.as_str())
+                } else {
+                    // `task` also means the whole `task.` family.
+                    kind == e || kind.strip_prefix(e.as_str()).is_some_and(|rest| rest.starts_with('.'))
+                }
+            })
+    }
+}
+
+/// One subscriber's position in the event log.
+struct Tail {
+    store: Store,
+    rx: broadcast::Receiver<Notification>,
+    /// Sequence number of the last event passed on (sent or filtered out).
+    cursor: u64,
+    /// Whether the store may hold events after `cursor` that the channel will not bring.
+    catching_up: bool,
+    /// Read from the store, not yet passed on.
+    queue: VecDeque<StoredEvent>,
+    filter: KindFilter,
+}
+
+impl Tail {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            while let Some(e) = self.queue.pop_front() {
+                if e.seq <= self.cursor {
+                    continue;
+                }
+                self.cursor = e.seq;
+                if self.filter.matches(&e.kind) {
+                    return Some(to_sse(&e));
+                }
+            }
+            if self.catching_up {
+                match self.store.events_after(self.cursor, PAGE) {
+                    Ok(page) if page.is_empty() => self.catching_up = false,
+                    Ok(page) => {
+                        self.queue.extend(page);
+                        // A long filtered catch-up must not hog this runtime thread.
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream: store read failed");
+                        return None;
+                    }
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(Notification::Event(e)) => {
+                    if e.seq == self.cursor + 1 {
+                        self.queue.push_back(StoredEvent::clone(&e));
+                    } else if e.seq > self.cursor {
+                        // A hole between us and this event: the store has it all, in order.
+                        self.catching_up = true;
+                    }
+                }
+                Ok(_) => {}
+                // Dropped notifications may have been events: read them from the store.
+                Err(RecvError::Lagged(_)) => self.catching_up = true,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// An event as SSE. Kinds come from the node; a line break in one would break framing (and
+/// panic axum), so it is replaced.
+fn to_sse(e: &StoredEvent) -> Event {
+    let kind: String = e.kind.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    // axum turns a lone CR into a line break of its own; JSON whitespace means the same either way.
+    let data = if e.data.contains('\r') { e.data.replace("\r\n", "\n") } else { e.data.clone() };
+    Event::default().id(e.seq.to_string()).event(kind).data(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_filter_exact_and_prefix() {
+        let all = KindFilter::parse(None);
+        assert!(all.matches("peer.dead"));
+        let f = KindFilter::parse(Some("task.created, peer.,node.*"));
+        assert!(f.matches("task.created"));
+        assert!(!f.matches("task.created2"));
+        assert!(!f.matches("task.failed"));
+        assert!(f.matches("peer.dead"));
+        assert!(f.matches("node.draining"));
+        let family = KindFilter::parse(Some("task"));
+        assert!(family.matches("task.running"));
+        assert!(!family.matches("tasks.x"));
+    }
+}
