@@ -1,0 +1,769 @@
+//! The node's event loop: the one owner of the swarm and of the protocol state machines
+//! (membership, placement negotiator, capacity ledger) and of all in-flight work. A biased
+//! `select!` over shutdown, commands from the API, swarm events, executor events, store
+//! completions and timers; each arm calls one `handle_*`, then `drive` flushes the machines'
+//! outputs. Nothing else ever touches this state; the API talks to it through `Command`s.
+
+mod host;
+mod origin;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, Swarm};
+use orgmesh_api::{CancelError, Check, DrainStatus, NodeInfo, PeerEntry};
+use orgmesh_discovery::Discovered;
+use orgmesh_protocol::membership::{Membership, MembershipEvent, MembershipOutput, PeerState};
+use orgmesh_protocol::placement::{Host, Negotiator, NegotiatorOutput};
+use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
+use orgmesh_protocol::wire::place::{PlaceRequest, PlaceResponse};
+use orgmesh_protocol::wire::task::{TaskRequest, TaskResponse};
+use orgmesh_protocol::{Attempt, Org, PeerId, Task, TaskId, Time, Timestamp};
+use orgmesh_store::{NewEvent, Store};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::ExecEvent;
+use crate::identity::{to_libp2p, to_protocol};
+use crate::p2p::{Behaviour, BehaviourEvent};
+
+pub(crate) use host::Run;
+pub(crate) use origin::Active;
+
+/// A request from the API (through `NodeHandle`) to the event loop.
+#[derive(Debug)]
+pub enum Command {
+    /// A task was committed to the store: place it.
+    TaskCreated(Box<Task>),
+    /// Cancel a task.
+    Cancel {
+        /// The task.
+        id: TaskId,
+        /// The answer.
+        reply: oneshot::Sender<Result<(), CancelError>>,
+    },
+    /// Stop taking new work.
+    Drain {
+        /// The answer.
+        reply: oneshot::Sender<DrainStatus>,
+    },
+    /// `GET /v1/node`.
+    Node {
+        /// The answer.
+        reply: oneshot::Sender<NodeInfo>,
+    },
+    /// `GET /v1/peers`.
+    Peers {
+        /// The answer.
+        reply: oneshot::Sender<Vec<PeerEntry>>,
+    },
+    /// `GET /readyz` checks.
+    Readiness {
+        /// The answer.
+        reply: oneshot::Sender<Vec<Check>>,
+    },
+    /// A discovery source's current list.
+    Discovered {
+        /// The source's name.
+        source: &'static str,
+        /// Its complete current list.
+        peers: Vec<Discovered>,
+    },
+}
+
+/// Where the answer to a task-protocol request goes once its store write committed.
+pub(crate) enum Reply {
+    /// To a remote host, on its stream.
+    Remote(ResponseChannel<TaskResponse>),
+    /// To this node's own host side (the origin ran its own task).
+    Local(TaskId, Attempt, ReportKind),
+}
+
+/// Which report a task-protocol request carried (to interpret its answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReportKind {
+    Started,
+    Log { len: usize },
+    Finished,
+}
+
+/// A store write the loop waits for before answering.
+pub(crate) struct Completion {
+    reply: Reply,
+    response: Option<TaskResponse>,
+}
+
+/// What an outbound request was for, to route its answer.
+#[derive(Debug, Clone)]
+enum PlaceOut {
+    Bid(TaskId, Attempt),
+    Commit(TaskId, Attempt),
+    Release,
+}
+
+#[derive(Debug, Clone)]
+enum TaskOut {
+    Report(TaskId, Attempt, ReportKind),
+    Cancel(TaskId),
+}
+
+/// Counters of things dropped or refused, for logs now and `/metrics` later.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Counters {
+    pub(crate) inbound_failures: u64,
+    pub(crate) outbound_failures: u64,
+    pub(crate) rejected_records: u64,
+    pub(crate) stale_reports: u64,
+}
+
+/// Fixed facts about this node, set at start.
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its org.
+    pub org: Org,
+    /// Its name.
+    pub name: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Where attempts get their working directories.
+    pub work_root: std::path::PathBuf,
+    /// SIGTERM → SIGKILL grace for tasks.
+    pub kill_grace: Duration,
+    /// Extra advertised addresses.
+    pub external_addrs: Vec<Multiaddr>,
+}
+
+/// The event loop's state.
+pub struct EventLoop {
+    facts: NodeFacts,
+    swarm: Swarm<Behaviour>,
+    store: Store,
+    membership: Membership<ChaCha8Rng>,
+    negotiator: Negotiator<ChaCha8Rng>,
+    host: Host,
+    epoch: Instant,
+    commands: mpsc::Receiver<Command>,
+    exec_tx: mpsc::Sender<ExecEvent>,
+    exec_rx: mpsc::Receiver<ExecEvent>,
+    completions: FuturesUnordered<BoxFuture<'static, Completion>>,
+    gossip_out: HashMap<OutboundRequestId, PeerId>,
+    place_out: HashMap<OutboundRequestId, (PeerId, PlaceOut)>,
+    task_out: HashMap<OutboundRequestId, (PeerId, TaskOut)>,
+    /// Origin side: tasks submitted here and not yet ended.
+    active: BTreeMap<TaskId, Active>,
+    /// Host side: attempts running (or reporting) here.
+    runs: BTreeMap<(TaskId, Attempt), Run>,
+    /// Discovery: which sources found which peer, and where.
+    sources: BTreeMap<PeerId, BTreeSet<&'static str>>,
+    discovered: BTreeMap<&'static str, Vec<Discovered>>,
+    counters: Counters,
+    next_tick: Time,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("peer", &self.facts.peer).finish_non_exhaustive()
+    }
+}
+
+/// How often the loop does housekeeping (retries, queue timeouts, redials).
+const TICK: Duration = Duration::from_millis(250);
+
+/// Everything the event loop is built from.
+pub struct Parts {
+    /// Fixed facts.
+    pub facts: NodeFacts,
+    /// The swarm, already listening.
+    pub swarm: Swarm<Behaviour>,
+    /// The store.
+    pub store: Store,
+    /// Membership.
+    pub membership: Membership<ChaCha8Rng>,
+    /// Negotiator.
+    pub negotiator: Negotiator<ChaCha8Rng>,
+    /// Capacity ledger.
+    pub host: Host,
+    /// The clock's origin (`Time::ZERO`).
+    pub epoch: Instant,
+    /// Commands from the API.
+    pub commands: mpsc::Receiver<Command>,
+    /// Ends the loop.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts").finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    /// Assembles the loop; `recovered` are the unfinished tasks found in the store at start.
+    pub fn new(parts: Parts, recovered: Vec<Task>) -> Self {
+        let (exec_tx, exec_rx) = mpsc::channel(256);
+        let mut this = Self {
+            facts: parts.facts,
+            swarm: parts.swarm,
+            store: parts.store,
+            membership: parts.membership,
+            negotiator: parts.negotiator,
+            host: parts.host,
+            epoch: parts.epoch,
+            commands: parts.commands,
+            exec_tx,
+            exec_rx,
+            completions: FuturesUnordered::new(),
+            gossip_out: HashMap::new(),
+            place_out: HashMap::new(),
+            task_out: HashMap::new(),
+            active: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            discovered: BTreeMap::new(),
+            counters: Counters::default(),
+            next_tick: Time::ZERO,
+            shutdown: parts.shutdown,
+        };
+        this.recover(recovered);
+        this
+    }
+
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self) -> Time {
+        [
+            self.membership.poll_timeout(),
+            self.negotiator.poll_timeout(),
+            self.host.poll_timeout(),
+            Some(self.next_tick),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_tick)
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self) {
+        loop {
+            let deadline = self.epoch + Duration::from_millis(self.deadline().0);
+            let sleep = tokio::time::sleep_until(deadline.into());
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                Some(cmd) = self.commands.recv() => self.handle_command(cmd),
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                Some(ev) = self.exec_rx.recv() => self.handle_exec_event(ev),
+                Some(done) = self.completions.next(), if !self.completions.is_empty() => self.handle_completion(done),
+                _ = sleep => self.handle_timers(),
+            }
+            self.drive();
+        }
+        self.stop_runs();
+    }
+
+    fn handle_timers(&mut self) {
+        let now = self.now();
+        self.membership.handle_timeout(now);
+        self.negotiator.handle_timeout(now);
+        self.host.handle_timeout(now);
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+    }
+
+    /// Housekeeping: pending retries, queue timeouts, report retries, redials.
+    fn tick(&mut self, now: Time) {
+        self.retry_pending(now);
+        self.retry_cancels(now);
+        self.pump_all_runs(now);
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::TaskCreated(task) => self.start_task(*task, now),
+            Command::Cancel { id, reply } => {
+                let _ = reply.send(self.cancel_task(id, now));
+            }
+            Command::Drain { reply } => {
+                self.host.set_draining(true);
+                self.membership.update_local(|r| r.draining = true, now);
+                let running = u32::try_from(self.runs.len()).unwrap_or(u32::MAX);
+                let _ = reply.send(DrainStatus { draining: true, running });
+            }
+            Command::Node { reply } => {
+                let _ = reply.send(self.node_info());
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.peer_entries(now));
+            }
+            Command::Readiness { reply } => {
+                let _ = reply.send(self.readiness());
+            }
+            Command::Discovered { source, peers } => self.handle_discovered(source, peers, now),
+        }
+    }
+
+    fn handle_discovered(&mut self, source: &'static str, peers: Vec<Discovered>, now: Time) {
+        for d in &peers {
+            if d.peer == self.facts.peer {
+                continue;
+            }
+            self.sources.entry(d.peer.clone()).or_default().insert(source);
+            let Some(p2p) = to_libp2p(&d.peer) else { continue };
+            for addr in d.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                self.swarm.add_peer_address(p2p, addr);
+            }
+            self.membership.add_contact(d.peer.clone(), now);
+            if !self.swarm.is_connected(&p2p) {
+                let _ = self.swarm.dial(p2p);
+            }
+        }
+        // A peer the source no longer lists keeps only its other sources.
+        let listed: BTreeSet<&PeerId> = peers.iter().map(|d| &d.peer).collect();
+        for (peer, srcs) in self.sources.iter_mut() {
+            if !listed.contains(peer) {
+                srcs.remove(source);
+            }
+        }
+        self.discovered.insert(source, peers);
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let now = self.now();
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => self.handle_gossip_event(ev, now),
+            SwarmEvent::Behaviour(BehaviourEvent::Place(ev)) => self.handle_place_event(ev, now),
+            SwarmEvent::Behaviour(BehaviourEvent::Task(ev)) => self.handle_task_event(ev, now),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                // Whoever connects gets gossiped with, so inbound-only peers converge fast too.
+                self.membership.add_contact(to_protocol(&peer_id), now);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "p2p listening");
+                let addrs = self.advertised_addrs();
+                self.membership.update_local(|r| r.addrs = addrs, now);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!(%error, "inbound connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn advertised_addrs(&self) -> Vec<String> {
+        self.swarm.listeners().chain(&self.facts.external_addrs).map(ToString::to_string).collect()
+    }
+
+    fn handle_gossip_event(&mut self, ev: request_response::Event<GossipRequest, GossipResponse>, now: Time) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => {
+                let from = to_protocol(&peer);
+                match message {
+                    request_response::Message::Request { request, channel, .. } => {
+                        let response = self.membership.handle_request(&from, request, now);
+                        let _ = self.swarm.behaviour_mut().gossip.send_response(channel, response);
+                    }
+                    request_response::Message::Response { request_id, response } => {
+                        self.gossip_out.remove(&request_id);
+                        self.membership.handle_response(&from, response, now);
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                self.gossip_out.remove(&request_id);
+                self.counters.outbound_failures += 1;
+                tracing::debug!(peer = %peer, %error, "gossip request failed");
+                self.membership.handle_send_failed(&to_protocol(&peer), now);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                self.counters.inbound_failures += 1;
+                tracing::debug!(peer = %peer, %error, "inbound gossip failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn handle_place_event(&mut self, ev: request_response::Event<PlaceRequest, PlaceResponse>, now: Time) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => {
+                let from = to_protocol(&peer);
+                match message {
+                    request_response::Message::Request { request, channel, .. } => {
+                        let response = self.handle_place_request(&from, request, now);
+                        let _ = self.swarm.behaviour_mut().place.send_response(channel, response);
+                    }
+                    request_response::Message::Response { request_id, response } => {
+                        if let Some((_, out)) = self.place_out.remove(&request_id) {
+                            self.handle_place_response(&from, out, response, now);
+                        }
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                self.counters.outbound_failures += 1;
+                tracing::debug!(peer = %peer, %error, "placement request failed");
+                if let Some((to, out)) = self.place_out.remove(&request_id) {
+                    match out {
+                        PlaceOut::Bid(task, attempt) | PlaceOut::Commit(task, attempt) => {
+                            self.negotiator.handle_request_failed(&to, task, attempt, now);
+                        }
+                        PlaceOut::Release => {}
+                    }
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                self.counters.inbound_failures += 1;
+                tracing::debug!(peer = %peer, %error, "inbound placement request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A candidate's answer to a placement request, local or remote alike.
+    fn handle_place_request(&mut self, from: &PeerId, request: PlaceRequest, now: Time) -> PlaceResponse {
+        match request {
+            PlaceRequest::Bid(bid) => PlaceResponse::Bid(self.host.handle_bid(from, &bid, now)),
+            PlaceRequest::Commit(commit) => {
+                let response = self.host.handle_commit(from, &commit, now);
+                if response == orgmesh_protocol::wire::place::CommitResponse::Accepted {
+                    self.start_run(from.clone(), commit, now);
+                }
+                PlaceResponse::Commit(response)
+            }
+            PlaceRequest::Release { reservation } => {
+                self.host.handle_release(from, reservation, now);
+                PlaceResponse::Released
+            }
+        }
+    }
+
+    fn handle_place_response(&mut self, from: &PeerId, out: PlaceOut, response: PlaceResponse, now: Time) {
+        match (out, response) {
+            (PlaceOut::Bid(task, attempt), PlaceResponse::Bid(r)) => {
+                self.negotiator.handle_bid_response(from, task, attempt, r, now);
+            }
+            (PlaceOut::Commit(task, attempt), PlaceResponse::Commit(r)) => {
+                self.negotiator.handle_commit_response(from, task, attempt, r, now);
+            }
+            (PlaceOut::Release, _) => {}
+            (PlaceOut::Bid(task, attempt) | PlaceOut::Commit(task, attempt), other) => {
+                tracing::warn!(peer = %from.short(), ?other, "placement answer of the wrong kind");
+                self.negotiator.handle_request_failed(from, task, attempt, now);
+            }
+        }
+    }
+
+    fn handle_task_event(&mut self, ev: request_response::Event<TaskRequest, TaskResponse>, now: Time) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => {
+                let from = to_protocol(&peer);
+                match message {
+                    request_response::Message::Request { request, channel, .. } => {
+                        self.handle_task_request(&from, request, Reply::Remote(channel), now);
+                    }
+                    request_response::Message::Response { request_id, response } => {
+                        if let Some((_, out)) = self.task_out.remove(&request_id) {
+                            match out {
+                                TaskOut::Report(task, attempt, kind) => {
+                                    self.handle_report_answer(task, attempt, kind, Some(response), now);
+                                }
+                                TaskOut::Cancel(task) => self.handle_cancel_answer(task, &response),
+                            }
+                        }
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                self.counters.outbound_failures += 1;
+                tracing::debug!(peer = %peer, %error, "task request failed");
+                if let Some((_, TaskOut::Report(task, attempt, kind))) = self.task_out.remove(&request_id) {
+                    self.handle_report_answer(task, attempt, kind, None, now);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                self.counters.inbound_failures += 1;
+                tracing::debug!(peer = %peer, %error, "inbound task request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A task-protocol request, from a remote peer or from this node itself.
+    fn handle_task_request(&mut self, from: &PeerId, request: TaskRequest, reply: Reply, now: Time) {
+        match request {
+            TaskRequest::Cancel { task, attempt } => {
+                let response = self.host_cancel(from, task, attempt);
+                self.send_reply(reply, Some(response), now);
+            }
+            report => self.handle_report(from, report, reply, now),
+        }
+    }
+
+    fn send_reply(&mut self, reply: Reply, response: Option<TaskResponse>, now: Time) {
+        match reply {
+            Reply::Remote(channel) => {
+                if let Some(response) = response {
+                    let _ = self.swarm.behaviour_mut().task.send_response(channel, response);
+                }
+                // No response: dropping the channel makes the host retry.
+            }
+            Reply::Local(task, attempt, kind) => {
+                self.handle_report_answer(task, attempt, kind, response, now)
+            }
+        }
+    }
+
+    fn handle_completion(&mut self, done: Completion) {
+        let now = self.now();
+        self.send_reply(done.reply, done.response, now);
+    }
+
+    /// Sends a task-protocol request to `to`, or handles it here if `to` is this node.
+    fn send_task_request(&mut self, to: &PeerId, request: TaskRequest, out: TaskOut, now: Time) {
+        if *to == self.facts.peer {
+            let reply = match &out {
+                TaskOut::Report(task, attempt, kind) => Reply::Local(*task, *attempt, *kind),
+                TaskOut::Cancel(_) => {
+                    let me = self.facts.peer.clone();
+                    if let TaskRequest::Cancel { task, attempt } = request {
+                        let response = self.host_cancel(&me, task, attempt);
+                        self.handle_cancel_answer(task, &response);
+                    }
+                    return;
+                }
+            };
+            let me = self.facts.peer.clone();
+            self.handle_task_request(&me, request, reply, now);
+            return;
+        }
+        match to_libp2p(to) {
+            Some(p2p) => {
+                let id = self.swarm.behaviour_mut().task.send_request(&p2p, request);
+                self.task_out.insert(id, (to.clone(), out));
+            }
+            None => {
+                if let TaskOut::Report(task, attempt, kind) = out {
+                    self.handle_report_answer(task, attempt, kind, None, now);
+                }
+            }
+        }
+    }
+
+    /// Flushes every state machine's outputs until all are quiet.
+    fn drive(&mut self) {
+        let now = self.now();
+        let capacity = self.host.capacity();
+        if self.membership.local().capacity != capacity {
+            self.membership.update_local(|r| r.capacity = capacity, now);
+        }
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.membership.poll_output() {
+                progressed = true;
+                self.handle_membership_output(out, now);
+            }
+            while let Some(out) = self.negotiator.poll_output() {
+                progressed = true;
+                self.handle_negotiator_output(out, now);
+            }
+            if !progressed {
+                break;
+            }
+            let capacity = self.host.capacity();
+            if self.membership.local().capacity != capacity {
+                self.membership.update_local(|r| r.capacity = capacity, now);
+            }
+        }
+    }
+
+    fn handle_membership_output(&mut self, out: MembershipOutput, now: Time) {
+        match out {
+            MembershipOutput::Send { to, request } => {
+                if let Some(p2p) = to_libp2p(&to) {
+                    let id = self.swarm.behaviour_mut().gossip.send_request(&p2p, request);
+                    self.gossip_out.insert(id, to);
+                }
+            }
+            MembershipOutput::Event(event) => self.handle_membership_event(event, now),
+        }
+    }
+
+    fn handle_membership_event(&mut self, event: MembershipEvent, now: Time) {
+        match event {
+            MembershipEvent::Joined { record } | MembershipEvent::Updated { record } => {
+                let joined = !self.sources.get(&record.peer_id).is_some_and(|s| s.contains("gossip"));
+                if let Some(p2p) = to_libp2p(&record.peer_id) {
+                    for addr in record.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                        self.swarm.add_peer_address(p2p, addr);
+                    }
+                }
+                self.sources.entry(record.peer_id.clone()).or_default().insert("gossip");
+                if joined {
+                    tracing::info!(peer = %record.peer_id.short(), org = %record.org, "peer joined");
+                    let data = serde_json::json!({"peer_id": record.peer_id, "org": record.org, "name": record.name});
+                    drop(self.store.append_events(vec![NewEvent {
+                        kind: "peer.joined".into(),
+                        data: data.to_string(),
+                    }]));
+                }
+                if let Some(signed) = self.signed_record_of(&record.peer_id) {
+                    drop(self.store.put_peer(signed));
+                }
+                // New capacity somewhere may unblock pending tasks.
+                self.retry_pending(now);
+            }
+            MembershipEvent::StateChanged { peer, from, to } => {
+                tracing::info!(peer = %peer.short(), from = from.as_str(), to = to.as_str(), "peer state changed");
+                let info = self.membership.peer(&peer);
+                let data = serde_json::json!({
+                    "peer_id": peer,
+                    "org": info.as_ref().map(|i| i.record.org.clone()),
+                    "name": info.as_ref().map(|i| i.record.name.clone()),
+                    "from": from.as_str(),
+                    "state": to.as_str(),
+                });
+                let kind = format!("peer.{}", to.as_str());
+                drop(self.store.append_events(vec![NewEvent { kind, data: data.to_string() }]));
+                if to == PeerState::Dead {
+                    self.host_lost(&peer, now);
+                }
+                if to == PeerState::Alive {
+                    self.retry_pending(now);
+                }
+            }
+            MembershipEvent::Rejected { from, reason } => {
+                self.counters.rejected_records += 1;
+                tracing::warn!(peer = %from.short(), ?reason, "gossip record rejected");
+            }
+        }
+    }
+
+    fn signed_record_of(&self, _peer: &PeerId) -> Option<orgmesh_protocol::SignedRecord> {
+        // Membership keeps signatures private; remembering addresses for redial is enough for now.
+        None
+    }
+
+    fn handle_negotiator_output(&mut self, out: NegotiatorOutput, now: Time) {
+        match out {
+            NegotiatorOutput::Send { to, task, attempt, request } => {
+                if let PlaceRequest::Commit(_) = &request {
+                    self.note_commit(task, attempt, &to);
+                }
+                if to == self.facts.peer {
+                    let me = self.facts.peer.clone();
+                    let kind = match &request {
+                        PlaceRequest::Bid(_) => PlaceOut::Bid(task, attempt),
+                        PlaceRequest::Commit(_) => PlaceOut::Commit(task, attempt),
+                        PlaceRequest::Release { .. } => PlaceOut::Release,
+                    };
+                    let response = self.handle_place_request(&me, request, now);
+                    self.handle_place_response(&me, kind, response, now);
+                    return;
+                }
+                let kind = match &request {
+                    PlaceRequest::Bid(_) => PlaceOut::Bid(task, attempt),
+                    PlaceRequest::Commit(_) => PlaceOut::Commit(task, attempt),
+                    PlaceRequest::Release { .. } => PlaceOut::Release,
+                };
+                match to_libp2p(&to) {
+                    Some(p2p) => {
+                        let id = self.swarm.behaviour_mut().place.send_request(&p2p, request);
+                        self.place_out.insert(id, (to, kind));
+                    }
+                    None => {
+                        if !matches!(kind, PlaceOut::Release) {
+                            self.negotiator.handle_request_failed(&to, task, attempt, now);
+                        }
+                    }
+                }
+            }
+            NegotiatorOutput::Event(event) => self.handle_placement_event(event, now),
+        }
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        let local = self.membership.local();
+        NodeInfo {
+            peer_id: self.facts.peer.clone(),
+            org: self.facts.org.clone(),
+            name: self.facts.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            listen_addrs: self.advertised_addrs(),
+            labels: local.labels.clone(),
+            capacity: self.host.capacity(),
+            started_at: self.facts.started_at,
+            draining: local.draining,
+        }
+    }
+
+    fn peer_entries(&self, now: Time) -> Vec<PeerEntry> {
+        let wall_now = crate::wall_clock();
+        let mut entries: Vec<PeerEntry> = self
+            .membership
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let ago = now.since(p.last_seen).as_millis() as u64;
+                PeerEntry {
+                    sources: self
+                        .sources
+                        .get(&p.record.peer_id)
+                        .map(|s| s.iter().map(|s| s.to_string()).collect())
+                        .unwrap_or_default(),
+                    peer_id: p.record.peer_id,
+                    org: p.record.org,
+                    name: p.record.name,
+                    state: p.state,
+                    addrs: p.record.addrs,
+                    labels: p.record.labels,
+                    capacity: p.record.capacity,
+                    last_seen: Timestamp(wall_now.0.saturating_sub(ago)),
+                    draining: p.record.draining,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.org, &a.peer_id).cmp(&(&b.org, &b.peer_id)));
+        entries
+    }
+
+    fn readiness(&self) -> Vec<Check> {
+        let listeners = self.swarm.listeners().count();
+        let mut checks = vec![Check {
+            name: "p2p".into(),
+            ok: listeners > 0,
+            detail: format!("{listeners} listen address(es)"),
+        }];
+        for (source, peers) in &self.discovered {
+            checks.push(Check {
+                name: format!("discovery:{source}"),
+                ok: true,
+                detail: format!("{} peer(s) listed", peers.len()),
+            });
+        }
+        checks
+    }
+
+    /// Stops every running attempt (shutdown): their processes must not outlive the node.
+    fn stop_runs(&mut self) {
+        for run in self.runs.values() {
+            run.cancel.cancel();
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The `orgmesh` command line: `init`, `up`, `demo`, and the client commands that talk to the
+//! local node's REST API. Output is a human table by default and JSON with `--json`; exit codes
+//! are stable (0 ok, 1 error, 2 usage, 3 node unreachable, 4 not found; `submit --wait` exits
+//! with the task's own exit code).
+
+pub mod client;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::config::{Config, parse_labels};
+use client::{Client, ClientError};
+
+/// orgmesh: a peer-to-peer orchestrator mesh between organizations.
+#[derive(Debug, Parser)]
+#[command(name = "orgmesh", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The local node's API.
+    #[arg(long, global = true, env = "ORGMESH_API", default_value = "http://127.0.0.1:7070")]
+    pub api: String,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format of `up` and `demo`.
+    #[arg(long, global = true, value_parser = ["human", "json"], default_value = "human")]
+    pub log_format: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write DIR/orgmesh.toml and the node's identity key; print its peer id.
+    Init {
+        /// Directory for the config, key and data.
+        #[arg(long)]
+        dir: PathBuf,
+        /// This node's org.
+        #[arg(long)]
+        org: String,
+        /// Node name (default: the org).
+        #[arg(long)]
+        name: Option<String>,
+        /// TCP port of the p2p listener.
+        #[arg(long, default_value_t = 7000)]
+        p2p_port: u16,
+        /// Address of the local API.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        api_addr: String,
+        /// A peer to start from: a multiaddr ending in /p2p/<peer id>.
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// A node label, KEY=VALUE.
+        #[arg(long)]
+        label: Vec<String>,
+        /// Concurrent task slots.
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Only run tasks from these orgs (default: every org).
+        #[arg(long)]
+        accept_from: Vec<String>,
+    },
+    /// Run a node.
+    Up {
+        /// Config file (default: $ORGMESH_CONFIG, else built-in defaults in ./orgmesh-data).
+        #[arg(long, env = "ORGMESH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start a local mesh of N orgs on 127.0.0.1; Ctrl-C stops it.
+    Demo {
+        /// Number of orgs.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// API port of the first node (the others follow).
+        #[arg(long, default_value_t = 7070)]
+        api_port: u16,
+        /// p2p port of the first node (the others follow).
+        #[arg(long, default_value_t = 7000)]
+        p2p_port: u16,
+    },
+    /// This node.
+    Status,
+    /// The peers this node knows.
+    Peers,
+    /// Tasks submitted at this node, newest first.
+    Tasks {
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One task.
+    Task {
+        /// Task id.
+        id: String,
+    },
+    /// Submit a task: orgmesh submit [options] -- CMD ARGS...
+    Submit {
+        /// CPU in thousandths of a core.
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// Memory in MiB.
+        #[arg(long)]
+        mem: Option<u64>,
+        /// GPUs.
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// Run only at these orgs.
+        #[arg(long)]
+        org: Vec<String>,
+        /// Run only on nodes with this label, KEY=VALUE.
+        #[arg(long)]
+        label: Vec<String>,
+        /// Environment variable, KEY=VALUE.
+        #[arg(long)]
+        env: Vec<String>,
+        /// Timeout of one attempt, seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Placement attempts.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Seconds to wait for capacity.
+        #[arg(long)]
+        queue_timeout: Option<u64>,
+        /// Priority among pending tasks.
+        #[arg(long)]
+        priority: Option<i32>,
+        /// Idempotency key: resubmitting with the same key returns the same task.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait for the task, print its output, exit with its exit code.
+        #[arg(long)]
+        wait: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// A task's output.
+    Logs {
+        /// Follow until the task ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// Task id.
+        id: String,
+    },
+    /// Cancel a task wherever it runs.
+    Cancel {
+        /// Task id.
+        id: String,
+    },
+    /// Stop taking new work on this node.
+    Drain,
+}
+
+/// Runs a client command; returns the process exit code.
+pub async fn run_client(cli: &Cli) -> i32 {
+    match client_command(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
+    let client = Client::new(&cli.api);
+    match &cli.command {
+        Command::Status => {
+            let node: Value = client.get("/v1/node").await?;
+            if cli.json {
+                print_json(&node);
+            } else {
+                output::node(&node);
+            }
+        }
+        Command::Peers => {
+            let peers: Value = client.get("/v1/peers").await?;
+            if cli.json {
+                print_json(&peers);
+            } else {
+                output::peers(&peers);
+            }
+        }
+        Command::Tasks { status, limit } => {
+            let mut path = format!("/v1/tasks?limit={limit}");
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            let tasks: Value = client.get(&path).await?;
+            if cli.json {
+                print_json(&tasks);
+            } else {
+                output::tasks(&tasks);
+            }
+        }
+        Command::Task { id } => {
+            let task: Value = client.get(&format!("/v1/tasks/{id}")).await?;
+            if cli.json {
+                print_json(&task);
+            } else {
+                output::task(&task);
+            }
+        }
+        Command::Submit {
+            cpu,
+            mem,
+            gpus,
+            org,
+            label,
+            env,
+            timeout,
+            max_attempts,
+            queue_timeout,
+            priority,
+            idempotency_key,
+            wait,
+            command,
+        } => {
+            let labels = parse_labels(label).map_err(|e| ClientError::Protocol(format!("--label: {e}")))?;
+            let env = parse_labels(env).map_err(|e| ClientError::Protocol(format!("--env: {e}")))?;
+            let mut spec = json!({ "command": command, "env": env, "constraints": {"orgs": org, "node_labels": labels} });
+            let mut resources = serde_json::Map::new();
+            if let Some(v) = cpu {
+                resources.insert("cpu_millis".into(), json!(v));
+            }
+            if let Some(v) = mem {
+                resources.insert("memory_mb".into(), json!(v));
+            }
+            if let Some(v) = gpus {
+                resources.insert("gpus".into(), json!(v));
+            }
+            if !resources.is_empty() {
+                spec["resources"] = Value::Object(resources);
+            }
+            for (key, value) in [
+                ("timeout_s", timeout.map(|v| json!(v))),
+                ("max_attempts", max_attempts.map(|v| json!(v))),
+                ("queue_timeout_s", queue_timeout.map(|v| json!(v))),
+                ("priority", priority.map(|v| json!(v))),
+            ] {
+                if let Some(v) = value {
+                    spec[key] = v;
+                }
+            }
+            let headers: Vec<(&str, String)> =
+                idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
+            let submitted: Value = client.post("/v1/tasks", &spec, &headers).await?;
+            let id = submitted["id"].as_str().unwrap_or_default().to_string();
+            if !*wait {
+                if cli.json {
+                    print_json(&submitted);
+                } else {
+                    println!("{id}");
+                }
+                return Ok(0);
+            }
+            eprintln!("submitted {id}; waiting for it to finish");
+            follow_logs(&client, &id).await?;
+            let task: Value = client.get(&format!("/v1/tasks/{id}")).await?;
+            if cli.json {
+                print_json(&task);
+            }
+            return Ok(task_exit_code(&task));
+        }
+        Command::Logs { follow, id } => {
+            if *follow {
+                follow_logs(&client, id).await?;
+            } else {
+                let text = client.get_text(&format!("/v1/tasks/{id}/logs")).await?;
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+        }
+        Command::Cancel { id } => {
+            let v: Value = client.post(&format!("/v1/tasks/{id}/cancel"), &json!({}), &[]).await?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("cancelling {id}");
+            }
+        }
+        Command::Drain => {
+            let v: Value = client.post("/v1/drain", &json!({}), &[]).await?;
+            if cli.json {
+                print_json(&v);
+            } else {
+                println!("draining: {} attempt(s) still running here", v["running"]);
+            }
+        }
+        Command::Init { .. } | Command::Up { .. } | Command::Demo { .. } => {}
+    }
+    Ok(0)
+}
+
+/// The exit code `submit --wait` ends with: the task's own, 1 if it failed without one, 130 if
+/// it was cancelled.
+fn task_exit_code(task: &Value) -> i32 {
+    match task["status"].as_str() {
+        Some("succeeded") => 0,
+        Some("cancelled") => 130,
+        _ => task["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok()).filter(|c| *c != 0).unwrap_or(1),
+    }
+}
+
+async fn follow_logs(client: &Client, id: &str) -> Result<(), ClientError> {
+    let mut stdout = std::io::stdout();
+    client
+        .follow_sse(&format!("/v1/tasks/{id}/logs?follow=true"), |event, _, data| {
+            if event == "end" {
+                return false;
+            }
+            let _ = stdout.write_all(data.as_bytes());
+            let _ = stdout.flush();
+            true
+        })
+        .await
+}
+
+/// `orgmesh init`: writes the config and the key; prints the peer id.
+pub fn init(command: &Command) -> anyhow::Result<()> {
+    let Command::Init { dir, org, name, p2p_port, api_addr, bootstrap, label, slots, accept_from } = command
+    else {
+        anyhow::bail!("not an init command");
+    };
+    let mut config = Config::default();
+    config.node.org = org.clone();
+    config.node.name = name.clone();
+    config.node.data_dir = PathBuf::from(".");
+    config.node.labels = parse_labels(label).map_err(anyhow::Error::msg)?;
+    config.p2p.listen = vec![format!("/ip4/0.0.0.0/tcp/{p2p_port}")];
+    config.p2p.bootstrap = bootstrap.clone();
+    config.api.addr = api_addr.parse().map_err(|e| anyhow::anyhow!("--api-addr {api_addr:?}: {e}"))?;
+    if let Some(slots) = slots {
+        config.capacity.slots = *slots;
+    }
+    config.policy.accept_from = accept_from.clone();
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("orgmesh.toml");
+    std::fs::write(&path, config.to_toml())?;
+    // Load it back: refuses what `up` would refuse, now rather than later.
+    let config = Config::load(Some(&path), |_| None)?;
+    let key = crate::identity::load_or_create(&config.identity_path())?;
+    println!("{}", key.public().to_peer_id());
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

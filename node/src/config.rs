@@ -1,0 +1,385 @@
+//! `orgmesh.toml`: every setting of a node, with defaults good enough that `orgmesh up` runs with
+//! no file at all, and `ORGMESH_*` environment overrides on top. Paths in the file are relative to
+//! the file's directory. Never reads anything but the file and the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or malformed (from the file or an `ORGMESH_*` variable).
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// The key or variable.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Who this node is.
+    pub node: NodeSection,
+    /// The libp2p side.
+    pub p2p: P2pSection,
+    /// The local REST API.
+    pub api: ApiSection,
+    /// What this node offers.
+    pub capacity: CapacitySection,
+    /// Whose work this node runs.
+    pub policy: PolicySection,
+    /// Gossip and failure-detection timing.
+    pub gossip: GossipSection,
+    /// How tasks run here.
+    pub executor: ExecutorSection,
+    /// Where the file was loaded from (not a TOML key).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// This node's org (one node per org).
+    pub org: String,
+    /// A human name; defaults to the org.
+    pub name: Option<String>,
+    /// Where redb, the identity key and task working dirs live.
+    pub data_dir: PathBuf,
+    /// Labels matched by `constraints.node_labels`.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self { org: default_org(), name: None, data_dir: PathBuf::from("."), labels: BTreeMap::new() }
+    }
+}
+
+fn default_org() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let org: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(63)
+        .collect();
+    if org.is_empty() { "default".into() } else { org }
+}
+
+/// `[p2p]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pSection {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Extra multiaddrs to advertise (e.g. a NAT's public address).
+    pub external_addrs: Vec<String>,
+    /// Peers to contact at start: multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// The node's ed25519 key (protobuf encoding), relative to `data_dir`.
+    pub identity_file: PathBuf,
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/0.0.0.0/tcp/7000".into()],
+            external_addrs: Vec::new(),
+            bootstrap: Vec::new(),
+            identity_file: PathBuf::from("identity.key"),
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Where the REST API listens; loopback by default.
+    pub addr: SocketAddr,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 7070)) }
+    }
+}
+
+/// `[capacity]`: what this node offers; unset values come from the machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapacitySection {
+    /// Concurrent tasks.
+    pub slots: u32,
+    /// CPU in thousandths of a core; default: every core.
+    pub cpu_millis: Option<u32>,
+    /// Memory in MiB; default: the machine's.
+    pub memory_mb: Option<u64>,
+    /// GPUs.
+    pub gpus: u32,
+}
+
+impl Default for CapacitySection {
+    fn default() -> Self {
+        Self { slots: 4, cpu_millis: None, memory_mb: None, gpus: 0 }
+    }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// Orgs whose tasks this node runs; empty means every org in the mesh.
+    pub accept_from: Vec<String>,
+}
+
+/// `[gossip]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipSection {
+    /// Milliseconds between gossip rounds.
+    pub interval_ms: u64,
+    /// Milliseconds of silence before a peer is `suspect`.
+    pub suspect_after_ms: u64,
+    /// Milliseconds of silence before a peer is `dead`.
+    pub dead_after_ms: u64,
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        Self { interval_ms: 500, suspect_after_ms: 3000, dead_after_ms: 6000 }
+    }
+}
+
+/// `[executor]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSection {
+    /// Where each attempt gets its own working directory, relative to `data_dir`.
+    pub work_dir: PathBuf,
+    /// Seconds between SIGTERM and SIGKILL when a task is cancelled or times out.
+    pub kill_grace_s: u64,
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        Self { work_dir: PathBuf::from("work"), kill_grace_s: 5 }
+    }
+}
+
+impl Config {
+    /// Loads `path` if given (else defaults with `./orgmesh-data` as data dir), then applies
+    /// `ORGMESH_*` overrides from `env`.
+    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                let mut config = Config::parse(&text)
+                    .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
+                config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                config
+            }
+            None => {
+                let mut config = Config::default();
+                config.node.data_dir = PathBuf::from("orgmesh-data");
+                config
+            }
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        let list = |v: String| -> Vec<String> {
+            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        };
+        if let Some(v) = env("ORGMESH_ORG") {
+            self.node.org = v;
+        }
+        if let Some(v) = env("ORGMESH_NAME") {
+            self.node.name = Some(v);
+        }
+        if let Some(v) = env("ORGMESH_DATA_DIR") {
+            self.node.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("ORGMESH_LABELS") {
+            self.node.labels = parse_labels(&list(v)).map_err(|m| invalid("ORGMESH_LABELS", m))?;
+        }
+        if let Some(v) = env("ORGMESH_API_ADDR") {
+            self.api.addr = v.parse().map_err(|e| invalid("ORGMESH_API_ADDR", format!("{e}")))?;
+        }
+        if let Some(v) = env("ORGMESH_P2P_LISTEN") {
+            self.p2p.listen = list(v);
+        }
+        if let Some(v) = env("ORGMESH_BOOTSTRAP") {
+            self.p2p.bootstrap = list(v);
+        }
+        if let Some(v) = env("ORGMESH_SLOTS") {
+            self.capacity.slots = v.parse().map_err(|e| invalid("ORGMESH_SLOTS", format!("{e}")))?;
+        }
+        if let Some(v) = env("ORGMESH_ACCEPT_FROM") {
+            self.policy.accept_from = list(v);
+        }
+        let millis = |key: &str, slot: &mut u64| -> Result<(), ConfigError> {
+            if let Some(v) = env(key) {
+                *slot = v.parse().map_err(|e| invalid(key, format!("{e}")))?;
+            }
+            Ok(())
+        };
+        millis("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
+        millis("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
+        millis("ORGMESH_DEAD_AFTER_MS", &mut self.gossip.dead_after_ms)?;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| Err(ConfigError::Invalid { key: key.into(), message });
+        if let Err(e) = orgmesh_protocol::Org::new(self.node.org.clone()) {
+            return invalid("node.org", e.to_string());
+        }
+        for org in &self.policy.accept_from {
+            if let Err(e) = orgmesh_protocol::Org::new(org.clone()) {
+                return invalid("policy.accept_from", e.to_string());
+            }
+        }
+        if self.capacity.slots == 0 {
+            return invalid("capacity.slots", "must be at least 1".into());
+        }
+        let g = &self.gossip;
+        if g.interval_ms == 0 || g.suspect_after_ms <= g.interval_ms || g.dead_after_ms <= g.suspect_after_ms
+        {
+            return invalid("gossip", "need 0 < interval_ms < suspect_after_ms < dead_after_ms".into());
+        }
+        for addr in self.p2p.listen.iter().chain(&self.p2p.bootstrap).chain(&self.p2p.external_addrs) {
+            if addr.parse::<libp2p::Multiaddr>().is_err() {
+                return invalid("p2p", format!("{addr:?} is not a multiaddr"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The data directory, resolved against the config file's directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.node.data_dir)
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> String {
+        self.node.name.clone().unwrap_or_else(|| self.node.org.clone())
+    }
+
+    /// The identity key file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.data_dir().join(&self.p2p.identity_file)
+    }
+
+    /// Serializes as TOML (for `orgmesh init`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Parses `K=V` pairs.
+pub fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("{p:?} is not KEY=VALUE")),
+        })
+        .collect()
+}
+
+/// CPU and memory of this machine, for capacity defaults.
+pub fn machine_resources() -> (u32, u64) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let mem_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(1024);
+    (cpus * 1000, mem_mb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let c = Config::load(None, |_| None).unwrap();
+        assert_eq!(c.api.addr.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.data_dir(), PathBuf::from("orgmesh-data"));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orgmesh.toml");
+        std::fs::write(&path, "[node]\norg = \"acme\"\ndata_dir = \"d\"\n[capacity]\nslots = 2\n").unwrap();
+        let env = |k: &str| match k {
+            "ORGMESH_SLOTS" => Some("7".to_string()),
+            "ORGMESH_LABELS" => Some("zone=b,gpu=no".to_string()),
+            _ => None,
+        };
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.node.org, "acme");
+        assert_eq!(c.capacity.slots, 7);
+        assert_eq!(c.node.labels.get("zone").map(String::as_str), Some("b"));
+        assert_eq!(c.data_dir(), dir.path().join("d"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::parse("[node]\norgg = \"x\"").unwrap_err();
+        assert!(err.contains("orgg"), "{err}");
+        let e = Config::load(None, |k| (k == "ORGMESH_ORG").then(|| "Bad Org".to_string())).unwrap_err();
+        assert!(e.to_string().contains("node.org"), "{e}");
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let c = Config::default();
+        let back = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(back.p2p.listen, c.p2p.listen);
+    }
+}

@@ -1,0 +1,31 @@
+//! The orgmesh node: drives the sans-IO protocol machines over libp2p and tokio, runs tasks as
+//! child processes, serves the local API, and provides the `orgmesh` CLI.
+//!
+//! Layout:
+//! - [`config`]: `orgmesh.toml` and `ORGMESH_*` overrides.
+//! - [`identity`]: the node's ed25519 key and the keyring that signs gossip records.
+//! - [`p2p`]: the swarm: TCP + Noise + Yamux, one request-response behaviour per protocol.
+//! - [`actor`]: the event loop that owns the swarm and every state machine.
+//! - [`executor`]: child processes for task attempts.
+//! - [`handle`]: `NodeHandle`, the API's way in.
+//! - [`run`]: assembles a node; [`cli`] and [`demo`] are the binary's commands.
+
+pub mod actor;
+pub mod cli;
+pub mod config;
+pub mod demo;
+mod events;
+pub mod executor;
+pub mod handle;
+pub mod identity;
+pub mod p2p;
+pub mod run;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use orgmesh_protocol::Timestamp;
+
+/// Wall-clock now.
+pub fn wall_clock() -> Timestamp {
+    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+}

@@ -1,0 +1,250 @@
+//! Assembles and starts one node: store, identity, swarm, state machines, discovery, event loop
+//! and API, in that order, and stops them in reverse. `orgmesh up` runs one; `orgmesh demo` runs
+//! several in one process. Owns no logic of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use libp2p::Multiaddr;
+use orgmesh_discovery::{Source, StaticSource};
+use orgmesh_protocol::membership::{Membership, MembershipConfig};
+use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, PlacementConfig};
+use orgmesh_protocol::record::{AcceptPolicy, NodeRecord, RecordVersion};
+use orgmesh_protocol::task::TaskOrigin;
+use orgmesh_protocol::{Org, PeerId, Time};
+use orgmesh_store::Store;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::actor::{Command, EventLoop, NodeFacts, Parts};
+use crate::config::{Config, machine_resources};
+use crate::handle::NodeHandle;
+use crate::identity::{self, Libp2pKeyring};
+use crate::wall_clock;
+
+/// A node running in this process.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Its handle.
+    pub handle: NodeHandle,
+    /// Where its API listens.
+    pub api_addr: SocketAddr,
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Its org.
+    pub org: Org,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// The token that stops the node.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops the node and waits for its parts to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Waits until the node stops (its shutdown token is cancelled).
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.stop().await;
+    }
+}
+
+/// Starts a node from `config`.
+pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let key = identity::load_or_create(&config.identity_path())?;
+    let local_p2p = key.public().to_peer_id();
+    let peer = identity::to_protocol(&local_p2p);
+    let org = Org::new(config.node.org.clone())?;
+    let store = Store::open(&data_dir.join("orgmesh.redb"))?;
+    let epoch = Instant::now();
+    let started_at = wall_clock();
+
+    let mut swarm = crate::p2p::build_swarm(key.clone())?;
+    for addr in &config.p2p.listen {
+        let addr: Multiaddr = addr.parse().with_context(|| format!("bad listen address {addr}"))?;
+        swarm.listen_on(addr.clone()).with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    let external_addrs: Vec<Multiaddr> =
+        config.p2p.external_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+
+    let (cpu, mem) = machine_resources();
+    let host_config = HostConfig {
+        cpu_millis: config.capacity.cpu_millis.unwrap_or(cpu),
+        memory_mb: config.capacity.memory_mb.unwrap_or(mem),
+        gpus: config.capacity.gpus,
+        slots: config.capacity.slots,
+        reservation_ttl: Duration::from_secs(3),
+    };
+    let policy = if config.policy.accept_from.is_empty() {
+        AcceptPolicy::AnyOrg
+    } else {
+        AcceptPolicy::Orgs(
+            config.policy.accept_from.iter().filter_map(|o| Org::new(o.clone()).ok()).collect(),
+        )
+    };
+    let host = Host::new(host_config, org.clone(), config.node.labels.clone(), policy.clone());
+    let record = NodeRecord {
+        peer_id: peer.clone(),
+        org: org.clone(),
+        name: config.name(),
+        addrs: external_addrs.iter().map(ToString::to_string).collect(),
+        labels: config.node.labels.clone(),
+        capacity: host.capacity(),
+        accepts: policy,
+        draining: false,
+        software: env!("CARGO_PKG_VERSION").to_string(),
+        // A new generation per start, so peers tell a restart from a stale record.
+        version: RecordVersion { generation: started_at.0, version: 1 },
+    };
+    let gossip = MembershipConfig {
+        gossip_interval: Duration::from_millis(config.gossip.interval_ms),
+        suspect_after: Duration::from_millis(config.gossip.suspect_after_ms),
+        dead_after: Duration::from_millis(config.gossip.dead_after_ms),
+        ..MembershipConfig::default()
+    };
+    let seed: u64 = rand::random();
+    let membership = Membership::new(
+        record,
+        Box::new(Libp2pKeyring::new(key)),
+        gossip,
+        ChaCha8Rng::seed_from_u64(seed),
+        Time::ZERO,
+    );
+    let negotiator = Negotiator::new(
+        peer.clone(),
+        org.clone(),
+        PlacementConfig::default(),
+        ChaCha8Rng::seed_from_u64(seed ^ 1),
+    );
+
+    let shutdown = CancellationToken::new();
+    let (commands, command_rx) = mpsc::channel(1024);
+    let recovered = store.unfinished_tasks()?;
+    let facts = NodeFacts {
+        peer: peer.clone(),
+        org: org.clone(),
+        name: config.name(),
+        started_at,
+        work_root: data_dir.join(&config.executor.work_dir),
+        kill_grace: Duration::from_secs(config.executor.kill_grace_s),
+        external_addrs,
+    };
+    let event_loop = EventLoop::new(
+        Parts {
+            facts,
+            swarm,
+            store: store.clone(),
+            membership,
+            negotiator,
+            host,
+            epoch,
+            commands: command_rx,
+            shutdown: shutdown.clone(),
+        },
+        recovered,
+    );
+    let handle = NodeHandle::new(
+        commands.clone(),
+        store.clone(),
+        TaskOrigin { peer_id: peer.clone(), org: org.clone() },
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.api.addr)
+        .await
+        .with_context(|| format!("cannot bind the API to {}", config.api.addr))?;
+    let api_addr = listener.local_addr()?;
+    let state = orgmesh_api::ApiState::new(store.clone(), Arc::new(handle.clone()));
+    let api_shutdown = shutdown.clone();
+    let mut tasks = vec![tokio::spawn(event_loop.run())];
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) =
+            orgmesh_api::serve(
+                listener,
+                orgmesh_api::router(state),
+                async move { api_shutdown.cancelled().await },
+            )
+            .await
+        {
+            tracing::error!(error = %e, "API server failed");
+        }
+    }));
+
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    sources.push(Box::new(StaticSource::new(&config.p2p.bootstrap)?));
+    // Peers remembered from earlier runs are redialled like a static list.
+    let remembered: Vec<String> = store
+        .peers()
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|s| s.record.addrs.into_iter().map(move |a| format!("{a}/p2p/{}", s.record.peer_id)))
+        .filter(|a| !a.contains("/p2p/") || a.matches("/p2p/").count() == 1)
+        .collect();
+    if let Ok(source) = StaticSource::new(&remembered) {
+        sources.push(Box::new(Remembered(source)));
+    }
+    for source in sources {
+        tasks.push(tokio::spawn(run_source(source, commands.clone(), shutdown.clone())));
+    }
+    tracing::info!(peer = %peer, %org, api = %api_addr, "node started");
+    Ok(RunningNode { handle, api_addr, peer_id: peer, org, shutdown, tasks })
+}
+
+/// Peers remembered in the store from earlier runs, shown as source `remembered`.
+#[derive(Debug)]
+struct Remembered(StaticSource);
+
+impl Source for Remembered {
+    fn name(&self) -> &'static str {
+        "remembered"
+    }
+    fn discover(
+        &mut self,
+    ) -> orgmesh_discovery::BoxFuture<
+        '_,
+        Result<Vec<orgmesh_discovery::Discovered>, orgmesh_discovery::DiscoveryError>,
+    > {
+        self.0.discover()
+    }
+    fn refresh_interval(&self) -> Duration {
+        self.0.refresh_interval()
+    }
+}
+
+/// Asks a source periodically and forwards its list to the event loop.
+async fn run_source(
+    mut source: Box<dyn Source>,
+    commands: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match source.discover().await {
+            Ok(peers) => {
+                if commands.send(Command::Discovered { source: source.name(), peers }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(source = source.name(), error = %e, "discovery failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(source.refresh_interval()) => {}
+        }
+    }
+}
