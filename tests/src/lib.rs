@@ -1,1 +1,358 @@
-//! placeholder
+//! Test harness for multi-process tests: builds the `orgmesh` binary once, runs real nodes
+//! (`orgmesh init` then `orgmesh up`) with their own data directories on 127.0.0.1, and talks to
+//! them through the public REST API. Nodes are killed when dropped. Never reaches into a node's
+//! internals: only what users and scripts can do.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The `orgmesh` binary, built on first use (`ORGMESH_BIN` overrides).
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("ORGMESH_BIN") {
+            return PathBuf::from(bin);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "orgmesh-node", "--bin", "orgmesh"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building orgmesh failed");
+        let target =
+            std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        target.join("debug").join("orgmesh")
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; tests accept the small race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Options for one node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Peers to bootstrap from.
+    pub bootstrap: Vec<String>,
+    /// `--label K=V`.
+    pub labels: Vec<String>,
+    /// `--slots`.
+    pub slots: Option<u32>,
+    /// `--accept-from`.
+    pub accept_from: Vec<String>,
+}
+
+/// One real `orgmesh` process.
+#[derive(Debug)]
+pub struct Node {
+    /// Its org.
+    pub org: String,
+    /// Its directory (config, key, data, `node.log`).
+    pub dir: PathBuf,
+    /// API base URL.
+    pub api: String,
+    /// p2p port.
+    pub p2p_port: u16,
+    /// Its peer id.
+    pub peer_id: String,
+    child: Option<Child>,
+    http: reqwest::Client,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Fast failure detection so tests about death and return take seconds, not tens of seconds.
+const FAST_GOSSIP: [(&str, &str); 3] = [
+    ("ORGMESH_GOSSIP_INTERVAL_MS", "200"),
+    ("ORGMESH_SUSPECT_AFTER_MS", "1000"),
+    ("ORGMESH_DEAD_AFTER_MS", "2000"),
+];
+
+impl Node {
+    /// Runs `orgmesh init` for `org` in a fresh temporary directory.
+    pub fn init(org: &str, opts: &NodeOptions) -> anyhow::Result<Node> {
+        let tmp = tempfile::Builder::new().prefix(&format!("orgmesh-{org}-")).tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let (p2p_port, api_port) = (free_port(), free_port());
+        let mut cmd = Command::new(binary());
+        cmd.args(["init", "--dir"]).arg(&dir).args(["--org", org, "--name", org]);
+        cmd.args(["--p2p-port", &p2p_port.to_string(), "--api-addr", &format!("127.0.0.1:{api_port}")]);
+        for b in &opts.bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        for l in &opts.labels {
+            cmd.args(["--label", l]);
+        }
+        for o in &opts.accept_from {
+            cmd.args(["--accept-from", o]);
+        }
+        if let Some(s) = opts.slots {
+            cmd.args(["--slots", &s.to_string()]);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("orgmesh init failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let peer_id = String::from_utf8(out.stdout)?.trim().to_string();
+        Ok(Node {
+            org: org.into(),
+            dir,
+            api: format!("http://127.0.0.1:{api_port}"),
+            p2p_port,
+            peer_id,
+            child: None,
+            http: reqwest::Client::new(),
+            _tmp: Some(tmp),
+        })
+    }
+
+    /// `orgmesh up`, then waits for `/healthz`.
+    pub async fn up(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log"))?;
+        let mut cmd = Command::new(binary());
+        cmd.arg("up").arg("--config").arg(self.dir.join("orgmesh.toml"));
+        cmd.envs(FAST_GOSSIP).env("ORGMESH_LOG", "info,orgmesh_node=debug,libp2p=warn");
+        cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+        self.child = Some(cmd.spawn().context("spawning orgmesh up")?);
+        let api = self.api.clone();
+        let http = self.http.clone();
+        wait_for(&format!("{} /healthz", self.org), Duration::from_secs(20), async || {
+            http.get(format!("{api}/healthz")).send().await.ok().filter(|r| r.status().is_success())
+        })
+        .await
+        .with_context(|| format!("node log:\n{}", self.log_tail()))?;
+        Ok(())
+    }
+
+    /// Starts a node: init + up.
+    pub async fn start(org: &str, opts: &NodeOptions) -> anyhow::Result<Node> {
+        let mut node = Node::init(org, opts)?;
+        node.up().await?;
+        Ok(node)
+    }
+
+    /// The multiaddr others bootstrap from.
+    pub fn multiaddr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.p2p_port, self.peer_id)
+    }
+
+    /// Sends a signal to the process and waits for it to exit.
+    pub fn signal(&mut self, signal: i32) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                #[allow(unsafe_code)]
+                // SAFETY: kill(2) on our own child's pid; no memory is touched.
+                unsafe {
+                    libc::kill(pid, signal);
+                }
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    /// The last 3000 bytes of the node's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
+        text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect()
+    }
+
+    /// `GET path`: status and JSON body (Null when not JSON).
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self.http.get(format!("{}{path}", self.api)).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `GET path` as text, with the response's content type.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<(u16, String, String)> {
+        let resp = self.http.get(format!("{}{path}", self.api)).send().await?;
+        let status = resp.status().as_u16();
+        let ctype =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        Ok((status, ctype, resp.text().await?))
+    }
+
+    /// `POST path` with a JSON body and headers: status, content type and JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String, Value)> {
+        let mut req = self.http.post(format!("{}{path}", self.api)).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let ctype =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        Ok((status, ctype, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Submits a spec; expects 202 and returns the task id.
+    pub async fn submit(&self, spec: &Value) -> anyhow::Result<String> {
+        let (status, _, body) = self.post("/v1/tasks", spec, &[]).await?;
+        if status != 202 {
+            bail!("submit gave {status}: {body}");
+        }
+        Ok(body["id"].as_str().context("no id")?.to_string())
+    }
+
+    /// One task's JSON.
+    pub async fn task(&self, id: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.get(&format!("/v1/tasks/{id}")).await?;
+        if status != 200 {
+            bail!("GET task {id} gave {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Waits until the task is terminal and returns it.
+    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        wait_for(&format!("task {id} to end"), timeout, async || {
+            let t = self.task(id).await.ok()?;
+            matches!(t["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(t)
+        })
+        .await
+    }
+
+    /// Orgs of peers this node lists as `alive` with a capacity.
+    pub async fn alive_orgs(&self) -> Vec<String> {
+        let Ok((_, peers)) = self.get("/v1/peers").await else { return Vec::new() };
+        let mut orgs: Vec<String> = peers["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|p| p["state"] == "alive" && p["capacity"]["slots"].as_u64().unwrap_or(0) > 0)
+                    .filter_map(|p| p["org"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        orgs.sort();
+        orgs
+    }
+
+    /// The state this node gives the peer of `org`, if listed.
+    pub async fn peer_state(&self, org: &str) -> Option<String> {
+        let (_, peers) = self.get("/v1/peers").await.ok()?;
+        peers["items"]
+            .as_array()?
+            .iter()
+            .find(|p| p["org"] == org)
+            .and_then(|p| p["state"].as_str())
+            .map(String::from)
+    }
+
+    /// Reads SSE events from `path` for at most `duration` (or until `max` events), with an
+    /// optional `Last-Event-ID`. Returns `(id, event, data)` triples.
+    pub async fn sse(
+        &self,
+        path: &str,
+        last_id: Option<&str>,
+        duration: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<(String, String, String)>> {
+        use futures::StreamExt;
+        let mut req = self.http.get(format!("{}{path}", self.api)).header("Accept", "text/event-stream");
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await?;
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut events = Vec::new();
+        let end = tokio::time::Instant::now() + duration;
+        let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::<String>::new());
+        while events.len() < max {
+            let chunk = match tokio::time::timeout_at(end, stream.next()).await {
+                Ok(Some(Ok(chunk))) => chunk,
+                _ => break,
+            };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(pos) = buf.find('\n') {
+                let line: String = buf.drain(..=pos).collect();
+                let line = line.trim_end_matches('\n');
+                if line.is_empty() {
+                    if !data.is_empty() || !event.is_empty() {
+                        events.push((id.clone(), event.clone(), data.join("\n")));
+                    }
+                    id.clear();
+                    event.clear();
+                    data.clear();
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value).to_string();
+                match field {
+                    "id" => id = value,
+                    "event" => event = value,
+                    "data" => data.push(value),
+                    _ => {}
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.org, self.log_tail());
+        }
+    }
+}
+
+/// Starts acme, then globex and initech bootstrapping from acme, and waits until each lists the
+/// other two alive with capacity.
+pub async fn three_orgs(timeout: Duration) -> anyhow::Result<(Node, Node, Node, Duration)> {
+    let acme = Node::start("acme", &NodeOptions::default()).await?;
+    let opts = NodeOptions { bootstrap: vec![acme.multiaddr()], ..NodeOptions::default() };
+    let globex = Node::start("globex", &opts).await?;
+    let initech = Node::start("initech", &opts).await?;
+    let started = Instant::now();
+    for (node, want) in
+        [(&acme, ["globex", "initech"]), (&globex, ["acme", "initech"]), (&initech, ["acme", "globex"])]
+    {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        wait_for(&format!("{} to see {want:?} alive", node.org), timeout, async || {
+            (node.alive_orgs().await == want).then_some(())
+        })
+        .await?;
+    }
+    Ok((acme, globex, initech, started.elapsed()))
+}
