@@ -344,6 +344,11 @@ impl<R: Rng> Membership<R> {
         self.peers.get(id).map(Entry::info)
     }
 
+    /// A peer's latest verified record with its signature, e.g. to remember it across restarts.
+    pub fn signed_record(&self, id: &PeerId) -> Option<&SignedRecord> {
+        self.peers.get(id).map(|e| &e.record)
+    }
+
     /// Every known peer except this node, in peer-id order.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.peers.values().map(Entry::info).collect()

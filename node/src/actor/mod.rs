@@ -21,7 +21,7 @@ use orgmesh_discovery::Discovered;
 use orgmesh_protocol::membership::{Membership, MembershipEvent, MembershipOutput, PeerState};
 use orgmesh_protocol::placement::{Host, Negotiator, NegotiatorOutput};
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
-use orgmesh_protocol::wire::place::{PlaceRequest, PlaceResponse};
+use orgmesh_protocol::wire::place::{BidResponse, DeclineReason, PlaceRequest, PlaceResponse};
 use orgmesh_protocol::wire::task::{TaskRequest, TaskResponse};
 use orgmesh_protocol::{Attempt, Org, PeerId, Task, TaskId, Time, Timestamp};
 use orgmesh_store::{NewEvent, Store};
@@ -164,6 +164,8 @@ pub struct EventLoop {
     /// Discovery: which sources found which peer, and where.
     sources: BTreeMap<PeerId, BTreeSet<&'static str>>,
     discovered: BTreeMap<&'static str, Vec<Discovered>>,
+    /// The generation of each peer's record last written to the store.
+    remembered: BTreeMap<PeerId, u64>,
     counters: Counters,
     next_tick: Time,
     shutdown: CancellationToken,
@@ -229,6 +231,7 @@ impl EventLoop {
             runs: BTreeMap::new(),
             sources: BTreeMap::new(),
             discovered: BTreeMap::new(),
+            remembered: BTreeMap::new(),
             counters: Counters::default(),
             next_tick: Time::ZERO,
             shutdown: parts.shutdown,
@@ -439,7 +442,22 @@ impl EventLoop {
     /// A candidate's answer to a placement request, local or remote alike.
     fn handle_place_request(&mut self, from: &PeerId, request: PlaceRequest, now: Time) -> PlaceResponse {
         match request {
-            PlaceRequest::Bid(bid) => PlaceResponse::Bid(self.host.handle_bid(from, &bid, now)),
+            PlaceRequest::Bid(bid) => {
+                // The bid's origin org is a claim; the sender's signed gossip record is the truth.
+                if *from != self.facts.peer {
+                    let known_org = self.membership.peer(from).map(|p| p.record.org);
+                    if known_org.as_ref() != Some(&bid.origin_org) {
+                        tracing::info!(peer = %from.short(), claimed = %bid.origin_org, ?known_org, "bid declined: org claim unverified");
+                        let reason = match known_org {
+                            // Not gossiped yet: a retry after the next round may succeed.
+                            None => DeclineReason::Busy,
+                            Some(_) => DeclineReason::Policy,
+                        };
+                        return PlaceResponse::Bid(BidResponse::Decline { reason });
+                    }
+                }
+                PlaceResponse::Bid(self.host.handle_bid(from, &bid, now))
+            }
             PlaceRequest::Commit(commit) => {
                 let response = self.host.handle_commit(from, &commit, now);
                 if response == orgmesh_protocol::wire::place::CommitResponse::Accepted {
@@ -623,8 +641,13 @@ impl EventLoop {
                         data: data.to_string(),
                     }]));
                 }
-                if let Some(signed) = self.signed_record_of(&record.peer_id) {
-                    drop(self.store.put_peer(signed));
+                // Remembered for redial after a restart; once per generation, not per capacity change.
+                let generation = record.version.generation;
+                if self.remembered.get(&record.peer_id) != Some(&generation)
+                    && let Some(signed) = self.membership.signed_record(&record.peer_id)
+                {
+                    drop(self.store.put_peer(signed.clone()));
+                    self.remembered.insert(record.peer_id.clone(), generation);
                 }
                 // New capacity somewhere may unblock pending tasks.
                 self.retry_pending(now);
@@ -653,11 +676,6 @@ impl EventLoop {
                 tracing::warn!(peer = %from.short(), ?reason, "gossip record rejected");
             }
         }
-    }
-
-    fn signed_record_of(&self, _peer: &PeerId) -> Option<orgmesh_protocol::SignedRecord> {
-        // Membership keeps signatures private; remembering addresses for redial is enough for now.
-        None
     }
 
     fn handle_negotiator_output(&mut self, out: NegotiatorOutput, now: Time) {
