@@ -16,8 +16,9 @@ use orgmesh_protocol::PeerId;
 /// A peer a source found: who, and where to dial it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovered {
-    /// The peer, when the source knows it (static entries carry `/p2p/<id>`).
-    pub peer: PeerId,
+    /// The peer, when the source knows it (static entries and DNS TXT records carry it;
+    /// Tailscale knows only addresses: the peer id is learned when the connection is made).
+    pub peer: Option<PeerId>,
     /// Multiaddrs to dial, without the `/p2p/` suffix.
     pub addrs: Vec<String>,
 }

@@ -20,7 +20,9 @@ impl StaticSource {
             let (addr, peer) = split_p2p(entry)?;
             by_peer.entry(peer).or_default().push(addr);
         }
-        Ok(Self { peers: by_peer.into_iter().map(|(peer, addrs)| Discovered { peer, addrs }).collect() })
+        Ok(Self {
+            peers: by_peer.into_iter().map(|(peer, addrs)| Discovered { peer: Some(peer), addrs }).collect(),
+        })
     }
 }
 

@@ -161,9 +161,12 @@ pub struct EventLoop {
     active: BTreeMap<TaskId, Active>,
     /// Host side: attempts running (or reporting) here.
     runs: BTreeMap<(TaskId, Attempt), Run>,
-    /// Discovery: which sources found which peer, and where.
-    sources: BTreeMap<PeerId, BTreeSet<&'static str>>,
+    /// Discovery: each source's latest complete list.
     discovered: BTreeMap<&'static str, Vec<Discovered>>,
+    /// Addresses we dialled and the peer that answered there.
+    addr_peers: HashMap<Multiaddr, PeerId>,
+    /// Peers whose `peer.joined` event was written.
+    joined: BTreeSet<PeerId>,
     /// The generation of each peer's record last written to the store.
     remembered: BTreeMap<PeerId, u64>,
     counters: Counters,
@@ -229,8 +232,9 @@ impl EventLoop {
             task_out: HashMap::new(),
             active: BTreeMap::new(),
             runs: BTreeMap::new(),
-            sources: BTreeMap::new(),
             discovered: BTreeMap::new(),
+            addr_peers: HashMap::new(),
+            joined: BTreeSet::new(),
             remembered: BTreeMap::new(),
             counters: Counters::default(),
             next_tick: Time::ZERO,
@@ -322,27 +326,60 @@ impl EventLoop {
 
     fn handle_discovered(&mut self, source: &'static str, peers: Vec<Discovered>, now: Time) {
         for d in &peers {
-            if d.peer == self.facts.peer {
-                continue;
-            }
-            self.sources.entry(d.peer.clone()).or_default().insert(source);
-            let Some(p2p) = to_libp2p(&d.peer) else { continue };
-            for addr in d.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
-                self.swarm.add_peer_address(p2p, addr);
-            }
-            self.membership.add_contact(d.peer.clone(), now);
-            if !self.swarm.is_connected(&p2p) {
-                let _ = self.swarm.dial(p2p);
-            }
-        }
-        // A peer the source no longer lists keeps only its other sources.
-        let listed: BTreeSet<&PeerId> = peers.iter().map(|d| &d.peer).collect();
-        for (peer, srcs) in self.sources.iter_mut() {
-            if !listed.contains(peer) {
-                srcs.remove(source);
+            let addrs: Vec<Multiaddr> = d.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            match &d.peer {
+                Some(peer) if *peer == self.facts.peer => {}
+                Some(peer) => {
+                    let Some(p2p) = to_libp2p(peer) else { continue };
+                    for addr in addrs {
+                        self.swarm.add_peer_address(p2p, addr);
+                    }
+                    self.membership.add_contact(peer.clone(), now);
+                    if !self.swarm.is_connected(&p2p) {
+                        let _ = self.swarm.dial(p2p);
+                    }
+                }
+                // Only an address: dial it; the peer id arrives with the connection.
+                None => {
+                    for addr in addrs {
+                        let connected = self
+                            .addr_peers
+                            .get(&addr)
+                            .and_then(to_libp2p)
+                            .is_some_and(|p| self.swarm.is_connected(&p));
+                        if !connected {
+                            let _ = self.swarm.dial(
+                                libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build(),
+                            );
+                        }
+                    }
+                }
             }
         }
         self.discovered.insert(source, peers);
+    }
+
+    /// Which discovery sources found `peer` (by id, or by an address we reached it at), plus
+    /// `gossip` when its record came through gossip.
+    fn sources_of(&self, peer: &PeerId) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .discovered
+            .iter()
+            .filter(|(_, list)| {
+                list.iter().any(|d| {
+                    d.peer.as_ref() == Some(peer)
+                        || d.addrs
+                            .iter()
+                            .filter_map(|a| a.parse::<Multiaddr>().ok())
+                            .any(|a| self.addr_peers.get(&a) == Some(peer))
+                })
+            })
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if self.membership.peer(peer).is_some() {
+            out.push("gossip".into());
+        }
+        out
     }
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -351,9 +388,18 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => self.handle_gossip_event(ev, now),
             SwarmEvent::Behaviour(BehaviourEvent::Place(ev)) => self.handle_place_event(ev, now),
             SwarmEvent::Behaviour(BehaviourEvent::Task(ev)) => self.handle_task_event(ev, now),
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 // Whoever connects gets gossiped with, so inbound-only peers converge fast too.
-                self.membership.add_contact(to_protocol(&peer_id), now);
+                let peer = to_protocol(&peer_id);
+                if let libp2p::core::ConnectedPoint::Dialer { address, .. } = endpoint {
+                    // Remembered so address-only discoveries can be attributed to their peer.
+                    let bare: Multiaddr = address
+                        .iter()
+                        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                        .collect();
+                    self.addr_peers.insert(bare, peer.clone());
+                }
+                self.membership.add_contact(peer, now);
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "p2p listening");
@@ -626,13 +672,12 @@ impl EventLoop {
     fn handle_membership_event(&mut self, event: MembershipEvent, now: Time) {
         match event {
             MembershipEvent::Joined { record } | MembershipEvent::Updated { record } => {
-                let joined = !self.sources.get(&record.peer_id).is_some_and(|s| s.contains("gossip"));
+                let joined = self.joined.insert(record.peer_id.clone());
                 if let Some(p2p) = to_libp2p(&record.peer_id) {
                     for addr in record.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
                         self.swarm.add_peer_address(p2p, addr);
                     }
                 }
-                self.sources.entry(record.peer_id.clone()).or_default().insert("gossip");
                 if joined {
                     tracing::info!(peer = %record.peer_id.short(), org = %record.org, "peer joined");
                     let data = serde_json::json!({"peer_id": record.peer_id, "org": record.org, "name": record.name});
@@ -740,11 +785,7 @@ impl EventLoop {
             .map(|p| {
                 let ago = now.since(p.last_seen).as_millis() as u64;
                 PeerEntry {
-                    sources: self
-                        .sources
-                        .get(&p.record.peer_id)
-                        .map(|s| s.iter().map(|s| s.to_string()).collect())
-                        .unwrap_or_default(),
+                    sources: self.sources_of(&p.record.peer_id),
                     peer_id: p.record.peer_id,
                     org: p.record.org,
                     name: p.record.name,
