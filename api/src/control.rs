@@ -35,6 +35,10 @@ pub struct NodeInfo {
     pub started_at: Timestamp,
     /// Whether it is draining.
     pub draining: bool,
+    /// What the node dropped or refused since it started (malformed frames, rejected records,
+    /// rate-limited requests, stale reports, bans...), by name.
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// One item of `GET /v1/peers`.

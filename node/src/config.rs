@@ -55,6 +55,10 @@ pub struct Config {
     pub gossip: GossipSection,
     /// How tasks run here.
     pub executor: ExecutorSection,
+    /// Who may join and connect.
+    pub trust: TrustSection,
+    /// Limits on what one peer may ask of this node.
+    pub limits: LimitsSection,
     /// Where the file was loaded from (not a TOML key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -155,8 +159,41 @@ impl Default for CapacitySection {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySection {
-    /// Orgs whose tasks this node runs; empty means every org in the mesh.
+    /// Orgs (or node peer ids) whose tasks this node runs; empty means every org in the mesh.
     pub accept_from: Vec<String>,
+}
+
+/// `[trust]`: who may be part of this node's mesh at all.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSection {
+    /// The mesh's pre-shared key file (libp2p private network, `swarm.key` format), relative to
+    /// the config file. A node without the same key cannot complete a connection.
+    pub mesh_key_file: Option<PathBuf>,
+    /// Peer ids allowed to connect and to appear in this node's view; empty means anyone who can
+    /// connect (with the mesh key, if one is set).
+    pub trusted_peers: Vec<String>,
+    /// Which peer ids may claim which org (`acme = ["12D3KooW..."]`); orgs not listed may be
+    /// claimed by anyone trusted.
+    pub orgs: BTreeMap<String, Vec<String>>,
+}
+
+/// `[limits]`: what one peer may ask of this node before it is throttled and then banned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Sustained inbound requests per second per peer.
+    pub peer_requests_per_s: u32,
+    /// Burst of inbound requests per peer.
+    pub peer_burst: u32,
+    /// Seconds a misbehaving peer is banned at first; doubles at each repeat, up to an hour.
+    pub ban_s: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self { peer_requests_per_s: 5_000, peer_burst: 20_000, ban_s: 30 }
+    }
 }
 
 /// `[gossip]`.
@@ -254,12 +291,25 @@ impl Config {
         if let Some(v) = env("ORGMESH_ACCEPT_FROM") {
             self.policy.accept_from = list(v);
         }
+        if let Some(v) = env("ORGMESH_MESH_KEY_FILE") {
+            self.trust.mesh_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ORGMESH_TRUSTED_PEERS") {
+            self.trust.trusted_peers = list(v);
+        }
         let millis = |key: &str, slot: &mut u64| -> Result<(), ConfigError> {
             if let Some(v) = env(key) {
                 *slot = v.parse().map_err(|e| invalid(key, format!("{e}")))?;
             }
             Ok(())
         };
+        let mut rate = u64::from(self.limits.peer_requests_per_s);
+        let mut burst = u64::from(self.limits.peer_burst);
+        millis("ORGMESH_PEER_REQUESTS_PER_S", &mut rate)?;
+        millis("ORGMESH_PEER_BURST", &mut burst)?;
+        self.limits.peer_requests_per_s = u32::try_from(rate).unwrap_or(u32::MAX);
+        self.limits.peer_burst = u32::try_from(burst).unwrap_or(u32::MAX);
+        millis("ORGMESH_BAN_S", &mut self.limits.ban_s)?;
         millis("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
         millis("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
         millis("ORGMESH_DEAD_AFTER_MS", &mut self.gossip.dead_after_ms)?;
@@ -271,10 +321,19 @@ impl Config {
         if let Err(e) = orgmesh_protocol::Org::new(self.node.org.clone()) {
             return invalid("node.org", e.to_string());
         }
-        for org in &self.policy.accept_from {
-            if let Err(e) = orgmesh_protocol::Org::new(org.clone()) {
-                return invalid("policy.accept_from", e.to_string());
+        for entry in &self.policy.accept_from {
+            if entry.parse::<libp2p::PeerId>().is_err() && orgmesh_protocol::Org::new(entry.clone()).is_err()
+            {
+                return invalid("policy.accept_from", format!("{entry:?} is neither an org nor a peer id"));
             }
+        }
+        for peer in self.trust.trusted_peers.iter().chain(self.trust.orgs.values().flatten()) {
+            if peer.parse::<libp2p::PeerId>().is_err() {
+                return invalid("trust", format!("{peer:?} is not a peer id"));
+            }
+        }
+        if self.limits.peer_requests_per_s == 0 || self.limits.peer_burst == 0 {
+            return invalid("limits", "peer_requests_per_s and peer_burst must be at least 1".into());
         }
         if self.capacity.slots == 0 {
             return invalid("capacity.slots", "must be at least 1".into());
@@ -305,6 +364,11 @@ impl Config {
     /// The identity key file.
     pub fn identity_path(&self) -> PathBuf {
         self.data_dir().join(&self.p2p.identity_file)
+    }
+
+    /// The mesh key file, resolved against the config file's directory.
+    pub fn mesh_key_path(&self) -> Option<PathBuf> {
+        self.trust.mesh_key_file.as_ref().map(|p| self.base_dir.join(p))
     }
 
     /// Serializes as TOML (for `orgmesh init`).

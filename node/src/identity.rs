@@ -6,8 +6,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use libp2p::identity::{Keypair, PublicKey};
-use orgmesh_protocol::{Keyring, PeerId};
+use orgmesh_protocol::{Keyring, NodeRecord, Org, PeerId};
 
 /// Loads the key at `path`, or creates it if the file does not exist.
 pub fn load_or_create(path: &Path) -> anyhow::Result<Keypair> {
@@ -45,16 +47,36 @@ pub fn to_libp2p(peer: &PeerId) -> Option<libp2p::PeerId> {
     peer.as_str().parse().ok()
 }
 
-/// Signs with this node's key; verifies with the public key embedded in ed25519 peer ids.
+/// Signs with this node's key; verifies with the public key embedded in ed25519 peer ids; admits
+/// records under the node's trust policy.
 #[derive(Debug)]
 pub struct Libp2pKeyring {
     key: Keypair,
+    trust: TrustPolicy,
+}
+
+/// Which verified records a node admits into its view.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    /// If set, only these peers.
+    pub trusted_peers: Option<BTreeSet<PeerId>>,
+    /// Orgs that only the listed peers may claim.
+    pub org_peers: BTreeMap<Org, BTreeSet<PeerId>>,
+}
+
+impl TrustPolicy {
+    /// Whether `record` passes: a trusted peer, making an org claim it may make.
+    pub fn admits(&self, record: &NodeRecord) -> bool {
+        let trusted = self.trusted_peers.as_ref().is_none_or(|t| t.contains(&record.peer_id));
+        let org_ok = self.org_peers.get(&record.org).is_none_or(|allowed| allowed.contains(&record.peer_id));
+        trusted && org_ok
+    }
 }
 
 impl Libp2pKeyring {
-    /// A keyring signing with `key`.
-    pub fn new(key: Keypair) -> Self {
-        Self { key }
+    /// A keyring signing with `key` and admitting records under `trust`.
+    pub fn new(key: Keypair, trust: TrustPolicy) -> Self {
+        Self { key, trust }
     }
 }
 
@@ -78,6 +100,10 @@ impl Keyring for Libp2pKeyring {
     fn verify(&self, peer: &PeerId, bytes: &[u8], signature: &[u8]) -> bool {
         public_key_of(peer).is_some_and(|pk| pk.verify(bytes, signature))
     }
+
+    fn admit(&self, record: &NodeRecord) -> bool {
+        self.trust.admits(record)
+    }
 }
 
 #[cfg(test)]
@@ -90,7 +116,7 @@ mod tests {
         let b = Keypair::generate_ed25519();
         let a_id = to_protocol(&a.public().to_peer_id());
         let b_id = to_protocol(&b.public().to_peer_id());
-        let ring = Libp2pKeyring::new(a);
+        let ring = Libp2pKeyring::new(a, TrustPolicy::default());
         let sig = ring.sign(b"record");
         assert!(ring.verify(&a_id, b"record", &sig));
         assert!(!ring.verify(&a_id, b"other", &sig));

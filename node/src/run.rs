@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actor::{Command, EventLoop, NodeFacts, Parts};
 use crate::config::{Config, machine_resources};
 use crate::handle::NodeHandle;
-use crate::identity::{self, Libp2pKeyring};
+use crate::identity::{self, Libp2pKeyring, TrustPolicy};
 use crate::wall_clock;
 
 /// A node running in this process.
@@ -76,7 +76,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let epoch = Instant::now();
     let started_at = wall_clock();
 
-    let mut swarm = crate::p2p::build_swarm(key.clone())?;
+    let mesh_key = match config.mesh_key_path() {
+        Some(path) => Some(crate::p2p::read_mesh_key(&path)?),
+        None => None,
+    };
+    let trust = trust_policy(&config);
+    let gates = crate::p2p::Gates {
+        mesh_key,
+        trusted_peers: trust
+            .trusted_peers
+            .as_ref()
+            .map(|t| t.iter().filter_map(identity::to_libp2p).collect()),
+    };
+    if gates.mesh_key.is_some() {
+        tracing::info!("private mesh: connections need the mesh key");
+    }
+    let mut swarm = crate::p2p::build_swarm(key.clone(), &gates)?;
     for addr in &config.p2p.listen {
         let addr: Multiaddr = addr.parse().with_context(|| format!("bad listen address {addr}"))?;
         swarm.listen_on(addr.clone()).with_context(|| format!("cannot listen on {addr}"))?;
@@ -95,9 +110,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let policy = if config.policy.accept_from.is_empty() {
         AcceptPolicy::AnyOrg
     } else {
-        AcceptPolicy::Orgs(
-            config.policy.accept_from.iter().filter_map(|o| Org::new(o.clone()).ok()).collect(),
-        )
+        let entries = &config.policy.accept_from;
+        AcceptPolicy::Only {
+            peers: entries
+                .iter()
+                .filter_map(|e| PeerId::new(e.clone()).ok().filter(|_| e.parse::<libp2p::PeerId>().is_ok()))
+                .collect(),
+            orgs: entries.iter().filter_map(|e| Org::new(e.clone()).ok()).collect(),
+        }
     };
     let host = Host::new(host_config, org.clone(), config.node.labels.clone(), policy.clone());
     let record = NodeRecord {
@@ -122,7 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let seed: u64 = rand::random();
     let membership = Membership::new(
         record,
-        Box::new(Libp2pKeyring::new(key)),
+        Box::new(Libp2pKeyring::new(key, trust)),
         gossip,
         ChaCha8Rng::seed_from_u64(seed),
         Time::ZERO,
@@ -145,6 +165,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         work_root: data_dir.join(&config.executor.work_dir),
         kill_grace: Duration::from_secs(config.executor.kill_grace_s),
         external_addrs,
+        peer_requests_per_s: config.limits.peer_requests_per_s,
+        peer_burst: config.limits.peer_burst,
+        ban: Duration::from_secs(config.limits.ban_s),
     };
     let event_loop = EventLoop::new(
         Parts {
@@ -204,6 +227,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     }
     tracing::info!(peer = %peer, %org, api = %api_addr, "node started");
     Ok(RunningNode { handle, api_addr, peer_id: peer, org, shutdown, tasks })
+}
+
+/// The trust policy of `[trust]`: trusted peers (this node always trusts itself) and org claims.
+fn trust_policy(config: &Config) -> TrustPolicy {
+    let parse = |ids: &[String]| ids.iter().filter_map(|p| PeerId::new(p.clone()).ok()).collect();
+    TrustPolicy {
+        trusted_peers: (!config.trust.trusted_peers.is_empty()).then(|| parse(&config.trust.trusted_peers)),
+        org_peers: config
+            .trust
+            .orgs
+            .iter()
+            .filter_map(|(org, ids)| Some((Org::new(org.clone()).ok()?, parse(ids))))
+            .collect(),
+    }
 }
 
 /// Peers remembered in the store from earlier runs, shown as source `remembered`.

@@ -97,6 +97,9 @@ pub enum RejectReason {
     BadSignature,
     /// The record claims to be this node.
     ClaimsLocalIdentity,
+    /// The signature verifies but local trust policy refuses the record (an untrusted peer, or an
+    /// org claim the peer may not make).
+    NotAdmitted,
 }
 
 /// Something the driver should know about.
@@ -132,6 +135,9 @@ pub enum MembershipEvent {
 
 /// An output of the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Outputs are moved once, out of a queue drained at once; boxing the record would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum MembershipOutput {
     /// Send `request` to `to`; feed the answer to `handle_response` or the failure to
     /// `handle_send_failed`.
@@ -520,6 +526,10 @@ impl<R: Rng> Membership<R> {
         }
         if !record.verify(&*self.keyring) {
             self.reject(from, RejectReason::BadSignature);
+            return;
+        }
+        if !self.keyring.admit(&record.record) {
+            self.reject(from, RejectReason::NotAdmitted);
             return;
         }
         let Some(entry) = self.peers.get_mut(&peer) else {
@@ -967,6 +977,49 @@ mod tests {
 
         let joined = MembershipOutput::Event(MembershipEvent::Joined { record: record(&x, 1) });
         assert_eq!(push(&mut m, &x, vec![update(record(&x, 1), &x, 1)]), [joined]);
+    }
+
+    /// A keyring whose trust policy admits only some peers.
+    struct Picky {
+        inner: InsecureTestKeyring,
+        admit: PeerId,
+    }
+
+    impl Keyring for Picky {
+        fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+            self.inner.sign(bytes)
+        }
+        fn verify(&self, peer: &PeerId, bytes: &[u8], signature: &[u8]) -> bool {
+            self.inner.verify(peer, bytes, signature)
+        }
+        fn admit(&self, record: &NodeRecord) -> bool {
+            record.peer_id == self.admit
+        }
+    }
+
+    #[test]
+    fn records_refused_by_trust_policy_are_rejected() {
+        let (a, x, y) = (peer_id(0), peer_id(1), peer_id(2));
+        let keyring = Picky { inner: InsecureTestKeyring::new(a.clone()), admit: x.clone() };
+        let local = record(&a, 1);
+        let mut m = Membership::new(
+            local,
+            Box::new(keyring),
+            MembershipConfig::default(),
+            ChaCha8Rng::seed_from_u64(5),
+            Time(0),
+        );
+        let not_admitted = MembershipOutput::Event(MembershipEvent::Rejected {
+            from: x.clone(),
+            reason: RejectReason::NotAdmitted,
+        });
+        // y's record is genuinely signed, but y is not trusted; x relays it.
+        let out = push(&mut m, &x, vec![update(record(&y, 1), &y, 1), update(record(&x, 1), &x, 1)]);
+        assert_eq!(out[0], not_admitted);
+        assert!(
+            matches!(&out[1], MembershipOutput::Event(MembershipEvent::Joined { record }) if record.peer_id == x)
+        );
+        assert!(m.peer(&y).is_none());
     }
 
     #[test]

@@ -67,16 +67,26 @@ pub enum AcceptPolicy {
     /// Tasks from every org in the mesh.
     #[default]
     AnyOrg,
-    /// Only tasks whose origin org is listed.
-    Orgs(Vec<Org>),
+    /// Only tasks whose origin is one of these orgs or one of these nodes.
+    Only {
+        /// Accepted origin orgs.
+        orgs: Vec<Org>,
+        /// Accepted origin nodes, whatever their org.
+        peers: Vec<PeerId>,
+    },
 }
 
 impl AcceptPolicy {
-    /// Whether a task from `org` is welcome.
-    pub fn accepts(&self, org: &Org) -> bool {
+    /// Accepts only these orgs.
+    pub fn orgs(orgs: Vec<Org>) -> Self {
+        AcceptPolicy::Only { orgs, peers: Vec::new() }
+    }
+
+    /// Whether a task from node `peer` of `org` is welcome.
+    pub fn accepts(&self, org: &Org, peer: &PeerId) -> bool {
         match self {
             AcceptPolicy::AnyOrg => true,
-            AcceptPolicy::Orgs(orgs) => orgs.contains(org),
+            AcceptPolicy::Only { orgs, peers } => orgs.contains(org) || peers.contains(peer),
         }
     }
 }
@@ -117,16 +127,22 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
-    /// Whether this node may ever run a task from `origin_org` with these constraints and
-    /// resources (ignoring what is free right now). `Err` says why not.
-    pub fn may_ever_run(&self, origin_org: &Org, c: &Constraints, r: &Resources) -> Result<(), Unfit> {
+    /// Whether this node may ever run a task from node `origin_peer` of `origin_org` with these
+    /// constraints and resources (ignoring what is free right now). `Err` says why not.
+    pub fn may_ever_run(
+        &self,
+        origin_org: &Org,
+        origin_peer: &PeerId,
+        c: &Constraints,
+        r: &Resources,
+    ) -> Result<(), Unfit> {
         if !c.orgs.is_empty() && !c.orgs.contains(&self.org) {
             return Err(Unfit::Org);
         }
         if let Some((k, v)) = c.node_labels.iter().find(|(k, v)| self.labels.get(*k) != Some(*v)) {
             return Err(Unfit::Label(format!("{k}={v}")));
         }
-        if !self.accepts.accepts(origin_org) {
+        if !self.accepts.accepts(origin_org, origin_peer) {
             return Err(Unfit::Policy);
         }
         if !self.capacity.fits_ever(r) {
@@ -195,6 +211,13 @@ pub trait Keyring: Send {
     fn sign(&self, bytes: &[u8]) -> Vec<u8>;
     /// Whether `signature` is `peer`'s signature of `bytes`.
     fn verify(&self, peer: &PeerId, bytes: &[u8], signature: &[u8]) -> bool;
+
+    /// Whether a record whose signature verified may join this node's view: the local trust
+    /// policy (only trusted peers, only the peers allowed to claim an org). Everyone by default.
+    fn admit(&self, record: &NodeRecord) -> bool {
+        let _ = record;
+        true
+    }
 }
 
 /// A keyring for tests and simulation: "signs" with the signer's peer id, so a record claiming
@@ -238,7 +261,7 @@ mod tests {
     #[test]
     fn records_round_trip_through_postcard() {
         // Regression: an adjacently tagged AcceptPolicy encoded but never decoded with postcard.
-        for accepts in [AcceptPolicy::AnyOrg, AcceptPolicy::Orgs(vec![Org::new("acme").unwrap()])] {
+        for accepts in [AcceptPolicy::AnyOrg, AcceptPolicy::orgs(vec![Org::new("acme").unwrap()])] {
             let record = NodeRecord {
                 peer_id: PeerId::new("12D3KooWx").unwrap(),
                 org: Org::new("acme").unwrap(),

@@ -3,6 +3,8 @@
 //! them through the public REST API. Nodes are killed when dropped. Never reaches into a node's
 //! internals: only what users and scripts can do.
 
+pub mod rogue;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,6 +69,12 @@ pub struct NodeOptions {
     pub slots: Option<u32>,
     /// `--accept-from`.
     pub accept_from: Vec<String>,
+    /// `--mesh-key-file`.
+    pub mesh_key_file: Option<PathBuf>,
+    /// `--trusted-peer`.
+    pub trusted_peers: Vec<String>,
+    /// Extra environment for `orgmesh up` (`ORGMESH_*` overrides).
+    pub env: Vec<(String, String)>,
 }
 
 /// One real `orgmesh` process.
@@ -83,6 +91,7 @@ pub struct Node {
     /// Its peer id.
     pub peer_id: String,
     child: Option<Child>,
+    env: Vec<(String, String)>,
     http: reqwest::Client,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -115,6 +124,12 @@ impl Node {
         if let Some(s) = opts.slots {
             cmd.args(["--slots", &s.to_string()]);
         }
+        if let Some(f) = &opts.mesh_key_file {
+            cmd.arg("--mesh-key-file").arg(f);
+        }
+        for p in &opts.trusted_peers {
+            cmd.args(["--trusted-peer", p]);
+        }
         let out = cmd.output()?;
         if !out.status.success() {
             bail!("orgmesh init failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -127,6 +142,7 @@ impl Node {
             p2p_port,
             peer_id,
             child: None,
+            env: opts.env.clone(),
             http: reqwest::Client::new(),
             _tmp: Some(tmp),
         })
@@ -138,6 +154,7 @@ impl Node {
         let mut cmd = Command::new(binary());
         cmd.arg("up").arg("--config").arg(self.dir.join("orgmesh.toml"));
         cmd.envs(FAST_GOSSIP).env("ORGMESH_LOG", "info,orgmesh_node=debug,libp2p=warn");
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
         self.child = Some(cmd.spawn().context("spawning orgmesh up")?);
         let api = self.api.clone();
@@ -263,6 +280,12 @@ impl Node {
             .unwrap_or_default();
         orgs.sort();
         orgs
+    }
+
+    /// One of the node's counters (`GET /v1/node` `counters`).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let Ok((_, node)) = self.get("/v1/node").await else { return 0 };
+        node["counters"][name].as_u64().unwrap_or(0)
     }
 
     /// The state this node gives the peer of `org`, if listed.

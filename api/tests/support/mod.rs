@@ -94,6 +94,7 @@ impl Control for FakeControl {
                 capacity: Capacity::default(),
                 started_at: Timestamp(1_700_000_000_000),
                 draining: false,
+                counters: Default::default(),
             })
         })
     }

@@ -4,6 +4,7 @@
 //! completions and timers; each arm calls one `handle_*`, then `drive` flushes the machines'
 //! outputs. Nothing else ever touches this state; the API talks to it through `Command`s.
 
+mod guard;
 mod host;
 mod origin;
 
@@ -18,7 +19,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
 use orgmesh_api::{CancelError, Check, DrainStatus, NodeInfo, PeerEntry};
 use orgmesh_discovery::Discovered;
-use orgmesh_protocol::membership::{Membership, MembershipEvent, MembershipOutput, PeerState};
+use orgmesh_protocol::membership::{Membership, MembershipEvent, MembershipOutput, PeerState, RejectReason};
 use orgmesh_protocol::placement::{Host, Negotiator, NegotiatorOutput};
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
 use orgmesh_protocol::wire::place::{BidResponse, DeclineReason, PlaceRequest, PlaceResponse};
@@ -113,13 +114,35 @@ enum TaskOut {
     Cancel(TaskId),
 }
 
-/// Counters of things dropped or refused, for logs now and `/metrics` later.
+/// Counters of things dropped or refused, served in `GET /v1/node` (and `/metrics` later).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Counters {
     pub(crate) inbound_failures: u64,
+    pub(crate) malformed_frames: u64,
     pub(crate) outbound_failures: u64,
     pub(crate) rejected_records: u64,
     pub(crate) stale_reports: u64,
+    pub(crate) rate_limited_requests: u64,
+    pub(crate) bans: u64,
+    pub(crate) refused_connections: u64,
+}
+
+impl Counters {
+    fn to_map(&self) -> BTreeMap<String, u64> {
+        [
+            ("inbound_failures", self.inbound_failures),
+            ("malformed_frames", self.malformed_frames),
+            ("outbound_failures", self.outbound_failures),
+            ("rejected_records", self.rejected_records),
+            ("stale_reports", self.stale_reports),
+            ("rate_limited_requests", self.rate_limited_requests),
+            ("bans", self.bans),
+            ("refused_connections", self.refused_connections),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 /// Fixed facts about this node, set at start.
@@ -139,6 +162,12 @@ pub struct NodeFacts {
     pub kill_grace: Duration,
     /// Extra advertised addresses.
     pub external_addrs: Vec<Multiaddr>,
+    /// Inbound requests per second one peer may sustain.
+    pub peer_requests_per_s: u32,
+    /// ... and at once.
+    pub peer_burst: u32,
+    /// First ban of a misbehaving peer.
+    pub ban: Duration,
 }
 
 /// The event loop's state.
@@ -170,6 +199,7 @@ pub struct EventLoop {
     /// The generation of each peer's record last written to the store.
     remembered: BTreeMap<PeerId, u64>,
     counters: Counters,
+    guard: guard::Guard,
     next_tick: Time,
     shutdown: CancellationToken,
 }
@@ -215,7 +245,10 @@ impl EventLoop {
     /// Assembles the loop; `recovered` are the unfinished tasks found in the store at start.
     pub fn new(parts: Parts, recovered: Vec<Task>) -> Self {
         let (exec_tx, exec_rx) = mpsc::channel(256);
+        let guard =
+            guard::Guard::new(parts.facts.peer_requests_per_s, parts.facts.peer_burst, parts.facts.ban);
         let mut this = Self {
+            guard,
             facts: parts.facts,
             swarm: parts.swarm,
             store: parts.store,
@@ -293,6 +326,12 @@ impl EventLoop {
 
     /// Housekeeping: pending retries, queue timeouts, report retries, redials.
     fn tick(&mut self, now: Time) {
+        for peer in self.guard.expire(now) {
+            if let Some(p2p) = to_libp2p(&peer) {
+                self.swarm.behaviour_mut().banned.unblock_peer(p2p);
+                tracing::info!(peer = %peer.short(), "ban over");
+            }
+        }
         self.retry_pending(now);
         self.retry_cancels(now);
         self.pump_all_runs(now);
@@ -410,6 +449,8 @@ impl EventLoop {
                 tracing::debug!(?peer_id, %error, "dial failed");
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
+                // Wrong mesh key, garbage bytes, a refused (untrusted or banned) peer.
+                self.counters.refused_connections += 1;
                 tracing::debug!(%error, "inbound connection failed");
             }
             _ => {}
@@ -426,6 +467,9 @@ impl EventLoop {
                 let from = to_protocol(&peer);
                 match message {
                     request_response::Message::Request { request, channel, .. } => {
+                        if !self.admit(&from, now) {
+                            return;
+                        }
                         let response = self.membership.handle_request(&from, request, now);
                         let _ = self.swarm.behaviour_mut().gossip.send_response(channel, response);
                     }
@@ -442,8 +486,8 @@ impl EventLoop {
                 self.membership.handle_send_failed(&to_protocol(&peer), now);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                self.counters.inbound_failures += 1;
                 tracing::debug!(peer = %peer, %error, "inbound gossip failed");
+                self.inbound_failure(&peer, &error, now);
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -455,6 +499,9 @@ impl EventLoop {
                 let from = to_protocol(&peer);
                 match message {
                     request_response::Message::Request { request, channel, .. } => {
+                        if !self.admit(&from, now) {
+                            return;
+                        }
                         let response = self.handle_place_request(&from, request, now);
                         let _ = self.swarm.behaviour_mut().place.send_response(channel, response);
                     }
@@ -478,8 +525,8 @@ impl EventLoop {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                self.counters.inbound_failures += 1;
                 tracing::debug!(peer = %peer, %error, "inbound placement request failed");
+                self.inbound_failure(&peer, &error, now);
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -521,6 +568,15 @@ impl EventLoop {
     fn handle_place_response(&mut self, from: &PeerId, out: PlaceOut, response: PlaceResponse, now: Time) {
         match (out, response) {
             (PlaceOut::Bid(task, attempt), PlaceResponse::Bid(r)) => {
+                if let BidResponse::Decline { reason } = &r
+                    && !reason.is_transient()
+                {
+                    let data = serde_json::json!({"id": task, "attempt": attempt.0, "peer_id": from, "reason": reason.to_string()});
+                    drop(self.store.append_events(vec![NewEvent {
+                        kind: "task.declined".into(),
+                        data: data.to_string(),
+                    }]));
+                }
                 self.negotiator.handle_bid_response(from, task, attempt, r, now);
             }
             (PlaceOut::Commit(task, attempt), PlaceResponse::Commit(r)) => {
@@ -540,6 +596,9 @@ impl EventLoop {
                 let from = to_protocol(&peer);
                 match message {
                     request_response::Message::Request { request, channel, .. } => {
+                        if !self.admit(&from, now) {
+                            return;
+                        }
                         self.handle_task_request(&from, request, Reply::Remote(channel), now);
                     }
                     request_response::Message::Response { request_id, response } => {
@@ -562,8 +621,8 @@ impl EventLoop {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                self.counters.inbound_failures += 1;
                 tracing::debug!(peer = %peer, %error, "inbound task request failed");
+                self.inbound_failure(&peer, &error, now);
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -718,7 +777,13 @@ impl EventLoop {
             }
             MembershipEvent::Rejected { from, reason } => {
                 self.counters.rejected_records += 1;
-                tracing::warn!(peer = %from.short(), ?reason, "gossip record rejected");
+                tracing::debug!(peer = %from.short(), ?reason, "gossip record rejected");
+                // Only a bad signature is the sender's fault: an honest relay verifies before it
+                // relays, while a record our own trust policy refuses may be fine to the relay.
+                if reason == RejectReason::BadSignature {
+                    let verdict = self.guard.offence(&from, guard::Offence::RejectedRecord, now);
+                    self.enforce(&from, verdict, "sent records that failed verification");
+                }
             }
         }
     }
@@ -761,6 +826,48 @@ impl EventLoop {
         }
     }
 
+    /// Whether to serve an inbound request from `from` (rate limit; bans).
+    fn admit(&mut self, from: &PeerId, now: Time) -> bool {
+        match self.guard.request(from, now) {
+            guard::Verdict::Allow => true,
+            verdict => {
+                self.counters.rate_limited_requests += 1;
+                self.enforce(from, verdict, "exceeded its request rate");
+                false
+            }
+        }
+    }
+
+    fn inbound_failure(
+        &mut self,
+        peer: &libp2p::PeerId,
+        error: &request_response::InboundFailure,
+        now: Time,
+    ) {
+        self.counters.inbound_failures += 1;
+        // A frame that does not decode or is over its size limit: never sent by a correct peer.
+        if let request_response::InboundFailure::Io(e) = error
+            && matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof)
+        {
+            self.counters.malformed_frames += 1;
+            let peer = to_protocol(peer);
+            let verdict = self.guard.offence(&peer, guard::Offence::Malformed, now);
+            self.enforce(&peer, verdict, "sent malformed or oversized frames");
+        }
+    }
+
+    /// Carries out a ban verdict: disconnect, block for its length, record the event.
+    fn enforce(&mut self, peer: &PeerId, verdict: guard::Verdict, why: &str) {
+        let guard::Verdict::Ban(length) = verdict else { return };
+        self.counters.bans += 1;
+        tracing::warn!(peer = %peer.short(), seconds = length.as_secs(), why, "peer banned");
+        if let Some(p2p) = to_libp2p(peer) {
+            self.swarm.behaviour_mut().banned.block_peer(p2p);
+        }
+        let data = serde_json::json!({"peer_id": peer, "reason": why, "seconds": length.as_secs()});
+        drop(self.store.append_events(vec![NewEvent { kind: "peer.banned".into(), data: data.to_string() }]));
+    }
+
     fn node_info(&self) -> NodeInfo {
         let local = self.membership.local();
         NodeInfo {
@@ -773,6 +880,11 @@ impl EventLoop {
             capacity: self.host.capacity(),
             started_at: self.facts.started_at,
             draining: local.draining,
+            counters: {
+                let mut c = self.counters.to_map();
+                c.insert("banned_peers_now".into(), self.guard.banned_count() as u64);
+                c
+            },
         }
     }
 

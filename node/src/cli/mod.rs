@@ -62,9 +62,16 @@ pub enum Command {
         /// Concurrent task slots.
         #[arg(long)]
         slots: Option<u32>,
-        /// Only run tasks from these orgs (default: every org).
+        /// Only run tasks from these orgs or peer ids (default: every org).
         #[arg(long)]
         accept_from: Vec<String>,
+        /// The mesh's pre-shared key: created if the file does not exist (share it with the other
+        /// orgs), used as is otherwise. Without it no connection completes.
+        #[arg(long)]
+        mesh_key_file: Option<PathBuf>,
+        /// Only these peer ids may connect (repeat for each).
+        #[arg(long)]
+        trusted_peer: Vec<String>,
     },
     /// Run a node.
     Up {
@@ -332,7 +339,19 @@ async fn follow_logs(client: &Client, id: &str) -> Result<(), ClientError> {
 
 /// `orgmesh init`: writes the config and the key; prints the peer id.
 pub fn init(command: &Command) -> anyhow::Result<()> {
-    let Command::Init { dir, org, name, p2p_port, api_addr, bootstrap, label, slots, accept_from } = command
+    let Command::Init {
+        dir,
+        org,
+        name,
+        p2p_port,
+        api_addr,
+        bootstrap,
+        label,
+        slots,
+        accept_from,
+        mesh_key_file,
+        trusted_peer,
+    } = command
     else {
         anyhow::bail!("not an init command");
     };
@@ -348,6 +367,17 @@ pub fn init(command: &Command) -> anyhow::Result<()> {
         config.capacity.slots = *slots;
     }
     config.policy.accept_from = accept_from.clone();
+    config.trust.trusted_peers = trusted_peer.clone();
+    if let Some(file) = mesh_key_file {
+        let file = std::path::absolute(file)?;
+        if file.exists() {
+            crate::p2p::read_mesh_key(&file)?;
+        } else {
+            crate::p2p::create_mesh_key(&file)?;
+            eprintln!("created mesh key {}: give the same file to every org of the mesh", file.display());
+        }
+        config.trust.mesh_key_file = Some(file);
+    }
     std::fs::create_dir_all(dir)?;
     let path = dir.join("orgmesh.toml");
     std::fs::write(&path, config.to_toml())?;

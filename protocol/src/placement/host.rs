@@ -128,7 +128,7 @@ impl Host {
             .find(|(_, r)| &r.origin == from && r.task == request.task && r.attempt == request.attempt)
             .map(|(id, _)| *id);
 
-        if let Err(reason) = self.check_bid(request) {
+        if let Err(reason) = self.check_bid(from, request) {
             if let Some(id) = existing {
                 self.reservations.remove(&id);
             }
@@ -276,11 +276,11 @@ impl Host {
     }
 
     /// Why this node would refuse the bid whatever is free, if it would.
-    fn check_bid(&self, request: &BidRequest) -> Result<(), DeclineReason> {
+    fn check_bid(&self, from: &PeerId, request: &BidRequest) -> Result<(), DeclineReason> {
         if self.draining {
             return Err(DeclineReason::Draining);
         }
-        if !self.policy.accepts(&request.origin_org) {
+        if !self.policy.accepts(&request.origin_org, from) {
             return Err(DeclineReason::Policy);
         }
         let c = &request.constraints;
@@ -518,7 +518,7 @@ mod tests {
         req.resources.gpus = 0;
         offered(h.handle_bid(&a, &req, Time(0)));
 
-        h.set_policy(AcceptPolicy::Orgs(vec![org("globex")]));
+        h.set_policy(AcceptPolicy::orgs(vec![org("globex")]));
         assert_eq!(declined(h.handle_bid(&a, &bid(2), Time(0))), DeclineReason::Policy);
         h.set_policy(AcceptPolicy::AnyOrg);
         h.set_draining(true);

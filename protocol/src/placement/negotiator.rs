@@ -261,7 +261,7 @@ impl<R: Rng> Negotiator<R> {
         let c = &spec.constraints;
         let eligible: Vec<NodeRecord> = nodes
             .iter()
-            .filter(|n| n.may_ever_run(&self.org, c, &spec.resources).is_ok())
+            .filter(|n| n.may_ever_run(&self.org, &self.local, c, &spec.resources).is_ok())
             .map(|n| (*n).clone())
             .collect();
         if eligible.is_empty() {
@@ -708,7 +708,7 @@ impl<R: Rng> Negotiator<R> {
             };
         }
         let accepting: Vec<&NodeRecord> =
-            labelled.iter().copied().filter(|n| n.accepts.accepts(&self.org)).collect();
+            labelled.iter().copied().filter(|n| n.accepts.accepts(&self.org, &self.local)).collect();
         if accepting.is_empty() {
             let orgs: BTreeSet<&Org> = labelled.iter().map(|n| &n.org).collect();
             return format!("no node in org(s) {} accepts tasks from org {}", join(orgs.iter()), self.org);

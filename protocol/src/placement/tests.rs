@@ -305,14 +305,14 @@ fn commit_carries_the_spec_and_origin_org() {
 fn policy_decline_places_elsewhere_and_all_declining_is_unplaceable() {
     let mut m = three_hosts(1);
     // B changed its policy after its record was gossiped: it is still asked, and declines.
-    m.node(B).host.set_policy(AcceptPolicy::Orgs(vec![org("initech")]));
+    m.node(B).host.set_policy(AcceptPolicy::orgs(vec![org("initech")]));
     m.place(task(1), &spec());
     assert_eq!(m.placed_on().as_deref(), Some(A));
     assert_eq!(m.host(B).capacity().free_slots, 4);
 
     let mut m = three_hosts(1);
     for id in [A, B, C] {
-        m.node(id).host.set_policy(AcceptPolicy::Orgs(vec![org("globex")]));
+        m.node(id).host.set_policy(AcceptPolicy::orgs(vec![org("globex")]));
     }
     m.place(task(1), &spec());
     let (kind, reason) = m.reason();
@@ -326,7 +326,7 @@ fn gossiped_policy_that_refuses_the_origin_is_unplaceable_at_once() {
     let mut m = Mesh::new(1);
     m.add(A, "globex", config(4)).add(B, "initech", config(4));
     for id in [A, B] {
-        m.node(id).record.accepts = AcceptPolicy::Orgs(vec![org("globex")]);
+        m.node(id).record.accepts = AcceptPolicy::orgs(vec![org("globex")]);
     }
     m.place(task(1), &spec());
     let (kind, reason) = m.reason();
