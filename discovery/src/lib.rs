@@ -3,13 +3,19 @@
 //! and gossip does the rest. Sources only report: they never dial, trust or rank anyone.
 #![warn(missing_docs)]
 
+mod dns;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 mod static_list;
+mod tailscale;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use dns::{DnsConfig, DnsSource};
 pub use static_list::StaticSource;
+pub use tailscale::{TailnetPeer, TailscaleClient, TailscaleConfig, TailscaleSource};
 
 use orgmesh_protocol::PeerId;
 
