@@ -59,6 +59,8 @@ pub struct Config {
     pub trust: TrustSection,
     /// Limits on what one peer may ask of this node.
     pub limits: LimitsSection,
+    /// Where to find peers besides `p2p.bootstrap`.
+    pub discovery: DiscoverySection,
     /// Where the file was loaded from (not a TOML key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -176,6 +178,56 @@ pub struct TrustSection {
     /// Which peer ids may claim which org (`acme = ["12D3KooW..."]`); orgs not listed may be
     /// claimed by anyone trusted.
     pub orgs: BTreeMap<String, Vec<String>>,
+}
+
+/// `[discovery]`: peer sources besides the static bootstrap list; each is off until configured.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySection {
+    /// Tailscale / Headscale through the local tailscaled's LocalAPI.
+    pub tailscale: Option<TailscaleSection>,
+    /// DNS SRV records `_orgmesh._tcp.<domain>` with `peer_id=` TXT records at their targets.
+    pub dns: Option<DnsSection>,
+}
+
+/// `[discovery.tailscale]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailscaleSection {
+    /// tailscaled's LocalAPI socket.
+    pub socket: PathBuf,
+    /// Only tailnet nodes with this tag are peers.
+    pub tag: String,
+    /// The mesh's p2p port on every tailnet node; default: this node's own p2p port.
+    pub port: Option<u16>,
+    /// Seconds between two reads of the tailnet's status.
+    pub refresh_s: u64,
+    /// Check every inbound connection with `whois`: a tailnet node without the tag is refused.
+    pub verify_inbound: bool,
+}
+
+impl Default for TailscaleSection {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/var/run/tailscale/tailscaled.sock"),
+            tag: "tag:orgmesh".into(),
+            port: None,
+            refresh_s: 10,
+            verify_inbound: true,
+        }
+    }
+}
+
+/// `[discovery.dns]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// The mesh's domain: SRV records live at `_orgmesh._tcp.<domain>`.
+    pub domain: String,
+    /// Name servers (`IP:port`); empty means the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Never re-resolve faster than this many seconds, whatever the TTLs say.
+    pub min_refresh_s: Option<u64>,
 }
 
 /// `[limits]`: what one peer may ask of this node before it is throttled and then banned.
@@ -297,6 +349,12 @@ impl Config {
         if let Some(v) = env("ORGMESH_TRUSTED_PEERS") {
             self.trust.trusted_peers = list(v);
         }
+        if let Some(v) = env("ORGMESH_TAILSCALE_SOCKET") {
+            self.discovery.tailscale.get_or_insert_with(TailscaleSection::default).socket = PathBuf::from(v);
+        }
+        if let Some(v) = env("ORGMESH_DNS_DOMAIN") {
+            self.discovery.dns.get_or_insert_with(DnsSection::default).domain = v;
+        }
         let millis = |key: &str, slot: &mut u64| -> Result<(), ConfigError> {
             if let Some(v) = env(key) {
                 *slot = v.parse().map_err(|e| invalid(key, format!("{e}")))?;
@@ -331,6 +389,11 @@ impl Config {
             if peer.parse::<libp2p::PeerId>().is_err() {
                 return invalid("trust", format!("{peer:?} is not a peer id"));
             }
+        }
+        if let Some(dns) = &self.discovery.dns
+            && dns.domain.trim().is_empty()
+        {
+            return invalid("discovery.dns.domain", "must name the mesh's domain".into());
         }
         if self.limits.peer_requests_per_s == 0 || self.limits.peer_burst == 0 {
             return invalid("limits", "peer_requests_per_s and peer_burst must be at least 1".into());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use libp2p::Multiaddr;
-use orgmesh_discovery::{Source, StaticSource};
+use orgmesh_discovery::{DnsConfig, DnsSource, Source, StaticSource, TailscaleConfig, TailscaleSource};
 use orgmesh_protocol::membership::{Membership, MembershipConfig};
 use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, PlacementConfig};
 use orgmesh_protocol::record::{AcceptPolicy, NodeRecord, RecordVersion};
@@ -211,6 +211,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
 
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     sources.push(Box::new(StaticSource::new(&config.p2p.bootstrap)?));
+    if let Some(ts) = &config.discovery.tailscale {
+        let port = ts.port.or_else(|| first_tcp_port(&config.p2p.listen)).unwrap_or(7000);
+        let source = TailscaleSource::new(TailscaleConfig {
+            socket: config.base_dir.join(&ts.socket),
+            tag: ts.tag.clone(),
+            port,
+            refresh: Duration::from_secs(ts.refresh_s.max(1)),
+        })?;
+        if ts.verify_inbound {
+            let _ =
+                commands.send(Command::TailnetGate { client: source.client(), tag: ts.tag.clone() }).await;
+        }
+        sources.push(Box::new(source));
+    }
+    if let Some(dns) = &config.discovery.dns {
+        let mut dns_config =
+            DnsConfig { nameservers: dns.nameservers.clone(), ..DnsConfig::new(dns.domain.clone()) };
+        if let Some(min) = dns.min_refresh_s {
+            dns_config.min_refresh = Duration::from_secs(min.max(1));
+        }
+        sources.push(Box::new(DnsSource::new(dns_config)?));
+    }
     // Peers remembered from earlier runs are redialled like a static list.
     let remembered: Vec<String> = store
         .peers()
@@ -227,6 +249,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     }
     tracing::info!(peer = %peer, %org, api = %api_addr, "node started");
     Ok(RunningNode { handle, api_addr, peer_id: peer, org, shutdown, tasks })
+}
+
+/// The TCP port of the first listen address, if it has one.
+fn first_tcp_port(listen: &[String]) -> Option<u16> {
+    listen.iter().filter_map(|a| a.parse::<Multiaddr>().ok()).find_map(|a| {
+        a.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+    })
 }
 
 /// The trust policy of `[trust]`: trusted peers (this node always trusts itself) and org claims.
@@ -277,7 +309,13 @@ async fn run_source(
                     return;
                 }
             }
-            Err(e) => tracing::warn!(source = source.name(), error = %e, "discovery failed"),
+            Err(e) => {
+                tracing::warn!(source = source.name(), error = %e, "discovery failed");
+                let failed = Command::DiscoveryFailed { source: source.name(), error: e.to_string() };
+                if commands.send(failed).await.is_err() {
+                    return;
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -75,6 +75,13 @@ pub struct NodeOptions {
     pub trusted_peers: Vec<String>,
     /// Extra environment for `orgmesh up` (`ORGMESH_*` overrides).
     pub env: Vec<(String, String)>,
+    /// The p2p port (default: a free one).
+    pub p2p_port: Option<u16>,
+    /// The IP the p2p listener binds (default: every interface), e.g. `127.0.0.3` so that several
+    /// nodes share one port, as on a tailnet.
+    pub listen_ip: Option<String>,
+    /// TOML appended to `orgmesh.toml` after `init` (new sections only).
+    pub extra_toml: String,
 }
 
 /// One real `orgmesh` process.
@@ -90,6 +97,8 @@ pub struct Node {
     pub p2p_port: u16,
     /// Its peer id.
     pub peer_id: String,
+    /// The IP its p2p listener is reached at.
+    pub ip: String,
     child: Option<Child>,
     env: Vec<(String, String)>,
     http: reqwest::Client,
@@ -108,7 +117,7 @@ impl Node {
     pub fn init(org: &str, opts: &NodeOptions) -> anyhow::Result<Node> {
         let tmp = tempfile::Builder::new().prefix(&format!("orgmesh-{org}-")).tempdir()?;
         let dir = tmp.path().to_path_buf();
-        let (p2p_port, api_port) = (free_port(), free_port());
+        let (p2p_port, api_port) = (opts.p2p_port.unwrap_or_else(free_port), free_port());
         let mut cmd = Command::new(binary());
         cmd.args(["init", "--dir"]).arg(&dir).args(["--org", org, "--name", org]);
         cmd.args(["--p2p-port", &p2p_port.to_string(), "--api-addr", &format!("127.0.0.1:{api_port}")]);
@@ -135,7 +144,16 @@ impl Node {
             bail!("orgmesh init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let peer_id = String::from_utf8(out.stdout)?.trim().to_string();
+        let config_path = dir.join("orgmesh.toml");
+        let mut config = std::fs::read_to_string(&config_path)?;
+        if let Some(ip) = &opts.listen_ip {
+            config = config.replace("/ip4/0.0.0.0/tcp/", &format!("/ip4/{ip}/tcp/"));
+        }
+        config.push('\n');
+        config.push_str(&opts.extra_toml);
+        std::fs::write(&config_path, config)?;
         Ok(Node {
+            ip: opts.listen_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
             org: org.into(),
             dir,
             api: format!("http://127.0.0.1:{api_port}"),
@@ -176,7 +194,7 @@ impl Node {
 
     /// The multiaddr others bootstrap from.
     pub fn multiaddr(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.p2p_port, self.peer_id)
+        format!("/ip4/{}/tcp/{}/p2p/{}", self.ip, self.p2p_port, self.peer_id)
     }
 
     /// Sends a signal to the process and waits for it to exit.
@@ -288,6 +306,17 @@ impl Node {
         node["counters"][name].as_u64().unwrap_or(0)
     }
 
+    /// The discovery sources this node names for the peer of `org`.
+    pub async fn sources_of(&self, org: &str) -> Vec<String> {
+        let Ok((_, peers)) = self.get("/v1/peers").await else { return Vec::new() };
+        peers["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|p| p["org"] == org))
+            .and_then(|p| p["sources"].as_array())
+            .map(|s| s.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    }
+
     /// The state this node gives the peer of `org`, if listed.
     pub async fn peer_state(&self, org: &str) -> Option<String> {
         let (_, peers) = self.get("/v1/peers").await.ok()?;
@@ -354,7 +383,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("ORGMESH_TEST_LOGS").is_some() {
             eprintln!("--- {} log ---\n{}", self.org, self.log_tail());
         }
     }

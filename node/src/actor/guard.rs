@@ -157,7 +157,7 @@ mod tests {
     use super::*;
 
     fn peer() -> PeerId {
-        PeerId::new("12D3KooWflood").unwrap()
+        PeerId::new("12D3KooWfxood").unwrap()
     }
 
     #[test]

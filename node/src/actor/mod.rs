@@ -69,6 +69,20 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Vec<Check>>,
     },
+    /// Check inbound connections with tailscaled's `whois`: only tailnet nodes with `tag` may stay.
+    TailnetGate {
+        /// The LocalAPI client.
+        client: orgmesh_discovery::TailscaleClient,
+        /// The mesh tag.
+        tag: String,
+    },
+    /// A discovery source could not answer this time.
+    DiscoveryFailed {
+        /// The source's name.
+        source: &'static str,
+        /// Why.
+        error: String,
+    },
     /// A discovery source's current list.
     Discovered {
         /// The source's name.
@@ -183,7 +197,6 @@ pub struct EventLoop {
     exec_tx: mpsc::Sender<ExecEvent>,
     exec_rx: mpsc::Receiver<ExecEvent>,
     completions: FuturesUnordered<BoxFuture<'static, Completion>>,
-    gossip_out: HashMap<OutboundRequestId, PeerId>,
     place_out: HashMap<OutboundRequestId, (PeerId, PlaceOut)>,
     task_out: HashMap<OutboundRequestId, (PeerId, TaskOut)>,
     /// Origin side: tasks submitted here and not yet ended.
@@ -192,6 +205,8 @@ pub struct EventLoop {
     runs: BTreeMap<(TaskId, Attempt), Run>,
     /// Discovery: each source's latest complete list.
     discovered: BTreeMap<&'static str, Vec<Discovered>>,
+    /// Sources whose last attempt failed, with the error (they keep their last good list).
+    source_errors: BTreeMap<&'static str, String>,
     /// Addresses we dialled and the peer that answered there.
     addr_peers: HashMap<Multiaddr, PeerId>,
     /// Peers whose `peer.joined` event was written.
@@ -200,6 +215,10 @@ pub struct EventLoop {
     remembered: BTreeMap<PeerId, u64>,
     counters: Counters,
     guard: guard::Guard,
+    /// When set, inbound connections must come from tailnet nodes carrying the tag.
+    tailnet_gate: Option<(orgmesh_discovery::TailscaleClient, String)>,
+    /// Pending inbound checks: the peer and why it must go, if it must.
+    gate_checks: FuturesUnordered<BoxFuture<'static, (libp2p::PeerId, Option<String>)>>,
     next_tick: Time,
     shutdown: CancellationToken,
 }
@@ -249,6 +268,8 @@ impl EventLoop {
             guard::Guard::new(parts.facts.peer_requests_per_s, parts.facts.peer_burst, parts.facts.ban);
         let mut this = Self {
             guard,
+            tailnet_gate: None,
+            gate_checks: FuturesUnordered::new(),
             facts: parts.facts,
             swarm: parts.swarm,
             store: parts.store,
@@ -260,13 +281,13 @@ impl EventLoop {
             exec_tx,
             exec_rx,
             completions: FuturesUnordered::new(),
-            gossip_out: HashMap::new(),
             place_out: HashMap::new(),
             task_out: HashMap::new(),
             active: BTreeMap::new(),
             runs: BTreeMap::new(),
             discovered: BTreeMap::new(),
             addr_peers: HashMap::new(),
+            source_errors: BTreeMap::new(),
             joined: BTreeSet::new(),
             remembered: BTreeMap::new(),
             counters: Counters::default(),
@@ -306,6 +327,9 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 Some(ev) = self.exec_rx.recv() => self.handle_exec_event(ev),
                 Some(done) = self.completions.next(), if !self.completions.is_empty() => self.handle_completion(done),
+                Some((peer, refusal)) = self.gate_checks.next(), if !self.gate_checks.is_empty() => {
+                    self.handle_gate_check(peer, refusal);
+                }
                 _ = sleep => self.handle_timers(),
             }
             self.drive();
@@ -359,7 +383,14 @@ impl EventLoop {
             Command::Readiness { reply } => {
                 let _ = reply.send(self.readiness());
             }
-            Command::Discovered { source, peers } => self.handle_discovered(source, peers, now),
+            Command::Discovered { source, peers } => {
+                self.source_errors.remove(source);
+                self.handle_discovered(source, peers, now);
+            }
+            Command::DiscoveryFailed { source, error } => {
+                self.source_errors.insert(source, error);
+            }
+            Command::TailnetGate { client, tag } => self.tailnet_gate = Some((client, tag)),
         }
     }
 
@@ -430,6 +461,11 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 // Whoever connects gets gossiped with, so inbound-only peers converge fast too.
                 let peer = to_protocol(&peer_id);
+                if let (libp2p::core::ConnectedPoint::Listener { send_back_addr, .. }, Some((client, tag))) =
+                    (&endpoint, &self.tailnet_gate)
+                {
+                    self.check_tailnet_peer(peer_id, send_back_addr, client.clone(), tag.clone());
+                }
                 if let libp2p::core::ConnectedPoint::Dialer { address, .. } = endpoint {
                     // Remembered so address-only discoveries can be attributed to their peer.
                     let bare: Multiaddr = address
@@ -473,14 +509,12 @@ impl EventLoop {
                         let response = self.membership.handle_request(&from, request, now);
                         let _ = self.swarm.behaviour_mut().gossip.send_response(channel, response);
                     }
-                    request_response::Message::Response { request_id, response } => {
-                        self.gossip_out.remove(&request_id);
+                    request_response::Message::Response { response, .. } => {
                         self.membership.handle_response(&from, response, now);
                     }
                 }
             }
-            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
-                self.gossip_out.remove(&request_id);
+            request_response::Event::OutboundFailure { peer, error, .. } => {
                 self.counters.outbound_failures += 1;
                 tracing::debug!(peer = %peer, %error, "gossip request failed");
                 self.membership.handle_send_failed(&to_protocol(&peer), now);
@@ -719,9 +753,9 @@ impl EventLoop {
     fn handle_membership_output(&mut self, out: MembershipOutput, now: Time) {
         match out {
             MembershipOutput::Send { to, request } => {
+                // The answer names its peer; no bookkeeping per request is needed.
                 if let Some(p2p) = to_libp2p(&to) {
-                    let id = self.swarm.behaviour_mut().gossip.send_request(&p2p, request);
-                    self.gossip_out.insert(id, to);
+                    self.swarm.behaviour_mut().gossip.send_request(&p2p, request);
                 }
             }
             MembershipOutput::Event(event) => self.handle_membership_event(event, now),
@@ -826,6 +860,50 @@ impl EventLoop {
         }
     }
 
+    /// Asks tailscaled who is behind an inbound connection; the answer comes back through
+    /// `gate_checks`.
+    fn check_tailnet_peer(
+        &mut self,
+        peer: libp2p::PeerId,
+        remote: &Multiaddr,
+        client: orgmesh_discovery::TailscaleClient,
+        tag: String,
+    ) {
+        use libp2p::multiaddr::Protocol;
+        let mut ip = None;
+        let mut port = None;
+        for p in remote.iter() {
+            match p {
+                Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+                Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+                Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        let Some(addr) = ip.map(|ip| std::net::SocketAddr::new(ip, port.unwrap_or(0))) else {
+            let why = format!("no IP address in {remote}");
+            self.gate_checks.push(Box::pin(async move { (peer, Some(why)) }));
+            return;
+        };
+        self.gate_checks.push(Box::pin(async move {
+            let refusal = match client.whois(addr).await {
+                Ok(Some(node)) if node.has_tag(&tag) => None,
+                Ok(Some(node)) => Some(format!("tailnet node {} lacks {tag}", node.name)),
+                Ok(None) => Some(format!("{addr} is not a node of this tailnet")),
+                Err(e) => Some(format!("whois failed: {e}")),
+            };
+            (peer, refusal)
+        }));
+    }
+
+    fn handle_gate_check(&mut self, peer: libp2p::PeerId, refusal: Option<String>) {
+        let Some(why) = refusal else { return };
+        self.counters.refused_connections += 1;
+        let peer = to_protocol(&peer);
+        tracing::warn!(peer = %peer.short(), %why, "inbound connection refused");
+        self.enforce(&peer, guard::Verdict::Ban(Duration::from_secs(60)), &why);
+    }
+
     /// Whether to serve an inbound request from `from` (rate limit; bans).
     fn admit(&mut self, from: &PeerId, now: Time) -> bool {
         match self.guard.request(from, now) {
@@ -921,11 +999,19 @@ impl EventLoop {
             ok: listeners > 0,
             detail: format!("{listeners} listen address(es)"),
         }];
-        for (source, peers) in &self.discovered {
-            checks.push(Check {
-                name: format!("discovery:{source}"),
-                ok: true,
-                detail: format!("{} peer(s) listed", peers.len()),
+        let names: BTreeSet<&'static str> =
+            self.discovered.keys().chain(self.source_errors.keys()).copied().collect();
+        for source in names {
+            let listed = self.discovered.get(source).map_or(0, Vec::len);
+            checks.push(match self.source_errors.get(source) {
+                Some(error) => {
+                    Check { name: format!("discovery:{source}"), ok: false, detail: error.clone() }
+                }
+                None => Check {
+                    name: format!("discovery:{source}"),
+                    ok: true,
+                    detail: format!("{listed} peer(s) listed"),
+                },
             });
         }
         checks
