@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh clone: formatting, lints, and the whole test suite (unit tests,
 # state-machine tests, and multi-process tests with real orgmesh nodes on 127.0.0.1).
-# Needs only the Rust toolchain; installs nothing else yet.
+# Needs the Rust toolchain and root (some tests build hosts of their own with network
+# namespaces); installs iproute2 if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v ip >/dev/null 2>&1; then
+  echo "== installing iproute2 (network namespaces for multi-host tests)"
+  apt-get update -qq && apt-get install -y -qq iproute2
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -3,6 +3,7 @@
 //! them through the public REST API. Nodes are killed when dropped. Never reaches into a node's
 //! internals: only what users and scripts can do.
 
+pub mod netns;
 pub mod rogue;
 
 use std::net::TcpListener;
@@ -82,6 +83,9 @@ pub struct NodeOptions {
     pub listen_ip: Option<String>,
     /// TOML appended to `orgmesh.toml` after `init` (new sections only).
     pub extra_toml: String,
+    /// Run `orgmesh up` inside this network namespace (see `netns::Hosts`); the API then listens
+    /// on `listen_ip` so the test can reach it.
+    pub netns: Option<String>,
 }
 
 /// One real `orgmesh` process.
@@ -100,6 +104,7 @@ pub struct Node {
     /// The IP its p2p listener is reached at.
     pub ip: String,
     child: Option<Child>,
+    netns: Option<String>,
     env: Vec<(String, String)>,
     http: reqwest::Client,
     _tmp: Option<tempfile::TempDir>,
@@ -118,9 +123,14 @@ impl Node {
         let tmp = tempfile::Builder::new().prefix(&format!("orgmesh-{org}-")).tempdir()?;
         let dir = tmp.path().to_path_buf();
         let (p2p_port, api_port) = (opts.p2p_port.unwrap_or_else(free_port), free_port());
+        let api_ip = if opts.netns.is_some() {
+            opts.listen_ip.clone().unwrap_or_else(|| "127.0.0.1".into())
+        } else {
+            "127.0.0.1".into()
+        };
         let mut cmd = Command::new(binary());
         cmd.args(["init", "--dir"]).arg(&dir).args(["--org", org, "--name", org]);
-        cmd.args(["--p2p-port", &p2p_port.to_string(), "--api-addr", &format!("127.0.0.1:{api_port}")]);
+        cmd.args(["--p2p-port", &p2p_port.to_string(), "--api-addr", &format!("{api_ip}:{api_port}")]);
         for b in &opts.bootstrap {
             cmd.args(["--bootstrap", b]);
         }
@@ -156,11 +166,12 @@ impl Node {
             ip: opts.listen_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
             org: org.into(),
             dir,
-            api: format!("http://127.0.0.1:{api_port}"),
+            api: format!("http://{api_ip}:{api_port}"),
             p2p_port,
             peer_id,
             child: None,
             env: opts.env.clone(),
+            netns: opts.netns.clone(),
             http: reqwest::Client::new(),
             _tmp: Some(tmp),
         })
@@ -169,7 +180,15 @@ impl Node {
     /// `orgmesh up`, then waits for `/healthz`.
     pub async fn up(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log"))?;
-        let mut cmd = Command::new(binary());
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the binary: the child's pid is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("up").arg("--config").arg(self.dir.join("orgmesh.toml"));
         cmd.envs(FAST_GOSSIP).env("ORGMESH_LOG", "info,orgmesh_node=debug,libp2p=warn");
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));

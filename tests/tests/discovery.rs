@@ -1,8 +1,8 @@
 //! Nodes that find each other only through Tailscale's LocalAPI (a fixture serving tailscaled's
 //! JSON shapes on Unix sockets) or only through DNS (a real hickory-server zone on 127.0.0.1), with
 //! peers appearing and disappearing while they run (issue "Join a real mesh", points 1 and 2).
-//! The Tailscale `whois` gate on inbound connections is not exercised here: it needs each node on
-//! a host (address) of its own.
+//! The Tailscale `whois` gate on inbound connections needs each node on a host (address) of its
+//! own: `tailnet_gate.rs` tests it with network namespaces.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -18,7 +18,7 @@ fn tailnet_opts(ip: &str, port: u16, socket: &std::path::Path) -> NodeOptions {
         p2p_port: Some(port),
         listen_ip: Some(ip.into()),
         // On one host every connection comes from 127.0.0.1, so tailscaled's whois cannot tell the
-        // nodes apart; the inbound gate needs hosts of their own (network namespaces).
+        // nodes apart; tailnet_gate.rs tests the gate on hosts of their own.
         extra_toml: format!(
             "[discovery.tailscale]\nsocket = {socket:?}\ntag = \"{TAG}\"\nrefresh_s = 1\nverify_inbound = false\n"
         ),

@@ -1,0 +1,69 @@
+//! The Tailscale identity gate end to end: three hosts of their own (network namespaces, so each
+//! connection comes from its host's address), a tailnet (the LocalAPI fixture) where acme and
+//! globex carry the mesh tag and umbrella does not. umbrella dials both directly; tailscaled's
+//! whois says its node lacks the tag, so it is refused and never appears.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use orgmesh_discovery::fixtures::tailscale::{FakeNode, FakeTailnet};
+use orgmesh_tests::netns::Hosts;
+use orgmesh_tests::{Node, NodeOptions, free_port, wait_for};
+
+const TAG: &str = "tag:orgmesh";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untagged_tailnet_node_is_refused() -> anyhow::Result<()> {
+    let hosts = Hosts::create(3)?;
+    let sockets = tempfile::tempdir()?;
+    let port = free_port();
+    let net = FakeTailnet::default();
+    let ip = |i: usize| hosts.ips[i].parse::<IpAddr>().expect("ip");
+    net.set_nodes([
+        FakeNode::new("acme", [ip(0)]).with_tag(TAG),
+        FakeNode::new("globex", [ip(1)]).with_tag(TAG),
+        FakeNode::new("umbrella", [ip(2)]),
+    ]);
+    let mut fixtures = Vec::new();
+    let mut start = async |org: &str, i: usize, bootstrap: Vec<String>| -> anyhow::Result<Node> {
+        let socket = sockets.path().join(format!("{org}.sock"));
+        fixtures.push(net.serve(&socket, org).await?);
+        let opts = NodeOptions {
+            p2p_port: Some(port),
+            listen_ip: Some(hosts.ips[i].clone()),
+            netns: Some(hosts.netns(i).to_string()),
+            bootstrap,
+            extra_toml: format!(
+                "[discovery.tailscale]\nsocket = {socket:?}\ntag = \"{TAG}\"\nrefresh_s = 1\n"
+            ),
+            ..Default::default()
+        };
+        Node::start(org, &opts).await
+    };
+    let acme = start("acme", 0, vec![]).await?;
+    let globex = start("globex", 1, vec![]).await?;
+    wait_for("acme and globex, both tagged, to meet", Duration::from_secs(15), async || {
+        (acme.alive_orgs().await == ["globex"] && globex.alive_orgs().await == ["acme"]).then_some(())
+    })
+    .await?;
+    let umbrella = start("umbrella", 2, vec![acme.multiaddr(), globex.multiaddr()]).await?;
+    wait_for("acme to refuse umbrella", Duration::from_secs(10), async || {
+        (acme.counter("refused_connections").await > 0).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for node in [&acme, &globex] {
+        let (_, peers) = node.get("/v1/peers").await?;
+        assert!(
+            !peers.to_string().contains(&umbrella.peer_id),
+            "{} admitted the untagged node: {peers}",
+            node.org
+        );
+        assert_eq!(
+            node.peer_state(if node.org == "acme" { "globex" } else { "acme" }).await.as_deref(),
+            Some("alive")
+        );
+    }
+    drop(fixtures);
+    Ok(())
+}
