@@ -88,8 +88,12 @@ async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: Cancell
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
         return failed(format!("cannot create working directory {}: {e}", dir.display()));
     }
-    let mut cmd = Command::new(&req.spec.command[0]);
-    cmd.args(&req.spec.command[1..])
+    // Specs are validated where they enter, but a host never trusts that: no program, no run.
+    let Some((program, args)) = req.spec.command.split_first() else {
+        return failed("empty command".into());
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(&dir)
         .env_clear()
         .env("PATH", DEFAULT_PATH)
@@ -115,7 +119,7 @@ async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: Cancell
         Ok(child) => child,
         Err(e) => {
             let _ = tokio::fs::remove_dir_all(&dir).await;
-            return failed(format!("failed to start {:?}: {e}", req.spec.command[0]));
+            return failed(format!("failed to start {program:?}: {e}"));
         }
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
@@ -285,6 +289,12 @@ mod tests {
     async fn cancel_stops_it() {
         let (_, info) = run_to_end(sh("sleep 30"), Some(Duration::from_millis(200))).await;
         assert!(info.cancelled);
+    }
+
+    #[tokio::test]
+    async fn an_empty_command_fails_instead_of_panicking() {
+        let (_, info) = run_to_end(TaskSpec::new(vec![]), None).await;
+        assert_eq!(info.error.as_deref(), Some("empty command"));
     }
 
     #[tokio::test]

@@ -586,6 +586,13 @@ impl EventLoop {
                 PlaceResponse::Bid(self.host.handle_bid(from, &bid, now))
             }
             PlaceRequest::Commit(commit) => {
+                // The spec comes from a peer: check it as strictly as the API does.
+                if let Err(e) = commit.spec.validate() {
+                    let reason = format!("invalid spec: {e}");
+                    return PlaceResponse::Commit(orgmesh_protocol::wire::place::CommitResponse::Rejected {
+                        reason,
+                    });
+                }
                 let response = self.host.handle_commit(from, &commit, now);
                 if response == orgmesh_protocol::wire::place::CommitResponse::Accepted {
                     self.start_run(from.clone(), commit, now);
