@@ -188,6 +188,8 @@ pub struct DiscoverySection {
     pub tailscale: Option<TailscaleSection>,
     /// DNS SRV records `_orgmesh._tcp.<domain>` with `peer_id=` TXT records at their targets.
     pub dns: Option<DnsSection>,
+    /// mDNS on the local network (off by default: a LAN is rarely where other orgs are).
+    pub mdns: bool,
 }
 
 /// `[discovery.tailscale]`.
@@ -351,6 +353,9 @@ impl Config {
         }
         if let Some(v) = env("ORGMESH_TAILSCALE_SOCKET") {
             self.discovery.tailscale.get_or_insert_with(TailscaleSection::default).socket = PathBuf::from(v);
+        }
+        if let Some(v) = env("ORGMESH_MDNS") {
+            self.discovery.mdns = matches!(v.as_str(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = env("ORGMESH_DNS_DOMAIN") {
             self.discovery.dns.get_or_insert_with(DnsSection::default).domain = v;

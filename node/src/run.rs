@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             .trusted_peers
             .as_ref()
             .map(|t| t.iter().filter_map(identity::to_libp2p).collect()),
+        mdns: config.discovery.mdns,
     };
     if gates.mesh_key.is_some() {
         tracing::info!("private mesh: connections need the mesh key");

@@ -207,6 +207,8 @@ pub struct EventLoop {
     discovered: BTreeMap<&'static str, Vec<Discovered>>,
     /// Sources whose last attempt failed, with the error (they keep their last good list).
     source_errors: BTreeMap<&'static str, String>,
+    /// Peers mDNS currently sees, with their addresses.
+    mdns_peers: BTreeMap<PeerId, BTreeSet<String>>,
     /// Addresses we dialled and the peer that answered there.
     addr_peers: HashMap<Multiaddr, PeerId>,
     /// Peers whose `peer.joined` event was written.
@@ -287,6 +289,7 @@ impl EventLoop {
             runs: BTreeMap::new(),
             discovered: BTreeMap::new(),
             addr_peers: HashMap::new(),
+            mdns_peers: BTreeMap::new(),
             source_errors: BTreeMap::new(),
             joined: BTreeSet::new(),
             remembered: BTreeMap::new(),
@@ -429,6 +432,37 @@ impl EventLoop {
         self.discovered.insert(source, peers);
     }
 
+    /// mDNS reports changes, not lists: keep the current list and hand it on like any source's.
+    fn handle_mdns_event(&mut self, ev: libp2p::mdns::Event, now: Time) {
+        match ev {
+            libp2p::mdns::Event::Discovered(found) => {
+                for (peer, addr) in found {
+                    self.mdns_peers.entry(to_protocol(&peer)).or_default().insert(addr.to_string());
+                }
+            }
+            libp2p::mdns::Event::Expired(gone) => {
+                for (peer, addr) in gone {
+                    let peer = to_protocol(&peer);
+                    if let Some(addrs) = self.mdns_peers.get_mut(&peer) {
+                        addrs.remove(&addr.to_string());
+                        if addrs.is_empty() {
+                            self.mdns_peers.remove(&peer);
+                        }
+                    }
+                }
+            }
+        }
+        let list = self
+            .mdns_peers
+            .iter()
+            .map(|(peer, addrs)| Discovered {
+                peer: Some(peer.clone()),
+                addrs: addrs.iter().cloned().collect(),
+            })
+            .collect();
+        self.handle_discovered("mdns", list, now);
+    }
+
     /// Which discovery sources found `peer` (by id, or by an address we reached it at), plus
     /// `gossip` when its record came through gossip.
     fn sources_of(&self, peer: &PeerId) -> Vec<String> {
@@ -458,6 +492,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => self.handle_gossip_event(ev, now),
             SwarmEvent::Behaviour(BehaviourEvent::Place(ev)) => self.handle_place_event(ev, now),
             SwarmEvent::Behaviour(BehaviourEvent::Task(ev)) => self.handle_task_event(ev, now),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.handle_mdns_event(ev, now),
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 // Whoever connects gets gossiped with, so inbound-only peers converge fast too.
                 let peer = to_protocol(&peer_id);

@@ -13,7 +13,7 @@ use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, Swarm, connection_limits, identity::Keypair, noise, tcp, yamux};
+use libp2p::{StreamProtocol, Swarm, connection_limits, identity::Keypair, mdns, noise, tcp, yamux};
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
 use orgmesh_protocol::wire::place::{PlaceRequest, PlaceResponse};
 use orgmesh_protocol::wire::task::{TaskRequest, TaskResponse};
@@ -37,6 +37,8 @@ pub struct Behaviour {
     pub trusted: Toggle<allow_block_list::Behaviour<AllowedPeers>>,
     /// Peers banned for misbehaving, for a back-off period.
     pub banned: allow_block_list::Behaviour<BlockedPeers>,
+    /// Local-network discovery, when enabled.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// `/orgmesh/gossip/1`.
     pub gossip: GossipBehaviour,
     /// `/orgmesh/place/1`.
@@ -76,9 +78,11 @@ pub struct Gates {
     pub mesh_key: Option<PreSharedKey>,
     /// If set, the only peers this node talks to.
     pub trusted_peers: Option<Vec<libp2p::PeerId>>,
+    /// Whether to find peers on the local network with mDNS.
+    pub mdns: bool,
 }
 
-fn behaviour(gates: &Gates) -> Behaviour {
+fn behaviour(gates: &Gates, local: libp2p::PeerId) -> std::io::Result<Behaviour> {
     let trusted = gates.trusted_peers.as_ref().map(|peers| {
         let mut allow = allow_block_list::Behaviour::<AllowedPeers>::default();
         for p in peers {
@@ -90,14 +94,17 @@ fn behaviour(gates: &Gates) -> Behaviour {
         .with_max_pending_incoming(Some(64))
         .with_max_established_incoming(Some(1024))
         .with_max_established_per_peer(Some(4));
-    Behaviour {
+    let mdns =
+        if gates.mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?) } else { None };
+    Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
         trusted: Toggle::from(trusted),
         banned: allow_block_list::Behaviour::default(),
+        mdns: Toggle::from(mdns),
         gossip: rr(protocols::GOSSIP, limits::GOSSIP, Duration::from_secs(5)),
         place: rr(protocols::PLACE, limits::PLACE, Duration::from_secs(5)),
         task: rr(protocols::TASK, limits::TASK, Duration::from_secs(10)),
-    }
+    })
 }
 
 /// Builds the swarm for `key`: TCP, then (with a mesh key) the private-network handshake, then
@@ -110,7 +117,9 @@ pub fn build_swarm(key: Keypair, gates: &Gates) -> anyhow::Result<Swarm<Behaviou
             .with_tokio()
             .with_tcp(tcp_config, noise::Config::new, yamux::Config::default)?
             .with_dns()?
-            .with_behaviour(|_| behaviour(gates))?
+            .with_behaviour(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(behaviour(gates, key.public().to_peer_id())?)
+            })?
             .with_swarm_config(idle)
             .build(),
         Some(psk) => libp2p::SwarmBuilder::with_existing_identity(key)
@@ -125,7 +134,9 @@ pub fn build_swarm(key: Keypair, gates: &Gates) -> anyhow::Result<Swarm<Behaviou
                     .timeout(Duration::from_secs(20)))
             })?
             .with_dns()?
-            .with_behaviour(|_| behaviour(gates))?
+            .with_behaviour(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(behaviour(gates, key.public().to_peer_id())?)
+            })?
             .with_swarm_config(idle)
             .build(),
     };

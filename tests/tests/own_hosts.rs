@@ -1,7 +1,6 @@
-//! The Tailscale identity gate end to end: three hosts of their own (network namespaces, so each
-//! connection comes from its host's address), a tailnet (the LocalAPI fixture) where acme and
-//! globex carry the mesh tag and umbrella does not. umbrella dials both directly; tailscaled's
-//! whois says its node lacks the tag, so it is refused and never appears.
+//! Tests that need hosts of their own (network namespaces on a bridge, so each connection comes
+//! from its host's address and multicast crosses a real LAN): the Tailscale identity gate, where
+//! tailscaled's whois refuses a tailnet node without the mesh tag, and mDNS discovery.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -65,5 +64,27 @@ async fn an_untagged_tailnet_node_is_refused() -> anyhow::Result<()> {
         );
     }
     drop(fixtures);
+    Ok(())
+}
+
+/// mDNS (off by default) finds a peer on the same LAN with no other source configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_lan_find_each_other_with_mdns() -> anyhow::Result<()> {
+    let hosts = Hosts::create(2)?;
+    let mut nodes = Vec::new();
+    for (i, org) in ["acme", "globex"].into_iter().enumerate() {
+        let opts = NodeOptions {
+            listen_ip: Some(hosts.ips[i].clone()),
+            netns: Some(hosts.netns(i).to_string()),
+            env: vec![("ORGMESH_MDNS".into(), "1".into())],
+            ..Default::default()
+        };
+        nodes.push(Node::start(org, &opts).await?);
+    }
+    wait_for("acme and globex to meet over mDNS", Duration::from_secs(20), async || {
+        (nodes[0].alive_orgs().await == ["globex"] && nodes[1].alive_orgs().await == ["acme"]).then_some(())
+    })
+    .await?;
+    assert!(nodes[0].sources_of("globex").await.contains(&"mdns".to_string()));
     Ok(())
 }
