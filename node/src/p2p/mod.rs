@@ -112,6 +112,8 @@ fn behaviour(gates: &Gates, local: libp2p::PeerId) -> std::io::Result<Behaviour>
 pub fn build_swarm(key: Keypair, gates: &Gates) -> anyhow::Result<Swarm<Behaviour>> {
     let tcp_config = tcp::Config::default().nodelay(true);
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+    // Two whole chains, not one: the builder's typestate differs after `with_tcp` and after
+    // `with_other_transport`, so the tails cannot be shared.
     let swarm = match gates.mesh_key {
         None => libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
