@@ -110,7 +110,7 @@ impl EventLoop {
                     self.runs.remove(&key);
                 }
                 // A slot freed here may unblock this node's own pending tasks.
-                self.retry_pending(now);
+                self.wake_waiting = true;
             }
         }
         self.pump_run(key, now);

@@ -201,6 +201,10 @@ pub struct EventLoop {
     task_out: HashMap<OutboundRequestId, (PeerId, TaskOut)>,
     /// Origin side: tasks submitted here and not yet ended.
     active: BTreeMap<TaskId, Active>,
+    /// Origin side: tasks waiting for a placement (pending, or caught mid-placement by a crash).
+    waiting: BTreeSet<TaskId>,
+    /// Capacity may have freed somewhere: retry waiting tasks once, at the end of this turn.
+    wake_waiting: bool,
     /// Host side: attempts running (or reporting) here.
     runs: BTreeMap<(TaskId, Attempt), Run>,
     /// Discovery: each source's latest complete list.
@@ -286,6 +290,8 @@ impl EventLoop {
             place_out: HashMap::new(),
             task_out: HashMap::new(),
             active: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            wake_waiting: false,
             runs: BTreeMap::new(),
             discovered: BTreeMap::new(),
             addr_peers: HashMap::new(),
@@ -768,6 +774,9 @@ impl EventLoop {
     /// Flushes every state machine's outputs until all are quiet.
     fn drive(&mut self) {
         let now = self.now();
+        if std::mem::take(&mut self.wake_waiting) {
+            self.retry_pending(now);
+        }
         let capacity = self.host.capacity();
         if self.membership.local().capacity != capacity {
             self.membership.update_local(|r| r.capacity = capacity, now);
@@ -830,7 +839,7 @@ impl EventLoop {
                     self.remembered.insert(record.peer_id.clone(), generation);
                 }
                 // New capacity somewhere may unblock pending tasks.
-                self.retry_pending(now);
+                self.wake_waiting = true;
             }
             MembershipEvent::StateChanged { peer, from, to } => {
                 tracing::info!(peer = %peer.short(), from = from.as_str(), to = to.as_str(), "peer state changed");
@@ -848,7 +857,7 @@ impl EventLoop {
                     self.host_lost(&peer, now);
                 }
                 if to == PeerState::Alive {
-                    self.retry_pending(now);
+                    self.wake_waiting = true;
                 }
             }
             MembershipEvent::Rejected { from, reason } => {

@@ -65,6 +65,7 @@ impl EventLoop {
                 // negotiation uses a fresh attempt number.
                 TaskStatus::Pending | TaskStatus::Placing => {
                     active.commit_sent = active.task.attempt.0 > 0;
+                    self.waiting.insert(active.task.id);
                 }
                 // The host keeps running and re-sends its reports; wait for them.
                 _ => {}
@@ -85,6 +86,12 @@ impl EventLoop {
         } else {
             Vec::new()
         };
+        // The only place a task's status is written, so the waiting index cannot drift from it.
+        if active.task.status == TaskStatus::Pending {
+            self.waiting.insert(id);
+        } else {
+            self.waiting.remove(&id);
+        }
         let task = active.task.clone();
         if task.status.is_terminal() {
             self.active.remove(&id);
@@ -196,13 +203,15 @@ impl EventLoop {
         }
     }
 
-    /// Retries pending tasks (highest priority first) and fails those past their queue timeout.
+    /// Retries waiting tasks (highest priority first) and fails those past their queue timeout.
+    /// Scans only the waiting index, not every active task.
     pub(super) fn retry_pending(&mut self, now: Time) {
         let wall = wall_clock();
         let mut due: Vec<(i32, TaskId)> = Vec::new();
         let mut expired = Vec::new();
-        for (id, a) in &self.active {
-            if a.task.status != TaskStatus::Pending || self.negotiator.is_placing(*id) {
+        for id in &self.waiting {
+            let Some(a) = self.active.get(id) else { continue };
+            if self.negotiator.is_placing(*id) {
                 continue;
             }
             let deadline =
