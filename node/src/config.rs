@@ -360,7 +360,7 @@ impl Config {
         if let Some(v) = env("ORGMESH_DNS_DOMAIN") {
             self.discovery.dns.get_or_insert_with(DnsSection::default).domain = v;
         }
-        let millis = |key: &str, slot: &mut u64| -> Result<(), ConfigError> {
+        let number = |key: &str, slot: &mut u64| -> Result<(), ConfigError> {
             if let Some(v) = env(key) {
                 *slot = v.parse().map_err(|e| invalid(key, format!("{e}")))?;
             }
@@ -368,14 +368,14 @@ impl Config {
         };
         let mut rate = u64::from(self.limits.peer_requests_per_s);
         let mut burst = u64::from(self.limits.peer_burst);
-        millis("ORGMESH_PEER_REQUESTS_PER_S", &mut rate)?;
-        millis("ORGMESH_PEER_BURST", &mut burst)?;
+        number("ORGMESH_PEER_REQUESTS_PER_S", &mut rate)?;
+        number("ORGMESH_PEER_BURST", &mut burst)?;
         self.limits.peer_requests_per_s = u32::try_from(rate).unwrap_or(u32::MAX);
         self.limits.peer_burst = u32::try_from(burst).unwrap_or(u32::MAX);
-        millis("ORGMESH_BAN_S", &mut self.limits.ban_s)?;
-        millis("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
-        millis("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
-        millis("ORGMESH_DEAD_AFTER_MS", &mut self.gossip.dead_after_ms)?;
+        number("ORGMESH_BAN_S", &mut self.limits.ban_s)?;
+        number("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
+        number("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
+        number("ORGMESH_DEAD_AFTER_MS", &mut self.gossip.dead_after_ms)?;
         Ok(())
     }
 

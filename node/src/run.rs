@@ -239,8 +239,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         .peers()
         .unwrap_or_default()
         .into_iter()
-        .flat_map(|s| s.record.addrs.into_iter().map(move |a| format!("{a}/p2p/{}", s.record.peer_id)))
-        .filter(|a| !a.contains("/p2p/") || a.matches("/p2p/").count() == 1)
+        .flat_map(|s| {
+            let peer = s.record.peer_id;
+            // An address that already names a peer (a relay path) cannot take a second suffix.
+            s.record
+                .addrs
+                .into_iter()
+                .filter(|a| !a.contains("/p2p/"))
+                .map(move |a| format!("{a}/p2p/{peer}"))
+        })
         .collect();
     if let Ok(source) = StaticSource::new(&remembered) {
         sources.push(Box::new(Remembered(source)));

@@ -48,8 +48,6 @@ struct Budget {
 #[derive(Debug)]
 struct Ban {
     until: Time,
-    /// Length of the next ban if this peer offends again after this one.
-    next: Duration,
 }
 
 /// The admission state of every peer.
@@ -60,7 +58,8 @@ pub(crate) struct Guard {
     first_ban: Duration,
     budgets: HashMap<PeerId, Budget>,
     bans: BTreeMap<PeerId, Ban>,
-    /// Ban lengths survive the ban's end, so a repeat offender is banned longer.
+    /// The length of each peer's next ban; it survives the ban's end, so a repeat offender is
+    /// banned longer.
     history: HashMap<PeerId, Duration>,
 }
 
@@ -125,7 +124,7 @@ impl Guard {
         self.budgets.remove(peer);
         let length = self.history.get(peer).copied().unwrap_or(self.first_ban);
         self.history.insert(peer.clone(), (length * 2).min(MAX_BAN));
-        self.bans.insert(peer.clone(), Ban { until: now + length, next: (length * 2).min(MAX_BAN) });
+        self.bans.insert(peer.clone(), Ban { until: now + length });
         Verdict::Ban(length)
     }
 
@@ -139,9 +138,7 @@ impl Guard {
         let over: Vec<PeerId> =
             self.bans.iter().filter(|(_, b)| b.until <= now).map(|(p, _)| p.clone()).collect();
         for p in &over {
-            if let Some(ban) = self.bans.remove(p) {
-                self.history.insert(p.clone(), ban.next);
-            }
+            self.bans.remove(p);
         }
         over
     }

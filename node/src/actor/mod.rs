@@ -879,22 +879,17 @@ impl EventLoop {
                 if let PlaceRequest::Commit(_) = &request {
                     self.note_commit(task, attempt, &to);
                 }
-                if to == self.facts.peer {
-                    let me = self.facts.peer.clone();
-                    let kind = match &request {
-                        PlaceRequest::Bid(_) => PlaceOut::Bid(task, attempt),
-                        PlaceRequest::Commit(_) => PlaceOut::Commit(task, attempt),
-                        PlaceRequest::Release { .. } => PlaceOut::Release,
-                    };
-                    let response = self.handle_place_request(&me, request, now);
-                    self.handle_place_response(&me, kind, response, now);
-                    return;
-                }
                 let kind = match &request {
                     PlaceRequest::Bid(_) => PlaceOut::Bid(task, attempt),
                     PlaceRequest::Commit(_) => PlaceOut::Commit(task, attempt),
                     PlaceRequest::Release { .. } => PlaceOut::Release,
                 };
+                if to == self.facts.peer {
+                    let me = self.facts.peer.clone();
+                    let response = self.handle_place_request(&me, request, now);
+                    self.handle_place_response(&me, kind, response, now);
+                    return;
+                }
                 match to_libp2p(&to) {
                     Some(p2p) => {
                         let id = self.swarm.behaviour_mut().place.send_request(&p2p, request);
