@@ -135,3 +135,55 @@ mod tests {
         assert_eq!(mode, 0o600);
     }
 }
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+    use orgmesh_protocol::record::{AcceptPolicy, Capacity, RecordVersion};
+
+    fn record(peer: &PeerId, org: &str) -> NodeRecord {
+        NodeRecord {
+            peer_id: peer.clone(),
+            org: Org::new(org).unwrap(),
+            name: org.into(),
+            addrs: Vec::new(),
+            labels: Default::default(),
+            capacity: Capacity::default(),
+            accepts: AcceptPolicy::AnyOrg,
+            draining: false,
+            software: "test".into(),
+            version: RecordVersion::default(),
+        }
+    }
+
+    fn id() -> PeerId {
+        to_protocol(&Keypair::generate_ed25519().public().to_peer_id())
+    }
+
+    #[test]
+    fn org_claims_are_pinned_to_their_peers() {
+        let (acme, mallory) = (id(), id());
+        let trust = TrustPolicy {
+            trusted_peers: None,
+            org_peers: BTreeMap::from([(Org::new("acme").unwrap(), BTreeSet::from([acme.clone()]))]),
+        };
+        assert!(trust.admits(&record(&acme, "acme")));
+        assert!(!trust.admits(&record(&mallory, "acme")), "only acme's peer may claim acme");
+        assert!(
+            trust.admits(&record(&mallory, "mallory")),
+            "orgs not pinned may be claimed by anyone trusted"
+        );
+    }
+
+    #[test]
+    fn trusted_peers_limit_who_is_admitted_at_all() {
+        let (globex, stranger) = (id(), id());
+        let trust =
+            TrustPolicy { trusted_peers: Some(BTreeSet::from([globex.clone()])), org_peers: BTreeMap::new() };
+        assert!(trust.admits(&record(&globex, "globex")));
+        assert!(!trust.admits(&record(&stranger, "globex")));
+        // The keyring applies the same policy after the signature checks out.
+        let ring = Libp2pKeyring::new(Keypair::generate_ed25519(), trust);
+        assert!(!ring.admit(&record(&stranger, "initech")));
+    }
+}
