@@ -70,7 +70,18 @@ async fn three_nodes_find_each_other_only_through_tailscale() -> anyhow::Result<
         nodes[0].sources_of("initech").await.contains(&"tailscale".to_string()).then_some(())
     })
     .await?;
-    assert!(!nodes[0].alive_orgs().await.iter().any(|o| o == "laptop" || o == "ghost"));
+    // The source lists exactly the online, tagged others: not the untagged laptop, not the offline
+    // ghost, not acme itself.
+    let (_, ready) = nodes[0].get("/readyz").await?;
+    let tailscale = ready["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "discovery:tailscale"))
+        .cloned();
+    assert_eq!(
+        tailscale.map(|c| c["detail"].clone()),
+        Some(serde_json::json!("2 peer(s) listed")),
+        "{ready}"
+    );
 
     // Readiness names the source and its health; a LocalAPI that goes away turns it red.
     let (status, ready) = nodes[0].get("/readyz").await?;

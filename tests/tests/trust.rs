@@ -100,7 +100,8 @@ async fn a_policy_decline_places_the_task_elsewhere() -> anyhow::Result<()> {
     let initech = Node::start("initech", &opts(&acme)).await?;
     wait_for("mesh", Duration::from_secs(10), async || (acme.alive_orgs().await.len() == 2).then_some(()))
         .await?;
-    for _ in 0..5 {
+    // Ten tasks, so that ignoring the policy could pass only by a 1-in-1024 fluke.
+    for _ in 0..10 {
         let id = acme
             .submit(&json!({"command": ["true"], "constraints": {"orgs": ["globex", "initech"]}}))
             .await?;
