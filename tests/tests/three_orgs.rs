@@ -13,6 +13,17 @@ async fn three_orgs_place_thirty_tasks_and_survive_sigkill() -> anyhow::Result<(
     let (mut acme, globex, initech, converged) = three_orgs(Duration::from_secs(10)).await?;
     println!("converged in {converged:?}");
 
+    // globex knows initech only through gossip (both bootstrapped from acme); running a task there
+    // needs a connection it had to dial itself.
+    let id = globex
+        .submit(&json!({"command": ["echo", "via gossip"], "constraints": {"orgs": ["initech"]}}))
+        .await?;
+    let task = globex.wait_terminal(&id, Duration::from_secs(20)).await?;
+    assert_eq!(
+        (task["status"].as_str(), task["placement"]["org"].as_str()),
+        (Some("succeeded"), Some("initech"))
+    );
+
     // 2. Thirty tasks at acme: ten pinned to globex, ten to initech, ten free.
     let mut submitted = BTreeMap::new();
     for i in 0..30 {
