@@ -11,6 +11,8 @@
 //! - [`membership`]: Scuttlebutt gossip of records plus a heartbeat failure detector.
 //! - [`placement`]: bid/commit/release negotiation (`Negotiator` at the origin, `Host` at each
 //!   candidate).
+//! - [`lifecycle`]: the leases that keep a placed attempt alive at its origin (renewal,
+//!   `unreachable`, replacement after `replace_after_s`) and the back-off between attempts.
 //!
 //! Calling contract shared by the state machines (after quinn-proto): feed inputs with
 //! `handle_*(…, now)`, then drain `poll_output()` until `None`, and call `handle_timeout(now)` once
@@ -18,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod ids;
+pub mod lifecycle;
 pub mod membership;
 pub mod placement;
 pub mod record;
