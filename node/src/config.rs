@@ -53,6 +53,8 @@ pub struct Config {
     pub policy: PolicySection,
     /// Gossip and failure-detection timing.
     pub gossip: GossipSection,
+    /// Leases on placed attempts, and graceful stop.
+    pub tasks: TasksSection,
     /// How tasks run here.
     pub executor: ExecutorSection,
     /// Who may join and connect.
@@ -268,6 +270,25 @@ impl Default for GossipSection {
     }
 }
 
+/// `[tasks]`: how placed attempts are kept alive, and how a stopping node lets go of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksSection {
+    /// Milliseconds between two lease renewals by an executing node.
+    pub lease_renew_ms: u64,
+    /// Milliseconds without a renewal before a task shows `unreachable` (its spec's
+    /// `replace_after_s` then decides when it is placed elsewhere).
+    pub lease_ttl_ms: u64,
+    /// Seconds a stopping node (SIGTERM) lets running attempts finish before handing them back.
+    pub stop_grace_s: u64,
+}
+
+impl Default for TasksSection {
+    fn default() -> Self {
+        Self { lease_renew_ms: 1000, lease_ttl_ms: 5000, stop_grace_s: 30 }
+    }
+}
+
 /// `[executor]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -376,6 +397,9 @@ impl Config {
         number("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
         number("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
         number("ORGMESH_DEAD_AFTER_MS", &mut self.gossip.dead_after_ms)?;
+        number("ORGMESH_LEASE_RENEW_MS", &mut self.tasks.lease_renew_ms)?;
+        number("ORGMESH_LEASE_TTL_MS", &mut self.tasks.lease_ttl_ms)?;
+        number("ORGMESH_STOP_GRACE_S", &mut self.tasks.stop_grace_s)?;
         Ok(())
     }
 
@@ -410,6 +434,10 @@ impl Config {
         if g.interval_ms == 0 || g.suspect_after_ms <= g.interval_ms || g.dead_after_ms <= g.suspect_after_ms
         {
             return invalid("gossip", "need 0 < interval_ms < suspect_after_ms < dead_after_ms".into());
+        }
+        let t = &self.tasks;
+        if t.lease_renew_ms == 0 || t.lease_ttl_ms < 2 * t.lease_renew_ms {
+            return invalid("tasks", "need 0 < lease_renew_ms and lease_ttl_ms >= 2 * lease_renew_ms".into());
         }
         for addr in self.p2p.listen.iter().chain(&self.p2p.bootstrap).chain(&self.p2p.external_addrs) {
             if addr.parse::<libp2p::Multiaddr>().is_err() {

@@ -52,6 +52,8 @@ pub enum ExecEvent {
         task: TaskId,
         /// The attempt.
         attempt: Attempt,
+        /// The process group the attempt runs in.
+        pgid: Option<i32>,
     },
     /// Output bytes, in order.
     Output {
@@ -123,7 +125,7 @@ async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: Cancell
         }
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-    let _ = events.send(ExecEvent::Started { task: req.task, attempt: req.attempt }).await;
+    let _ = events.send(ExecEvent::Started { task: req.task, attempt: req.attempt, pgid }).await;
 
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(16);
     let reader = tokio::task::spawn_blocking(move || pump(reader, out_tx));
@@ -186,6 +188,21 @@ async fn stop(child: &mut Child, pgid: Option<i32>, grace: Duration) {
         signal_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
     }
+}
+
+/// Kills what is left of an attempt after this node crashed under it: the process group `pgid`,
+/// if its leader is still the attempt's process (its environment names the task and attempt, so a
+/// reused pid is never hit). Returns whether something was killed.
+pub fn kill_orphan(pgid: i32, task: TaskId, attempt: Attempt) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pgid}/environ")) else { return false };
+    let task_var = format!("ORGMESH_TASK_ID={task}");
+    let attempt_var = format!("ORGMESH_ATTEMPT={}", attempt.0);
+    let mut vars = environ.split(|b| *b == 0);
+    let ours = vars.clone().any(|v| v == task_var.as_bytes()) && vars.any(|v| v == attempt_var.as_bytes());
+    if ours {
+        signal_group(Some(pgid), libc::SIGKILL);
+    }
+    ours
 }
 
 #[allow(unsafe_code)]

@@ -2,6 +2,10 @@
 //! Submissions are committed to the store here (so a 202 means durable) and then handed to the
 //! event loop; everything else is a command with a oneshot reply. Holds no state of its own.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use orgmesh_api::{
     BoxFuture, CancelError, Check, Control, DrainStatus, NodeInfo, PeerEntry, SubmitError, Submitted,
 };
@@ -10,7 +14,7 @@ use orgmesh_protocol::{Task, TaskId, TaskSpec, TaskStatus};
 use orgmesh_store::{CreateOutcome, Idempotency, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actor::Command;
+use crate::actor::{Command, StopReport};
 use crate::wall_clock;
 
 /// A handle to a running node's event loop.
@@ -19,6 +23,8 @@ pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
     store: Store,
     origin: TaskOrigin,
+    /// Set once a graceful stop began: submissions are refused from then on.
+    stopping: Arc<AtomicBool>,
 }
 
 const GONE: &str = "the node is shutting down";
@@ -26,7 +32,14 @@ const GONE: &str = "the node is shutting down";
 impl NodeHandle {
     /// A handle sending to `commands`.
     pub fn new(commands: mpsc::Sender<Command>, store: Store, origin: TaskOrigin) -> Self {
-        Self { commands, store, origin }
+        Self { commands, store, origin, stopping: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Stops gracefully (see `Command::Stop`): refuses new submissions at once, lets running
+    /// attempts finish for up to `grace`, hands back the rest. Returns when the node may exit.
+    pub async fn stop(&self, grace: Duration) -> StopReport {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.ask(|reply| Command::Stop { grace, reply }).await.unwrap_or_default()
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -43,6 +56,9 @@ impl Control for NodeHandle {
         idempotency: Option<Idempotency>,
     ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
         Box::pin(async move {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(SubmitError::Unavailable("the node is stopping; submit to another node".into()));
+            }
             spec.validate().map_err(|e| SubmitError::Invalid(e.to_string()))?;
             let now = wall_clock();
             let id = TaskId::new(now.0, rand::random::<u128>());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use libp2p::Multiaddr;
 use orgmesh_discovery::{DnsConfig, DnsSource, Source, StaticSource, TailscaleConfig, TailscaleSource};
+use orgmesh_protocol::lifecycle::LeaseConfig;
 use orgmesh_protocol::membership::{Membership, MembershipConfig};
 use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, PlacementConfig};
 use orgmesh_protocol::record::{AcceptPolicy, NodeRecord, RecordVersion};
@@ -38,6 +39,8 @@ pub struct RunningNode {
     pub peer_id: PeerId,
     /// Its org.
     pub org: Org,
+    /// How long a graceful stop lets running attempts finish.
+    pub stop_grace: Duration,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -46,6 +49,14 @@ impl RunningNode {
     /// The token that stops the node.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Stops gracefully: refuses new work, lets running attempts finish and deliver their
+    /// results for up to `stop_grace`, hands back the rest, then shuts down.
+    pub async fn stop_gracefully(&self) -> crate::actor::StopReport {
+        let report = self.handle.stop(self.stop_grace).await;
+        self.shutdown.cancel();
+        report
     }
 
     /// Stops the node and waits for its parts to finish.
@@ -158,6 +169,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let shutdown = CancellationToken::new();
     let (commands, command_rx) = mpsc::channel(1024);
     let recovered = store.unfinished_tasks()?;
+    let hosted = store.runs()?;
     let facts = NodeFacts {
         peer: peer.clone(),
         org: org.clone(),
@@ -178,6 +190,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             membership,
             negotiator,
             host,
+            leases: LeaseConfig {
+                renew_every: Duration::from_millis(config.tasks.lease_renew_ms),
+                ttl: Duration::from_millis(config.tasks.lease_ttl_ms),
+                stall_after: Duration::from_millis(config.tasks.lease_ttl_ms / 2),
+            },
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 2),
+            runs: hosted,
             epoch,
             commands: command_rx,
             shutdown: shutdown.clone(),
@@ -256,7 +275,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         tasks.push(tokio::spawn(run_source(source, commands.clone(), shutdown.clone())));
     }
     tracing::info!(peer = %peer, %org, api = %api_addr, "node started");
-    Ok(RunningNode { handle, api_addr, peer_id: peer, org, shutdown, tasks })
+    let stop_grace = Duration::from_secs(config.tasks.stop_grace_s);
+    Ok(RunningNode { handle, api_addr, peer_id: peer, org, stop_grace, shutdown, tasks })
 }
 
 /// The TCP port of the first listen address, if it has one.

@@ -70,6 +70,11 @@ pub struct TaskSpec {
     /// Higher runs first among pending tasks.
     #[serde(default)]
     pub priority: i32,
+    /// How long an executor that cannot be reached keeps its attempt before the task is placed
+    /// again, in seconds. A short partition should not re-run a long job elsewhere, and a dead
+    /// node should not hold a job for long; the task shows `unreachable` meanwhile.
+    #[serde(default = "default_replace_after_s")]
+    pub replace_after_s: u64,
 }
 
 fn default_timeout_s() -> u64 {
@@ -80,6 +85,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_queue_timeout_s() -> u64 {
     600
+}
+fn default_replace_after_s() -> u64 {
+    60
 }
 
 /// Why a task spec was refused; each message names the field.
@@ -125,6 +133,7 @@ impl TaskSpec {
             max_attempts: default_max_attempts(),
             queue_timeout_s: default_queue_timeout_s(),
             priority: 0,
+            replace_after_s: default_replace_after_s(),
         }
     }
 
@@ -153,6 +162,7 @@ impl TaskSpec {
         range("timeout_s", self.timeout_s, 1, MAX_TIMEOUT_S)?;
         range("max_attempts", u64::from(self.max_attempts), 1, 100)?;
         range("queue_timeout_s", self.queue_timeout_s, 0, MAX_TIMEOUT_S)?;
+        range("replace_after_s", self.replace_after_s, 1, MAX_TIMEOUT_S)?;
         range("resources.cpu_millis", u64::from(self.resources.cpu_millis), 0, 1_024_000)?;
         range("resources.memory_mb", self.resources.memory_mb, 0, 1 << 30)?;
         range("resources.gpus", u64::from(self.resources.gpus), 0, 1024)?;
@@ -270,6 +280,10 @@ pub struct AttemptRecord {
     pub ended_at: Option<Timestamp>,
     /// How it ended, in words (`exit 0`, `host dead`, ...), if it has.
     pub outcome: Option<String>,
+    /// Byte offset in the task's log where this attempt's output begins: the log holds the
+    /// output of every attempt in order, and the result's output is the last attempt's.
+    #[serde(default)]
+    pub log_start: u64,
 }
 
 /// A task as its origin node stores and serves it.

@@ -63,7 +63,8 @@ use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use orgmesh_protocol::{PeerId, SignedRecord, Task, TaskId, TaskStatus, Timestamp};
+use orgmesh_protocol::wire::task::Outcome;
+use orgmesh_protocol::{Attempt, PeerId, SignedRecord, Task, TaskId, TaskStatus, Timestamp};
 use redb::Database;
 use tokio::sync::{broadcast, oneshot};
 
@@ -118,6 +119,28 @@ pub struct StoredEvent {
     pub at: Timestamp,
     /// JSON text.
     pub data: String,
+}
+
+/// Host side: an attempt this node runs for an origin, kept so that a restart knows what it was
+/// doing. Written when the attempt starts and again when it ends (with its result and the output
+/// the origin has not acknowledged), removed once the origin has the result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostedRun {
+    /// The task.
+    pub task: TaskId,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The node that placed it, which gets the reports.
+    pub origin: PeerId,
+    /// The process group of the attempt's process, so a restarted node can stop an orphan.
+    pub pgid: Option<i32>,
+    /// How the attempt ended, once it has.
+    pub outcome: Option<Outcome>,
+    /// Output the origin had not acknowledged when this was written, starting at byte
+    /// `output_start` of the attempt's output.
+    pub output: Vec<u8>,
+    /// Offset of `output`'s first byte.
+    pub output_start: u64,
 }
 
 /// An idempotency key and the hash of the request body it was first used with.
@@ -300,6 +323,21 @@ impl Store {
     /// Remembers a peer's latest record, so a restarted node can redial it.
     pub fn put_peer(&self, record: SignedRecord) -> Pending<()> {
         self.submit(Request::PutPeer(Box::new(record)), Reply::Unit)
+    }
+
+    /// Host side: records an attempt this node runs (replacing the previous record of it).
+    pub fn put_run(&self, run: HostedRun) -> Pending<()> {
+        self.submit(Request::PutRun(Box::new(run)), Reply::Unit)
+    }
+
+    /// Host side: forgets an attempt whose result the origin has.
+    pub fn remove_run(&self, task: TaskId, attempt: Attempt) -> Pending<()> {
+        self.submit(Request::RemoveRun(task, attempt), Reply::Unit)
+    }
+
+    /// Host side: every attempt recorded by `put_run` and not removed.
+    pub fn runs(&self) -> Result<Vec<HostedRun>, StoreError> {
+        read::runs(&self.shared.db)
     }
 
     /// Stores a small metadata value.

@@ -9,8 +9,8 @@ use std::ops::Bound;
 use orgmesh_protocol::{SignedRecord, Task, TaskId, TaskStatus};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
-use crate::schema::{self, COUNTS, EVENTS, LOG_LEN, LOGS, META, PEERS, TASK_STATUS, TASKS, db_err};
-use crate::{StatusCounts, StoreError, StoredEvent};
+use crate::schema::{self, COUNTS, EVENTS, LOG_LEN, LOGS, META, PEERS, RUNS, TASK_STATUS, TASKS, db_err};
+use crate::{HostedRun, StatusCounts, StoreError, StoredEvent};
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
     db.begin_read().map_err(db_err)
@@ -164,6 +164,16 @@ pub(crate) fn peers(db: &Database) -> Result<Vec<SignedRecord>, StoreError> {
     for entry in table.iter().map_err(db_err)? {
         let (_, v) = entry.map_err(db_err)?;
         out.push(schema::decode("peer record", v.value())?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn runs(db: &Database) -> Result<Vec<HostedRun>, StoreError> {
+    let table = begin(db)?.open_table(RUNS).map_err(db_err)?;
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(db_err)? {
+        let (_, v) = entry.map_err(db_err)?;
+        out.push(schema::decode("hosted run", v.value())?);
     }
     Ok(out)
 }

@@ -12,7 +12,7 @@ use crate::StoreError;
 
 /// The layout version this code writes. Stored in [`INFO`] under [`SCHEMA_KEY`]; a file with
 /// another version is refused at open rather than misread.
-pub(crate) const SCHEMA_VERSION: u64 = 1;
+pub(crate) const SCHEMA_VERSION: u64 = 2;
 
 /// Key of the layout version in [`INFO`].
 pub(crate) const SCHEMA_KEY: &str = "schema";
@@ -49,6 +49,10 @@ pub(crate) const PEERS: TableDefinition<'static, &str, &[u8]> = TableDefinition:
 /// Idempotency key → (SHA-256 of the first request body, raw `TaskId` it created).
 pub(crate) const IDEMPOTENCY: TableDefinition<'static, &str, ([u8; 32], u128)> =
     TableDefinition::new("idempotency");
+
+/// Host side: `(TaskId, Attempt)` → `postcard(HostedRun)`, one entry per attempt this node runs
+/// (or ran, while its result is not yet delivered to the origin).
+pub(crate) const RUNS: TableDefinition<'static, (u128, u32), &[u8]> = TableDefinition::new("runs");
 
 /// Node metadata: key → opaque bytes chosen by the node.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");

@@ -605,3 +605,41 @@ async fn timing_million_tasks_listing() {
     time("status counts", &|| store.status_counts().unwrap().len());
     assert_eq!(store.status_counts().unwrap()[&TaskStatus::Running], n / 1000);
 }
+
+#[tokio::test]
+async fn hosted_runs_survive_reopen_and_are_removed_once_delivered() {
+    use orgmesh_protocol::wire::task::Outcome;
+    let (_dir, path) = temp();
+    let run = |n: u128, attempt: u32| HostedRun {
+        task: TaskId::new(1, n),
+        attempt: Attempt(attempt),
+        origin: PeerId::new("12D3KooWorigin").unwrap(),
+        pgid: Some(4242),
+        outcome: None,
+        output: Vec::new(),
+        output_start: 0,
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        store.put_run(run(1, 1)).await.unwrap();
+        store.put_run(run(2, 3)).await.unwrap();
+        // The second write of an attempt replaces the first: it ended, with output undelivered.
+        let mut ended = run(1, 1);
+        ended.outcome =
+            Some(Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 9 });
+        ended.output = b"tail".to_vec();
+        ended.output_start = 5;
+        store.put_run(ended).await.unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].outcome.as_ref().and_then(|o| o.exit_code), Some(0));
+    assert_eq!((runs[0].output.as_slice(), runs[0].output_start), (&b"tail"[..], 5));
+    assert_eq!(
+        (runs[1].task, runs[1].attempt, runs[1].outcome.clone()),
+        (TaskId::new(1, 2), Attempt(3), None)
+    );
+    store.remove_run(TaskId::new(1, 1), Attempt(1)).await.unwrap();
+    assert_eq!(store.runs().unwrap().iter().map(|r| r.task).collect::<Vec<_>>(), vec![TaskId::new(1, 2)]);
+}

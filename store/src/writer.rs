@@ -17,10 +17,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::schema::{
-    self, COUNTS, EVENTS, IDEMPOTENCY, INFO, LOG_LEN, LOGS, MAX_LOG_CHUNK, META, PEERS, SCHEMA_KEY,
+    self, COUNTS, EVENTS, IDEMPOTENCY, INFO, LOG_LEN, LOGS, MAX_LOG_CHUNK, META, PEERS, RUNS, SCHEMA_KEY,
     SCHEMA_VERSION, TASK_STATUS, TASKS, db_err,
 };
-use crate::{AppendError, CreateOutcome, Idempotency, NewEvent, Notification, StoreError, StoredEvent};
+use crate::{
+    AppendError, CreateOutcome, HostedRun, Idempotency, NewEvent, Notification, StoreError, StoredEvent,
+};
 
 /// Most writes applied in one transaction; bounds the latency one commit adds to the first write.
 const MAX_BATCH_OPS: usize = 1024;
@@ -37,6 +39,8 @@ pub(crate) enum Request {
     PutPeer(Box<SignedRecord>),
     RemovePeer(PeerId),
     PutMeta { key: String, value: Vec<u8> },
+    PutRun(Box<HostedRun>),
+    RemoveRun(TaskId, orgmesh_protocol::Attempt),
 }
 
 /// Where a write's answer goes; the variant matches the request's kind.
@@ -95,6 +99,8 @@ impl Op {
             Request::PutPeer(_) => 1024,
             Request::RemovePeer(_) => 64,
             Request::PutMeta { key, value } => key.len() + value.len(),
+            Request::PutRun(run) => 1024 + run.output.len(),
+            Request::RemoveRun(..) => 64,
         }
     }
 }
@@ -287,6 +293,7 @@ struct Tables<'txn> {
     peers: Table<'txn, &'static str, &'static [u8]>,
     idempotency: Table<'txn, &'static str, ([u8; 32], u128)>,
     meta: Table<'txn, &'static str, &'static [u8]>,
+    runs: Table<'txn, (u128, u32), &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -301,6 +308,7 @@ impl<'txn> Tables<'txn> {
             peers: txn.open_table(PEERS).map_err(db_err)?,
             idempotency: txn.open_table(IDEMPOTENCY).map_err(db_err)?,
             meta: txn.open_table(META).map_err(db_err)?,
+            runs: txn.open_table(RUNS).map_err(db_err)?,
         })
     }
 }
@@ -376,6 +384,15 @@ fn apply(
         }
         Request::PutMeta { key, value } => {
             t.meta.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
+            Ok(Outcome::Unit)
+        }
+        Request::PutRun(run) => {
+            let bytes = schema::encode("hosted run", run.as_ref())?;
+            t.runs.insert((run.task.as_u128(), run.attempt.0), bytes.as_slice()).map_err(db_err)?;
+            Ok(Outcome::Unit)
+        }
+        Request::RemoveRun(task, attempt) => {
+            t.runs.remove((task.as_u128(), attempt.0)).map_err(db_err)?;
             Ok(Outcome::Unit)
         }
     }

@@ -1,14 +1,20 @@
 //! The host side: attempts this node runs for an origin (possibly itself). Starts the executor on
 //! an accepted commit, buffers the attempt's output, and reports to the origin strictly in order:
 //! `Started`, `Log` chunks, `Finished`, one request in flight at a time, retried until the origin
-//! acknowledges. An origin that answers `Stale` or `Unknown` gets the attempt stopped.
+//! acknowledges. Renews the leases of the attempts it holds. An origin that answers `Stale` or
+//! `Unknown`, or lists an attempt to stop, gets the attempt stopped. Each attempt is recorded in
+//! the store when it starts and when it ends, so a result outlives a crash of this node and an
+//! attempt the crash killed is reported lost instead of being silently forgotten.
 
 use std::time::Duration;
+
+use std::collections::BTreeMap;
 
 use orgmesh_protocol::wire::limits;
 use orgmesh_protocol::wire::place::CommitRequest;
 use orgmesh_protocol::wire::task::{Outcome, TaskRequest, TaskResponse};
 use orgmesh_protocol::{Attempt, PeerId, TaskId, Time};
+use orgmesh_store::HostedRun;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventLoop, ReportKind, TaskOut};
@@ -39,6 +45,45 @@ pub(crate) struct Run {
     backoff: Duration,
     /// The origin no longer wants this attempt: stop it and report nothing more.
     abandoned: bool,
+    /// This node is stopping and gave the attempt back: it ends as `lost`, to be placed again.
+    handed_back: bool,
+    /// The attempt's process group.
+    pgid: Option<i32>,
+}
+
+impl Run {
+    fn new(origin: PeerId, cancel: CancellationToken) -> Self {
+        Self {
+            origin,
+            cancel,
+            started: false,
+            started_acked: false,
+            buf: Vec::new(),
+            buf_start: 0,
+            total: 0,
+            outcome: None,
+            exited: false,
+            in_flight: false,
+            retry_at: None,
+            backoff: FIRST_BACKOFF,
+            abandoned: false,
+            handed_back: false,
+            pgid: None,
+        }
+    }
+
+    /// What the store keeps of this attempt.
+    fn record(&self, task: TaskId, attempt: Attempt) -> HostedRun {
+        HostedRun {
+            task,
+            attempt,
+            origin: self.origin.clone(),
+            pgid: self.pgid,
+            outcome: self.outcome.clone(),
+            output: if self.outcome.is_some() { self.buf.clone() } else { Vec::new() },
+            output_start: self.buf_start,
+        }
+    }
 }
 
 impl EventLoop {
@@ -61,52 +106,86 @@ impl EventLoop {
             self.exec_tx.clone(),
             cancel.clone(),
         );
-        self.runs.insert(
-            key,
-            Run {
-                origin,
-                cancel,
-                started: false,
-                started_acked: false,
-                buf: Vec::new(),
-                buf_start: 0,
-                total: 0,
-                outcome: None,
-                exited: false,
-                in_flight: false,
-                retry_at: None,
-                backoff: FIRST_BACKOFF,
-                abandoned: false,
-            },
-        );
+        let run = Run::new(origin, cancel);
+        drop(self.store.put_run(run.record(key.0, key.1)));
+        self.runs.insert(key, run);
+    }
+
+    /// Takes over the attempts the store says this node was running or reporting when it last
+    /// stopped. One that had not ended died with the node (what is left of it is killed): it is
+    /// reported lost, so its origin places it again at once. One that had ended still owes its
+    /// origin the result, which is sent again.
+    pub(super) fn recover_runs(&mut self, runs: Vec<HostedRun>) {
+        for stored in runs {
+            let key = (stored.task, stored.attempt);
+            let mut run = Run::new(stored.origin, CancellationToken::new());
+            run.exited = true;
+            run.started = true;
+            run.buf_start = stored.output_start;
+            run.total = stored.output_start + stored.output.len() as u64;
+            run.buf = stored.output;
+            run.outcome = Some(match stored.outcome {
+                Some(outcome) => outcome,
+                None => {
+                    let killed = stored.pgid.is_some_and(|pgid| executor::kill_orphan(pgid, key.0, key.1));
+                    tracing::warn!(task = %key.0, attempt = %key.1, killed_orphan = killed, "attempt lost in a restart");
+                    let lost = Outcome::lost("its executor restarted while it ran", 0);
+                    run.buf_start = 0;
+                    run.total = 0;
+                    drop(
+                        self.store
+                            .put_run(HostedRun { outcome: Some(lost.clone()), ..run.record(key.0, key.1) }),
+                    );
+                    lost
+                }
+            });
+            self.runs.insert(key, run);
+        }
+        if !self.runs.is_empty() {
+            tracing::info!(attempts = self.runs.len(), "recovered attempts whose results are owed");
+        }
     }
 
     pub(super) fn handle_exec_event(&mut self, event: ExecEvent) {
         let now = self.now();
         let key = match &event {
-            ExecEvent::Started { task, attempt }
+            ExecEvent::Started { task, attempt, .. }
             | ExecEvent::Output { task, attempt, .. }
             | ExecEvent::Exited { task, attempt, .. } => (*task, *attempt),
         };
         let Some(run) = self.runs.get_mut(&key) else { return };
         match event {
-            ExecEvent::Started { .. } => run.started = true,
+            ExecEvent::Started { pgid, .. } => {
+                run.started = true;
+                run.pgid = pgid;
+                drop(self.store.put_run(run.record(key.0, key.1)));
+            }
             ExecEvent::Output { data, .. } => {
                 run.total += data.len() as u64;
                 run.buf.extend_from_slice(&data);
             }
             ExecEvent::Exited { info, .. } => {
                 run.exited = true;
-                run.outcome = Some(Outcome {
-                    exit_code: info.exit_code,
-                    error: info.error,
-                    cancelled: info.cancelled,
-                    log_len: run.total,
+                run.outcome = Some(if run.handed_back {
+                    Outcome::lost("handed back: its executor was stopping", run.total)
+                } else {
+                    Outcome {
+                        exit_code: info.exit_code,
+                        error: info.error,
+                        cancelled: info.cancelled,
+                        lost: false,
+                        log_len: run.total,
+                    }
                 });
                 // Started must precede Finished even if the process never started.
                 run.started = true;
+                let abandoned = run.abandoned;
+                // The result is durable before it is reported, so a crash cannot lose it.
+                if !abandoned {
+                    drop(self.store.put_run(run.record(key.0, key.1)));
+                }
                 self.host.finished(key.0, key.1);
-                if self.runs.get(&key).is_some_and(|r| r.abandoned) {
+                if abandoned {
                     self.runs.remove(&key);
                 }
                 // A slot freed here may unblock this node's own pending tasks.
@@ -171,6 +250,7 @@ impl EventLoop {
                     }
                     ReportKind::Finished => {
                         self.runs.remove(&key);
+                        drop(self.store.remove_run(task, attempt));
                         return;
                     }
                 }
@@ -192,12 +272,12 @@ impl EventLoop {
                 }
             }
             Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => {
-                tracing::info!(task = %task, %attempt, "origin no longer wants this attempt; stopping it");
-                run.abandoned = true;
-                run.cancel.cancel();
-                if run.exited {
-                    self.runs.remove(&key);
-                }
+                self.abandon_run(key);
+                return;
+            }
+            // Not an answer to a report; treated as no answer.
+            Some(TaskResponse::Leases { .. }) => {
+                run.retry_at = Some(now + run.backoff);
                 return;
             }
             None => {
@@ -207,6 +287,62 @@ impl EventLoop {
             }
         }
         self.pump_run(key, now);
+    }
+
+    /// The origin no longer wants an attempt (superseded, ended, unknown): stop it, report
+    /// nothing more, forget it.
+    fn abandon_run(&mut self, key: (TaskId, Attempt)) {
+        let Some(run) = self.runs.get_mut(&key) else { return };
+        tracing::info!(task = %key.0, attempt = %key.1, "origin no longer wants this attempt; stopping it");
+        run.abandoned = true;
+        run.cancel.cancel();
+        if run.exited {
+            self.runs.remove(&key);
+        }
+        drop(self.store.remove_run(key.0, key.1));
+    }
+
+    /// Renews the leases of every attempt held here, one `Renew` per origin (split at the
+    /// protocol's limit). Finished attempts whose result is not delivered are held too.
+    pub(super) fn renew_leases(&mut self, now: Time) {
+        let mut by_origin: BTreeMap<PeerId, Vec<(TaskId, Attempt)>> = BTreeMap::new();
+        for (key, run) in &self.runs {
+            if !run.abandoned {
+                by_origin.entry(run.origin.clone()).or_default().push(*key);
+            }
+        }
+        for (origin, attempts) in by_origin {
+            for chunk in attempts.chunks(limits::MAX_RENEW) {
+                let request = TaskRequest::Renew { attempts: chunk.to_vec() };
+                self.send_task_request(&origin, request, TaskOut::Renew, now);
+            }
+        }
+    }
+
+    /// The origin's answer to a `Renew`.
+    pub(super) fn handle_leases_answer(&mut self, response: TaskResponse) {
+        let TaskResponse::Leases { stop, cancel } = response else { return };
+        for key in stop {
+            self.abandon_run(key);
+        }
+        for key in cancel {
+            if let Some(run) = self.runs.get(&key).filter(|r| !r.exited) {
+                tracing::info!(task = %key.0, attempt = %key.1, "cancel carried by a lease renewal");
+                run.cancel.cancel();
+            }
+        }
+    }
+
+    /// Stopping: gives back every attempt still running (its process is stopped and it is
+    /// reported lost, so its origin places it elsewhere). Returns how many were given back.
+    pub(super) fn hand_back_runs(&mut self) -> usize {
+        let mut n = 0;
+        for run in self.runs.values_mut().filter(|r| !r.exited && !r.abandoned) {
+            run.handed_back = true;
+            run.cancel.cancel();
+            n += 1;
+        }
+        n
     }
 
     /// An origin asks to stop an attempt it placed here.

@@ -19,13 +19,14 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
 use orgmesh_api::{CancelError, Check, DrainStatus, NodeInfo, PeerEntry};
 use orgmesh_discovery::Discovered;
+use orgmesh_protocol::lifecycle::{LeaseConfig, Leases};
 use orgmesh_protocol::membership::{Membership, MembershipEvent, MembershipOutput, PeerState, RejectReason};
 use orgmesh_protocol::placement::{Host, Negotiator, NegotiatorOutput};
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
 use orgmesh_protocol::wire::place::{BidResponse, DeclineReason, PlaceRequest, PlaceResponse};
 use orgmesh_protocol::wire::task::{TaskRequest, TaskResponse};
 use orgmesh_protocol::{Attempt, Org, PeerId, Task, TaskId, Time, Timestamp};
-use orgmesh_store::{NewEvent, Store};
+use orgmesh_store::{HostedRun, NewEvent, Store};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,15 @@ pub enum Command {
     Drain {
         /// The answer.
         reply: oneshot::Sender<DrainStatus>,
+    },
+    /// Stop gracefully: take no new work, let running attempts finish and deliver their results
+    /// for up to `grace`, then hand back the rest. Answered when done; then cancel the shutdown
+    /// token.
+    Stop {
+        /// How long running attempts may take.
+        grace: Duration,
+        /// The answer: how it went.
+        reply: oneshot::Sender<StopReport>,
     },
     /// `GET /v1/node`.
     Node {
@@ -92,6 +102,29 @@ pub enum Command {
     },
 }
 
+/// How a graceful stop went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Attempts still running when the grace period ended, handed back to their origins.
+    pub handed_back: usize,
+    /// Attempts whose result was not yet delivered at exit; the store keeps them and the next
+    /// start sends them.
+    pub undelivered: usize,
+}
+
+/// A graceful stop in progress.
+#[derive(Debug)]
+struct Stopping {
+    /// Until when running attempts may finish.
+    grace_until: Time,
+    /// Set once the rest was handed back: until when their `lost` reports may be delivered.
+    handed_back: Option<(usize, Time)>,
+    reply: oneshot::Sender<StopReport>,
+}
+
+/// How long handed-back attempts have to tell their origins before the node exits anyway.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Where the answer to a task-protocol request goes once its store write committed.
 pub(crate) enum Reply {
     /// To a remote host, on its stream.
@@ -126,6 +159,7 @@ enum PlaceOut {
 enum TaskOut {
     Report(TaskId, Attempt, ReportKind),
     Cancel(TaskId),
+    Renew,
 }
 
 /// Counters of things dropped or refused, served in `GET /v1/node` (and `/metrics` later).
@@ -136,6 +170,7 @@ pub(crate) struct Counters {
     pub(crate) outbound_failures: u64,
     pub(crate) rejected_records: u64,
     pub(crate) stale_reports: u64,
+    pub(crate) attempts_lost: u64,
     pub(crate) rate_limited_requests: u64,
     pub(crate) bans: u64,
     pub(crate) refused_connections: u64,
@@ -149,6 +184,7 @@ impl Counters {
             ("outbound_failures", self.outbound_failures),
             ("rejected_records", self.rejected_records),
             ("stale_reports", self.stale_reports),
+            ("attempts_lost", self.attempts_lost),
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),
@@ -192,6 +228,13 @@ pub struct EventLoop {
     membership: Membership<ChaCha8Rng>,
     negotiator: Negotiator<ChaCha8Rng>,
     host: Host,
+    /// Origin side: the lease of every placed attempt of this node's tasks.
+    leases: Leases,
+    /// Jitter for back-offs; seeded, like every machine's randomness.
+    rng: ChaCha8Rng,
+    next_renewal: Time,
+    /// Set while stopping gracefully.
+    stopping: Option<Stopping>,
     epoch: Instant,
     commands: mpsc::Receiver<Command>,
     exec_tx: mpsc::Sender<ExecEvent>,
@@ -252,6 +295,12 @@ pub struct Parts {
     pub negotiator: Negotiator<ChaCha8Rng>,
     /// Capacity ledger.
     pub host: Host,
+    /// Lease timing.
+    pub leases: LeaseConfig,
+    /// Seeded randomness for back-off jitter.
+    pub rng: ChaCha8Rng,
+    /// Attempts the store says this node was running or reporting.
+    pub runs: Vec<HostedRun>,
     /// The clock's origin (`Time::ZERO`).
     pub epoch: Instant,
     /// Commands from the API.
@@ -282,6 +331,10 @@ impl EventLoop {
             membership: parts.membership,
             negotiator: parts.negotiator,
             host: parts.host,
+            leases: Leases::new(parts.leases),
+            rng: parts.rng,
+            next_renewal: Time::ZERO,
+            stopping: None,
             epoch: parts.epoch,
             commands: parts.commands,
             exec_tx,
@@ -303,7 +356,9 @@ impl EventLoop {
             next_tick: Time::ZERO,
             shutdown: parts.shutdown,
         };
-        this.recover(recovered);
+        let now = this.now();
+        this.recover(recovered, now);
+        this.recover_runs(parts.runs);
         this
     }
 
@@ -316,6 +371,7 @@ impl EventLoop {
             self.membership.poll_timeout(),
             self.negotiator.poll_timeout(),
             self.host.poll_timeout(),
+            self.leases.poll_timeout(),
             Some(self.next_tick),
         ]
         .into_iter()
@@ -351,6 +407,7 @@ impl EventLoop {
         self.membership.handle_timeout(now);
         self.negotiator.handle_timeout(now);
         self.host.handle_timeout(now);
+        self.leases.handle_timeout(now);
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             self.tick(now);
@@ -368,6 +425,11 @@ impl EventLoop {
         self.retry_pending(now);
         self.retry_cancels(now);
         self.pump_all_runs(now);
+        if now >= self.next_renewal {
+            self.next_renewal = now + self.leases.config().renew_every;
+            self.renew_leases(now);
+        }
+        self.check_stopping(now);
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -378,10 +440,14 @@ impl EventLoop {
                 let _ = reply.send(self.cancel_task(id, now));
             }
             Command::Drain { reply } => {
-                self.host.set_draining(true);
-                self.membership.update_local(|r| r.draining = true, now);
-                let running = u32::try_from(self.runs.len()).unwrap_or(u32::MAX);
-                let _ = reply.send(DrainStatus { draining: true, running });
+                self.start_draining(now);
+                let _ = reply.send(DrainStatus { draining: true, running: self.held_attempts() });
+            }
+            Command::Stop { grace, reply } => {
+                tracing::info!(grace_s = grace.as_secs(), running = self.runs.len(), "stopping gracefully");
+                self.start_draining(now);
+                self.stopping = Some(Stopping { grace_until: now + grace, handed_back: None, reply });
+                self.check_stopping(now);
             }
             Command::Node { reply } => {
                 let _ = reply.send(self.node_info());
@@ -400,6 +466,50 @@ impl EventLoop {
                 self.source_errors.insert(source, error);
             }
             Command::TailnetGate { client, tag } => self.tailnet_gate = Some((client, tag)),
+        }
+    }
+
+    /// No new placements here: bids are declined and peers see `draining` in this node's record.
+    fn start_draining(&mut self, now: Time) {
+        self.host.set_draining(true);
+        self.membership.update_local(|r| r.draining = true, now);
+    }
+
+    /// Attempts held here: running, or finished with a result not yet delivered.
+    fn held_attempts(&self) -> u32 {
+        u32::try_from(self.runs.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Moves a graceful stop along: done once nothing is held; at the end of the grace period the
+    /// running attempts are handed back; a little later the node stops regardless (what is left
+    /// is durable and delivered after the next start).
+    fn check_stopping(&mut self, now: Time) {
+        let Some(stopping) = &self.stopping else { return };
+        let (grace_until, handed_back) = (stopping.grace_until, stopping.handed_back);
+        let done = match handed_back {
+            _ if self.runs.is_empty() => true,
+            None if now >= grace_until => {
+                let n = self.hand_back_runs();
+                tracing::warn!(attempts = n, "grace period over; handing running attempts back");
+                if let Some(s) = self.stopping.as_mut() {
+                    s.handed_back = Some((n, now + HAND_BACK_WAIT));
+                }
+                false
+            }
+            Some((_, until)) => now >= until,
+            None => false,
+        };
+        if done && let Some(stopping) = self.stopping.take() {
+            let report = StopReport {
+                handed_back: stopping.handed_back.map_or(0, |(n, _)| n),
+                undelivered: self.runs.len(),
+            };
+            tracing::info!(
+                handed_back = report.handed_back,
+                undelivered = report.undelivered,
+                "ready to stop"
+            );
+            let _ = stopping.reply.send(report);
         }
     }
 
@@ -690,6 +800,7 @@ impl EventLoop {
                                     self.handle_report_answer(task, attempt, kind, Some(response), now);
                                 }
                                 TaskOut::Cancel(task) => self.handle_cancel_answer(task, &response),
+                                TaskOut::Renew => self.handle_leases_answer(response),
                             }
                         }
                     }
@@ -715,6 +826,10 @@ impl EventLoop {
         match request {
             TaskRequest::Cancel { task, attempt } => {
                 let response = self.host_cancel(from, task, attempt);
+                self.send_reply(reply, Some(response), now);
+            }
+            TaskRequest::Renew { attempts } => {
+                let response = self.handle_renew(from, attempts, now);
                 self.send_reply(reply, Some(response), now);
             }
             report => self.handle_report(from, report, reply, now),
@@ -750,6 +865,14 @@ impl EventLoop {
                     if let TaskRequest::Cancel { task, attempt } = request {
                         let response = self.host_cancel(&me, task, attempt);
                         self.handle_cancel_answer(task, &response);
+                    }
+                    return;
+                }
+                TaskOut::Renew => {
+                    let me = self.facts.peer.clone();
+                    if let TaskRequest::Renew { attempts } = request {
+                        let response = self.handle_renew(&me, attempts, now);
+                        self.handle_leases_answer(response);
                     }
                     return;
                 }
@@ -790,6 +913,10 @@ impl EventLoop {
             while let Some(out) = self.negotiator.poll_output() {
                 progressed = true;
                 self.handle_negotiator_output(out, now);
+            }
+            while let Some(event) = self.leases.poll_event() {
+                progressed = true;
+                self.handle_lease_event(event, now);
             }
             if !progressed {
                 break;
@@ -854,7 +981,7 @@ impl EventLoop {
                 let kind = format!("peer.{}", to.as_str());
                 drop(self.store.append_events(vec![NewEvent { kind, data: data.to_string() }]));
                 if to == PeerState::Dead {
-                    self.host_lost(&peer, now);
+                    self.host_dead(&peer, now);
                 }
                 if to == PeerState::Alive {
                     self.wake_waiting = true;

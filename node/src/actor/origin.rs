@@ -1,15 +1,17 @@
 //! The origin side of a task's life: tasks submitted at this node, from placement through the
 //! host's reports to a terminal status. Every change is written to the store with its event; a
 //! host's report is answered only once what it reported is durable. Fencing lives here: only the
-//! current attempt, on the host it was committed to, may report.
+//! current attempt, on the host it was committed to, may report or renew its lease; a lost attempt
+//! (lease given up, host restarted) is placed again after a back-off, up to `max_attempts`.
 
 use std::time::Duration;
 
 use orgmesh_api::CancelError;
+use orgmesh_protocol::lifecycle::{self, LeaseEvent};
 use orgmesh_protocol::placement::PlacementEvent;
 use orgmesh_protocol::task::{AttemptRecord, TaskPlacement};
 use orgmesh_protocol::wire::task::{Outcome, TaskRequest, TaskResponse};
-use orgmesh_protocol::{Attempt, NodeRecord, PeerId, Task, TaskId, TaskStatus, Time};
+use orgmesh_protocol::{Attempt, NodeRecord, PeerId, Task, TaskId, TaskStatus, Time, Timestamp};
 use orgmesh_store::{AppendError, Pending};
 
 use super::{Completion, EventLoop, Reply, TaskOut};
@@ -21,6 +23,9 @@ const PENDING_RETRY: Duration = Duration::from_millis(250);
 const CANCEL_RETRY: Duration = Duration::from_secs(2);
 /// At most this many pending tasks start a negotiation per retry pass.
 const RETRY_BATCH: usize = 32;
+/// Back-off before placing a task again after a lost attempt: doubles per attempt up to the max.
+const REPLACE_BACKOFF: Duration = Duration::from_millis(500);
+const REPLACE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// A task owned by this node that has not ended.
 #[derive(Debug)]
@@ -31,17 +36,27 @@ pub(crate) struct Active {
     /// A commit for the current attempt went out: the next negotiation needs a new attempt number.
     commit_sent: bool,
     next_try: Time,
+    /// Since when the task waits for a placement (its queue timeout runs from here).
+    queued_at: Timestamp,
+    /// The current attempt's host reported `Started`.
+    started: bool,
+    /// Where the current attempt's output begins in the task's log.
+    log_base: u64,
     cancel_requested: bool,
     cancel_sent_at: Option<Time>,
 }
 
 impl Active {
     fn new(task: Task) -> Self {
+        let log_base = task.history.last().filter(|h| h.attempt == task.attempt).map_or(0, |h| h.log_start);
         Self {
+            queued_at: task.created_at,
             task,
             committing: None,
             commit_sent: false,
             next_try: Time::ZERO,
+            started: false,
+            log_base,
             cancel_requested: false,
             cancel_sent_at: None,
         }
@@ -57,7 +72,7 @@ impl Active {
 
 impl EventLoop {
     /// Takes over the unfinished tasks found in the store after a restart.
-    pub(super) fn recover(&mut self, tasks: Vec<Task>) {
+    pub(super) fn recover(&mut self, tasks: Vec<Task>, now: Time) {
         for task in tasks {
             let mut active = Active::new(task);
             match active.task.status {
@@ -65,10 +80,23 @@ impl EventLoop {
                 // negotiation uses a fresh attempt number.
                 TaskStatus::Pending | TaskStatus::Placing => {
                     active.commit_sent = active.task.attempt.0 > 0;
+                    active.queued_at = active.task.updated_at;
                     self.waiting.insert(active.task.id);
                 }
-                // The host keeps running and re-sends its reports; wait for them.
-                _ => {}
+                // The host keeps running and re-sends its reports; it gets a fresh lease to renew.
+                _ => {
+                    active.started = active.task.status == TaskStatus::Running;
+                    if let Some(p) = &active.task.placement {
+                        let replace_after = Duration::from_secs(active.task.spec.replace_after_s);
+                        self.leases.grant(
+                            active.task.id,
+                            active.task.attempt,
+                            p.peer_id.clone(),
+                            replace_after,
+                            now,
+                        );
+                    }
+                }
             }
             self.active.insert(active.task.id, active);
         }
@@ -87,7 +115,7 @@ impl EventLoop {
             Vec::new()
         };
         // The only place a task's status is written, so the waiting index cannot drift from it.
-        if active.task.status == TaskStatus::Pending {
+        if matches!(active.task.status, TaskStatus::Pending | TaskStatus::Placing) {
             self.waiting.insert(id);
         } else {
             self.waiting.remove(&id);
@@ -95,6 +123,7 @@ impl EventLoop {
         let task = active.task.clone();
         if task.status.is_terminal() {
             self.active.remove(&id);
+            self.leases.release(id);
         }
         Some(self.store.put_task(task, events))
     }
@@ -148,9 +177,12 @@ impl EventLoop {
     }
 
     pub(super) fn note_commit(&mut self, task: TaskId, attempt: Attempt, to: &PeerId) {
+        let log_len = self.store.log_len(task).unwrap_or(0);
         if let Some(active) = self.active.get_mut(&task).filter(|a| a.task.attempt == attempt) {
             active.committing = Some(to.clone());
             active.commit_sent = true;
+            // This attempt's output goes after everything earlier attempts left in the log.
+            active.log_base = log_len;
         }
     }
 
@@ -161,6 +193,9 @@ impl EventLoop {
                     return;
                 };
                 let cancel = active.cancel_requested;
+                let log_start = active.log_base;
+                let replace_after = Duration::from_secs(active.task.spec.replace_after_s);
+                self.leases.grant(task, attempt, host.peer.clone(), replace_after, now);
                 let placement = TaskPlacement { peer_id: host.peer.clone(), org: host.org, name: host.name };
                 drop(self.update(task, |t| {
                     if !t.history.iter().any(|h| h.attempt == attempt) {
@@ -170,6 +205,7 @@ impl EventLoop {
                             placed_at: wall_clock(),
                             ended_at: None,
                             outcome: None,
+                            log_start,
                         });
                     }
                     t.placement = Some(placement);
@@ -214,8 +250,7 @@ impl EventLoop {
             if self.negotiator.is_placing(*id) {
                 continue;
             }
-            let deadline =
-                a.task.created_at.0.saturating_add(a.task.spec.queue_timeout_s.saturating_mul(1000));
+            let deadline = a.queued_at.0.saturating_add(a.task.spec.queue_timeout_s.saturating_mul(1000));
             if wall.0 >= deadline {
                 expired.push(*id);
             } else if a.next_try <= now {
@@ -296,55 +331,113 @@ impl EventLoop {
         }
     }
 
-    /// A host died: its attempts are lost; re-place them while attempts remain.
-    pub(super) fn host_lost(&mut self, peer: &PeerId, now: Time) {
-        let lost: Vec<TaskId> = self
-            .active
-            .iter()
-            .filter(|(_, a)| {
-                matches!(a.task.status, TaskStatus::Placed | TaskStatus::Running | TaskStatus::Unreachable)
-                    && a.task.placement.as_ref().is_some_and(|p| &p.peer_id == peer)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            let Some(active) = self.active.get_mut(&id) else { continue };
-            let cancel = active.cancel_requested;
-            active.commit_sent = true;
-            active.committing = None;
-            let give_up = active.task.history.len() >= active.task.spec.max_attempts as usize;
-            tracing::warn!(task = %id, host = %peer.short(), "host died; attempt lost");
-            drop(self.update(id, |t| {
-                if let Some(h) = t.history.last_mut() {
-                    h.ended_at = Some(wall_clock());
-                    h.outcome = Some("host died".into());
+    /// The failure detector gave up on `peer`: its attempts turn `unreachable` and are placed
+    /// again only if it stays away for their `replace_after_s` (a partition is not a death).
+    pub(super) fn host_dead(&mut self, peer: &PeerId, now: Time) {
+        self.leases.host_dead(peer, now);
+    }
+
+    pub(super) fn handle_lease_event(&mut self, event: LeaseEvent, now: Time) {
+        match event {
+            LeaseEvent::Unreachable { task, attempt } => {
+                if self
+                    .current(task, attempt)
+                    .is_some_and(|a| matches!(a.task.status, TaskStatus::Placed | TaskStatus::Running))
+                {
+                    tracing::warn!(task = %task, %attempt, "executor unreachable; its attempt is kept for now");
+                    drop(self.update(task, |t| t.status = TaskStatus::Unreachable));
                 }
-                t.placement = None;
-                if cancel {
-                    t.status = TaskStatus::Cancelled;
-                    t.error = Some("cancelled (its host died)".into());
-                } else if give_up {
-                    t.status = TaskStatus::Failed;
-                    t.error = Some(format!("host died; gave up after {} attempt(s)", t.history.len()));
-                } else {
-                    t.status = TaskStatus::Placing;
+            }
+            LeaseEvent::Reachable { task, attempt } => {
+                if let Some(a) =
+                    self.current(task, attempt).filter(|a| a.task.status == TaskStatus::Unreachable)
+                {
+                    let status = if a.started { TaskStatus::Running } else { TaskStatus::Placed };
+                    tracing::info!(task = %task, %attempt, "executor reachable again; its attempt continues");
+                    drop(self.update(task, |t| t.status = status));
                 }
-            }));
-            if self.active.contains_key(&id) {
-                self.place(id, now);
+            }
+            LeaseEvent::Expired { task, attempt, host } => {
+                if self.current(task, attempt).is_some() {
+                    let why = format!("executor {} unreachable for replace_after_s", host.short());
+                    drop(self.attempt_lost(task, &why, now));
+                }
             }
         }
     }
 
+    fn current(&self, task: TaskId, attempt: Attempt) -> Option<&Active> {
+        self.active.get(&task).filter(|a| a.task.attempt == attempt)
+    }
+
+    /// The current attempt is gone (its lease expired, or its host lost it): place the task again
+    /// after a back-off while attempts remain; a cancel asked for meanwhile ends it instead.
+    fn attempt_lost(&mut self, id: TaskId, why: &str, now: Time) -> Option<orgmesh_store::Pending<()>> {
+        self.leases.release(id);
+        let delay = {
+            let attempt = self.active.get(&id)?.task.attempt;
+            lifecycle::backoff(attempt, REPLACE_BACKOFF, REPLACE_BACKOFF_MAX, &mut self.rng)
+        };
+        let active = self.active.get_mut(&id)?;
+        let cancel = active.cancel_requested;
+        active.commit_sent = true;
+        active.committing = None;
+        active.started = false;
+        active.next_try = now + delay;
+        active.queued_at = wall_clock();
+        let give_up = active.task.history.len() >= active.task.spec.max_attempts as usize;
+        tracing::warn!(task = %id, attempt = %active.task.attempt, why, retry_in_ms = delay.as_millis() as u64, "attempt lost");
+        self.counters.attempts_lost += 1;
+        self.update(id, |t| {
+            if let Some(h) = t.history.last_mut().filter(|h| h.ended_at.is_none()) {
+                h.ended_at = Some(wall_clock());
+                h.outcome = Some(why.to_string());
+            }
+            t.placement = None;
+            if cancel {
+                t.status = TaskStatus::Cancelled;
+                t.error = Some(format!("cancelled ({why})"));
+            } else if give_up {
+                t.status = TaskStatus::Failed;
+                t.error = Some(format!("{why}; gave up after {} attempt(s)", t.history.len()));
+            } else {
+                t.status = TaskStatus::Placing;
+            }
+        })
+    }
+
+    /// A host renews the leases of the attempts it holds for tasks of this node. Answers which
+    /// of them to stop (not the current attempt on that host, or ended) and which to cancel.
+    pub(super) fn handle_renew(
+        &mut self,
+        from: &PeerId,
+        attempts: Vec<(TaskId, Attempt)>,
+        now: Time,
+    ) -> TaskResponse {
+        let (mut stop, mut cancel) = (Vec::new(), Vec::new());
+        for (task, attempt) in attempts {
+            match self.active.get(&task) {
+                Some(a) if a.fenced_ok(from, attempt) => {
+                    self.leases.renew(from, task, attempt, now);
+                    if a.cancel_requested {
+                        cancel.push((task, attempt));
+                    }
+                }
+                _ => {
+                    self.counters.stale_reports += 1;
+                    stop.push((task, attempt));
+                }
+            }
+        }
+        if !stop.is_empty() {
+            tracing::info!(from = %from.short(), attempts = stop.len(), "told a host to stop attempts it no longer holds");
+        }
+        TaskResponse::Leases { stop, cancel }
+    }
+
     /// A host's report about a task this node owns.
     pub(super) fn handle_report(&mut self, from: &PeerId, report: TaskRequest, reply: Reply, now: Time) {
-        let id = report.task();
-        let attempt = match &report {
-            TaskRequest::Started { attempt, .. }
-            | TaskRequest::Log { attempt, .. }
-            | TaskRequest::Finished { attempt, .. }
-            | TaskRequest::Cancel { attempt, .. } => *attempt,
-        };
+        let Some((id, attempt)) = report.attempt() else { return };
         let Some(active) = self.active.get(&id) else {
             // Not active: ended already (a resend whose answer was lost) or never ours.
             let response = match self.store.task(id) {
@@ -368,10 +461,16 @@ impl EventLoop {
             let current = active.task.attempt;
             return self.send_reply(reply, Some(TaskResponse::Stale { current }), now);
         }
+        // Any report from the attempt's holder shows it is alive.
+        self.leases.renew(from, id, attempt, now);
+        let log_base = active.log_base;
         match report {
             TaskRequest::Started { .. } => {
                 let committing = active.committing.clone();
                 let placement = active.task.placement.clone();
+                if let Some(a) = self.active.get_mut(&id) {
+                    a.started = true;
+                }
                 let host_name = placement.is_none().then(|| self.membership.peer(from)).flatten();
                 drop(self.update(id, |t| {
                     if t.placement.is_none() {
@@ -391,28 +490,37 @@ impl EventLoop {
                 self.send_reply(reply, Some(TaskResponse::Ack), now);
             }
             TaskRequest::Log { offset, data, .. } => {
-                let pending = self.store.append_log(id, offset, data);
+                // The host counts from its attempt's first byte; the log holds earlier attempts too.
+                let pending = self.store.append_log(id, log_base.saturating_add(offset), data);
                 self.completions.push(Box::pin(async move {
                     let response = match pending.await {
                         Ok(Ok(_)) => Some(TaskResponse::Ack),
-                        Ok(Err(AppendError::Gap { have, .. })) => Some(TaskResponse::LogGap { have }),
+                        Ok(Err(AppendError::Gap { have, .. })) => {
+                            Some(TaskResponse::LogGap { have: have.saturating_sub(log_base) })
+                        }
                         Ok(Err(_)) | Err(_) => None,
                     };
                     Completion { reply, response }
                 }));
             }
-            TaskRequest::Finished { outcome, .. } => self.finish(id, outcome, reply, now),
-            TaskRequest::Cancel { .. } => {}
+            TaskRequest::Finished { outcome, .. } => self.finish(id, outcome, log_base, reply, now),
+            TaskRequest::Cancel { .. } | TaskRequest::Renew { .. } => {}
         }
     }
 
-    fn finish(&mut self, id: TaskId, outcome: Outcome, reply: Reply, now: Time) {
+    fn finish(&mut self, id: TaskId, outcome: Outcome, log_base: u64, reply: Reply, now: Time) {
         match self.store.log_len(id) {
-            Ok(have) if have < outcome.log_len => {
+            Ok(have) if have < log_base.saturating_add(outcome.log_len) => {
+                let have = have.saturating_sub(log_base);
                 return self.send_reply(reply, Some(TaskResponse::LogGap { have }), now);
             }
             Ok(_) => {}
             Err(_) => return self.send_reply(reply, None, now),
+        }
+        if outcome.lost {
+            let why = outcome.error.as_deref().unwrap_or("attempt lost by its host");
+            let pending = self.attempt_lost(id, why, now);
+            return self.ack_when_durable(pending, reply, now);
         }
         let cancel_requested = self.active.get(&id).is_some_and(|a| a.cancel_requested);
         let pending = self.update(id, |t| {
@@ -434,6 +542,11 @@ impl EventLoop {
                 });
             }
         });
+        self.ack_when_durable(pending, reply, now);
+    }
+
+    /// Answers `Ack` once `pending` committed (`Unknown` when nothing was written).
+    fn ack_when_durable(&mut self, pending: Option<orgmesh_store::Pending<()>>, reply: Reply, now: Time) {
         match pending {
             Some(pending) => self.completions.push(Box::pin(async move {
                 let response = pending.await.ok().map(|()| TaskResponse::Ack);

@@ -165,7 +165,11 @@ pub enum Command {
         id: String,
     },
     /// Stop taking new work on this node.
-    Drain,
+    Drain {
+        /// Wait until nothing runs here any more (every attempt ended and its result delivered).
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 /// Runs a client command; returns the process exit code.
@@ -300,10 +304,20 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
                 println!("cancelling {id}");
             }
         }
-        Command::Drain => {
-            let v: Value = client.post("/v1/drain", &json!({}), &[]).await?;
+        Command::Drain { wait } => {
+            let mut v: Value = client.post("/v1/drain", &json!({}), &[]).await?;
+            // Draining again is harmless and answers the current count, so it doubles as a poll.
+            while *wait && v["running"].as_u64().unwrap_or(0) > 0 {
+                if !cli.json {
+                    eprintln!("draining: {} attempt(s) still running here", v["running"]);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                v = client.post("/v1/drain", &json!({}), &[]).await?;
+            }
             if cli.json {
                 print_json(&v);
+            } else if v["running"].as_u64() == Some(0) {
+                println!("drained: nothing runs here; safe to stop");
             } else {
                 println!("draining: {} attempt(s) still running here", v["running"]);
             }

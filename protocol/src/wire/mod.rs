@@ -22,6 +22,9 @@ pub mod limits {
     pub const TASK: usize = 512 * 1024;
     /// The largest log chunk one `TaskRequest::Log` may carry.
     pub const LOG_CHUNK: usize = 256 * 1024;
+    /// The most attempts one `TaskRequest::Renew` may name (about 100 KiB encoded); a host holding
+    /// more for one origin splits them over several requests.
+    pub const MAX_RENEW: usize = 4096;
 }
 
 /// The libp2p protocol names; the `/1` is the stream protocol's major version.

@@ -1,6 +1,7 @@
-//! `/orgmesh/task/1`: a host tells a task's origin that an attempt started, streams its logs and
-//! reports its result; the origin cancels. Every message names its attempt, and the origin fences:
-//! a message from an attempt other than the current one is answered `Stale` and ignored.
+//! `/orgmesh/task/1`: a host tells a task's origin that an attempt started, streams its logs,
+//! renews the attempts' leases and reports their results; the origin cancels. Every message names
+//! its attempt, and the origin fences: a message from an attempt other than the current one is
+//! answered `Stale` (or listed in `Leases::stop`) and ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,12 +18,20 @@ pub struct Outcome {
     pub cancelled: bool,
     /// Bytes of output in all; the origin holds the result until it has them all.
     pub log_len: u64,
+    /// The attempt was lost through no fault of the task (its host restarted or handed it back
+    /// while stopping): the origin places the task again while attempts remain.
+    pub lost: bool,
 }
 
 impl Outcome {
     /// Whether the attempt succeeded (exit code 0, not cancelled).
     pub fn succeeded(&self) -> bool {
-        self.exit_code == Some(0) && !self.cancelled && self.error.is_none()
+        self.exit_code == Some(0) && !self.cancelled && !self.lost && self.error.is_none()
+    }
+
+    /// The outcome of an attempt its host lost (restart, hand-back at shutdown).
+    pub fn lost(why: impl Into<String>, log_len: u64) -> Self {
+        Self { exit_code: None, error: Some(why.into()), cancelled: false, lost: true, log_len }
     }
 }
 
@@ -63,16 +72,23 @@ pub enum TaskRequest {
         /// The attempt.
         attempt: Attempt,
     },
+    /// Host → origin: these attempts are still held here (running, or finished with a result
+    /// not yet delivered); renew their leases. Answered with [`TaskResponse::Leases`].
+    Renew {
+        /// At most `limits::MAX_RENEW` attempts.
+        attempts: Vec<(TaskId, Attempt)>,
+    },
 }
 
 impl TaskRequest {
-    /// The task this message is about.
-    pub fn task(&self) -> TaskId {
+    /// The task and attempt this message is about (`None` for a `Renew`, which names many).
+    pub fn attempt(&self) -> Option<(TaskId, Attempt)> {
         match self {
-            TaskRequest::Started { task, .. }
-            | TaskRequest::Log { task, .. }
-            | TaskRequest::Finished { task, .. }
-            | TaskRequest::Cancel { task, .. } => *task,
+            TaskRequest::Started { task, attempt }
+            | TaskRequest::Log { task, attempt, .. }
+            | TaskRequest::Finished { task, attempt, .. }
+            | TaskRequest::Cancel { task, attempt } => Some((*task, *attempt)),
+            TaskRequest::Renew { .. } => None,
         }
     }
 }
@@ -93,5 +109,14 @@ pub enum TaskResponse {
     LogGap {
         /// Bytes the origin holds.
         have: u64,
+    },
+    /// The answer to a `Renew`: every listed attempt not named here was renewed.
+    Leases {
+        /// Attempts the origin no longer wants (superseded, ended, unknown): stop them and drop
+        /// their reports.
+        stop: Vec<(TaskId, Attempt)>,
+        /// Attempts to cancel: stop them and report `Finished { cancelled }`. Carries a cancel
+        /// through a partition: it takes effect at the first renewal after the heal.
+        cancel: Vec<(TaskId, Attempt)>,
     },
 }
