@@ -230,6 +230,36 @@ impl Node {
         }
     }
 
+    /// Sends a signal without waiting for anything (SIGSTOP, SIGCONT, SIGTERM).
+    pub fn send_signal(&self, signal: i32) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok()) {
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) on our own child's pid; no memory is touched.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the process to exit by itself and returns its exit
+    /// code (`None`: killed by a signal). Fails, and kills it, when it does not exit in time.
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        self.send_signal(libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else { bail!("{} is not running", self.org) };
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!("{} did not exit within {timeout:?} of SIGTERM", self.org);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         self.signal(libc::SIGKILL);
