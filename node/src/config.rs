@@ -297,11 +297,18 @@ pub struct ExecutorSection {
     pub work_dir: PathBuf,
     /// Seconds between SIGTERM and SIGKILL when a task is cancelled or times out.
     pub kill_grace_s: u64,
+    /// `process` (the default) runs each attempt as a child process; `noop` runs nothing and
+    /// succeeds at once, for benchmarks and simulations only.
+    pub kind: crate::executor::ExecutorKind,
 }
 
 impl Default for ExecutorSection {
     fn default() -> Self {
-        Self { work_dir: PathBuf::from("work"), kill_grace_s: 5 }
+        Self {
+            work_dir: PathBuf::from("work"),
+            kill_grace_s: 5,
+            kind: crate::executor::ExecutorKind::Process,
+        }
     }
 }
 
@@ -397,6 +404,11 @@ impl Config {
         number("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
         number("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
         number("ORGMESH_DEAD_AFTER_MS", &mut self.gossip.dead_after_ms)?;
+        if let Some(kind) = env("ORGMESH_EXECUTOR") {
+            self.executor.kind = kind
+                .parse()
+                .map_err(|message| ConfigError::Invalid { key: "ORGMESH_EXECUTOR".into(), message })?;
+        }
         number("ORGMESH_LEASE_RENEW_MS", &mut self.tasks.lease_renew_ms)?;
         number("ORGMESH_LEASE_TTL_MS", &mut self.tasks.lease_ttl_ms)?;
         number("ORGMESH_STOP_GRACE_S", &mut self.tasks.stop_grace_s)?;

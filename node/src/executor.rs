@@ -2,6 +2,10 @@
 //! environment plus the spec's `env`, stdout and stderr captured (interleaved as they arrive),
 //! `timeout_s` enforced, cancellation honoured. The whole process group is signalled, so nothing
 //! the command spawned outlives it. Never decides anything about placement or results.
+//!
+//! The `noop` kind (config `executor.kind = "noop"`, like other orchestrators' mock drivers) runs
+//! nothing: every attempt starts and succeeds at once with no output, so benchmarks and
+//! simulations measure orchestration rather than process spawning. Never the default.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,9 +21,33 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Largest chunk of output sent as one event.
 const CHUNK: usize = 64 * 1024;
 
+/// What runs an attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// A child process per attempt.
+    #[default]
+    Process,
+    /// Nothing: every attempt succeeds at once with exit code 0 and no output.
+    Noop,
+}
+
+impl std::str::FromStr for ExecutorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(Self::Process),
+            "noop" => Ok(Self::Noop),
+            other => Err(format!("unknown executor kind {other:?} (process or noop)")),
+        }
+    }
+}
+
 /// One attempt to run.
 #[derive(Debug, Clone)]
 pub struct ExecRequest {
+    /// What runs it.
+    pub kind: ExecutorKind,
     /// The task.
     pub task: TaskId,
     /// The attempt.
@@ -79,6 +107,12 @@ pub enum ExecEvent {
 pub fn spawn(req: ExecRequest, events: mpsc::Sender<ExecEvent>, cancel: CancellationToken) {
     tokio::spawn(async move {
         let (task, attempt) = (req.task, req.attempt);
+        if req.kind == ExecutorKind::Noop {
+            let _ = events.send(ExecEvent::Started { task, attempt, pgid: None }).await;
+            let info = ExitInfo { exit_code: Some(0), error: None, cancelled: false };
+            let _ = events.send(ExecEvent::Exited { task, attempt, info }).await;
+            return;
+        }
         let info = run(req, &events, cancel).await;
         let _ = events.send(ExecEvent::Exited { task, attempt, info }).await;
     });
@@ -240,10 +274,19 @@ mod tests {
     use super::*;
 
     async fn run_to_end(spec: TaskSpec, cancel_after: Option<Duration>) -> (Vec<u8>, ExitInfo) {
+        run_kind(ExecutorKind::Process, spec, cancel_after).await
+    }
+
+    async fn run_kind(
+        kind: ExecutorKind,
+        spec: TaskSpec,
+        cancel_after: Option<Duration>,
+    ) -> (Vec<u8>, ExitInfo) {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let req = ExecRequest {
+            kind,
             task: TaskId::new(1, 1),
             attempt: Attempt(1),
             spec,
@@ -318,5 +361,17 @@ mod tests {
     async fn missing_program_fails_clearly() {
         let (_, info) = run_to_end(TaskSpec::new(vec!["/no/such/program".into()]), None).await;
         assert!(info.error.unwrap().contains("failed to start"));
+    }
+
+    #[tokio::test]
+    async fn noop_runs_nothing_and_succeeds_at_once() {
+        // A command that would fail, and write a file, if it ran.
+        let marker = tempfile::tempdir().unwrap().path().join("ran");
+        let spec = sh(&format!("touch {}; exit 7", marker.display()));
+        let (out, info) = run_kind(ExecutorKind::Noop, spec, None).await;
+        assert_eq!((out, info), (Vec::new(), ExitInfo { exit_code: Some(0), error: None, cancelled: false }));
+        assert!(!marker.exists());
+        assert_eq!("noop".parse::<ExecutorKind>(), Ok(ExecutorKind::Noop));
+        assert!("docker".parse::<ExecutorKind>().is_err());
     }
 }

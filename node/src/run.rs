@@ -177,6 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         started_at,
         work_root: data_dir.join(&config.executor.work_dir),
         kill_grace: Duration::from_secs(config.executor.kill_grace_s),
+        executor: config.executor.kind,
         external_addrs,
         peer_requests_per_s: config.limits.peer_requests_per_s,
         peer_burst: config.limits.peer_burst,

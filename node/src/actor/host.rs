@@ -102,6 +102,7 @@ impl EventLoop {
                 spec: commit.spec,
                 work_root: self.facts.work_root.clone(),
                 kill_grace: self.facts.kill_grace,
+                kind: self.facts.executor,
             },
             self.exec_tx.clone(),
             cancel.clone(),

@@ -210,6 +210,8 @@ pub struct NodeFacts {
     pub work_root: std::path::PathBuf,
     /// SIGTERM → SIGKILL grace for tasks.
     pub kill_grace: Duration,
+    /// What runs attempts.
+    pub executor: crate::executor::ExecutorKind,
     /// Extra advertised addresses.
     pub external_addrs: Vec<Multiaddr>,
     /// Inbound requests per second one peer may sustain.
