@@ -341,6 +341,15 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// Parses and validates TOML text as `up` would, without files or environment (for `init`'s
+    /// output checks and the fuzzer).
+    pub fn parse_and_validate(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse(text)
+            .map_err(|message| ConfigError::Parse { path: PathBuf::from("<text>"), message })?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
         let list = |v: String| -> Vec<String> {

@@ -1,0 +1,4 @@
+//! Fuzz target `wire_gossip`: its body is `orgmesh_tests::fuzzing::wire_gossip`, which the test suite also runs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| orgmesh_tests::fuzzing::wire_gossip(data));
