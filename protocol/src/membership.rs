@@ -360,6 +360,22 @@ impl<R: Rng> Membership<R> {
         self.peers.values().map(Entry::info).collect()
     }
 
+    /// A peer's record version and verdict, without copying its record (for checkers that look
+    /// at every peer often).
+    pub fn peer_view(&self, id: &PeerId) -> Option<(RecordVersion, PeerState)> {
+        self.peers.get(id).map(|e| (e.record.record.version, e.state))
+    }
+
+    /// The records of the peers judged alive, in peer-id order, without copying them.
+    pub fn alive_records(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.peers.values().filter(|e| e.state == PeerState::Alive).map(|e| &e.record.record)
+    }
+
+    /// How many peers this node holds a record of.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
     fn schedule_early_round(&mut self, now: Time) {
         // At most one extra round per quarter interval, however often this is called.
         let at = self.last_round.map_or(now, |last| now.max(last + self.config.gossip_interval / 4));
