@@ -2,8 +2,23 @@
 //! push-pull anti-entropy rounds with random peers (Scuttlebutt), and a heartbeat failure detector
 //! marks peers `suspect`, then `dead`, and `alive` again when their heartbeat moves.
 //! Sans-IO: no clock, no sockets; randomness only from the seeded RNG it is given.
+//!
+//! Scale. A digest names at most `digest_budget` nodes (√N-ish, never fewer than
+//! `MIN_DIGEST`): the local node, the records that changed recently (rumours, spread for about
+//! 3·log2 N rounds, so a change reaches everyone in O(log N) rounds as in SWIM's dissemination),
+//! then a window that rotates through every other record (anti-entropy, so nothing is missed
+//! for good). Meshes small enough for one budget still send the whole digest, as before. A digest
+//! of `MIN_DIGEST` entries or more is read as partial: its absent entries are not taken as
+//! missing.
+//!
+//! Failure detection. Heartbeats travel in digests, so with partial digests a live peer's
+//! heartbeat reaches us only every few rounds: the suspect and dead thresholds grow by an
+//! *evidence window* proportional to N / (window × fanout) rounds. And a node that was not
+//! listening (its timer fired late: paused, starved) does not count the time it was deaf against
+//! its peers (after Lifeguard's local health).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::time::Duration;
 
 use rand::Rng;
@@ -25,6 +40,12 @@ const MAX_UPDATE_BYTES: usize = 1024 * 1024;
 const DEAD_PROBE_ODDS: u32 = 10;
 /// Contacts remembered for good, to fall back on when every peer is dead or forgotten.
 const MAX_SEEDS: usize = 64;
+/// The smallest digest budget; a digest this long or longer is taken as partial.
+pub const MIN_DIGEST: usize = 64;
+/// A change is rumoured for this many times log2(N) rounds.
+const RUMOUR_ROUNDS_PER_LOG2N: u32 = 3;
+/// Margin of the evidence window over the expected rounds between two heartbeat sightings.
+const EVIDENCE_MARGIN: u32 = 3;
 
 /// Tuning of gossip and failure detection.
 #[derive(Clone, Debug)]
@@ -39,6 +60,8 @@ pub struct MembershipConfig {
     pub dead_after: Duration,
     /// A dead peer's record is forgotten after this long.
     pub forget_after: Duration,
+    /// Most entries in one digest; `None`: automatic, `max(MIN_DIGEST, 4·√N)` for N known nodes.
+    pub max_digest: Option<usize>,
 }
 
 impl Default for MembershipConfig {
@@ -49,6 +72,7 @@ impl Default for MembershipConfig {
             suspect_after: Duration::from_secs(3),
             dead_after: Duration::from_secs(6),
             forget_after: Duration::from_secs(24 * 3600),
+            max_digest: None,
         }
     }
 }
@@ -160,6 +184,8 @@ struct Entry {
     state: PeerState,
     /// When `heartbeat` last moved or the peer last spoke to us directly.
     last_seen: Time,
+    /// When its record last changed here (joined, or a newer version arrived).
+    changed_at: Time,
 }
 
 /// A forgotten peer. Others may forget it a little later than we do and keep gossiping its
@@ -198,6 +224,16 @@ pub struct Membership<R: Rng> {
     /// An extra round (no heartbeat bump) asked for by a new contact or a local change.
     early_round: Option<Time>,
     last_round: Option<Time>,
+    /// The last `handle_timeout`: a much later next one means this node was not listening.
+    last_timeout: Option<Time>,
+    /// When the local record last changed.
+    local_changed_at: Time,
+    /// Recent record changes, oldest first (may repeat a peer): the rumours.
+    recent: VecDeque<(Time, PeerId)>,
+    /// Where the rotating digest window resumes.
+    cursor: Option<PeerId>,
+    /// Failure detection runs at most once per interval (it scans every peer).
+    next_detect: Time,
     out: VecDeque<MembershipOutput>,
 }
 
@@ -239,6 +275,11 @@ impl<R: Rng> Membership<R> {
             tombstones: BTreeMap::new(),
             early_round: None,
             last_round: None,
+            last_timeout: None,
+            local_changed_at: now,
+            recent: VecDeque::new(),
+            cursor: None,
+            next_detect: now,
             out: VecDeque::new(),
         }
     }
@@ -261,6 +302,7 @@ impl<R: Rng> Membership<R> {
         }
         record.version.version = record.version.version.saturating_add(1);
         self.local = SignedRecord::sign(record, &*self.keyring);
+        self.local_changed_at = now;
         // Placement reads capacity from gossip: spread changes before the next periodic round.
         self.schedule_early_round(now);
     }
@@ -324,7 +366,11 @@ impl<R: Rng> Membership<R> {
 
     /// Runs what is due: a gossip round, the heartbeat, failure detection.
     pub fn handle_timeout(&mut self, now: Time) {
-        self.detect_failures(now);
+        self.discount_deafness(now);
+        if now >= self.next_detect {
+            self.next_detect = now + self.config.gossip_interval;
+            self.detect_failures(now);
+        }
         if now >= self.next_round {
             self.heartbeat = self.heartbeat.saturating_add(1);
             self.next_round = now + self.config.gossip_interval;
@@ -360,6 +406,22 @@ impl<R: Rng> Membership<R> {
         self.peers.values().map(Entry::info).collect()
     }
 
+    /// A peer's record version and verdict, without copying its record (for checkers that look
+    /// at every peer often).
+    pub fn peer_view(&self, id: &PeerId) -> Option<(RecordVersion, PeerState)> {
+        self.peers.get(id).map(|e| (e.record.record.version, e.state))
+    }
+
+    /// The records of the peers judged alive, in peer-id order, without copying them.
+    pub fn alive_records(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.peers.values().filter(|e| e.state == PeerState::Alive).map(|e| &e.record.record)
+    }
+
+    /// How many peers this node holds a record of.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
     fn schedule_early_round(&mut self, now: Time) {
         // At most one extra round per quarter interval, however often this is called.
         let at = self.last_round.map_or(now, |last| now.max(last + self.config.gossip_interval / 4));
@@ -375,7 +437,7 @@ impl<R: Rng> Membership<R> {
         if targets.is_empty() {
             return;
         }
-        let digest = self.digest();
+        let digest = self.digest(now);
         for to in targets {
             let request = GossipRequest::Syn { digest: digest.clone() };
             self.out.push_back(MembershipOutput::Send { to, request });
@@ -418,11 +480,111 @@ impl<R: Rng> Membership<R> {
         targets
     }
 
-    /// One entry per held record, the local one included.
-    fn digest(&self) -> Vec<DigestEntry> {
-        self.held()
-            .map(|(peer, version, heartbeat)| DigestEntry { peer: peer.clone(), version, heartbeat })
-            .collect()
+    /// How many entries a digest may hold: `max(MIN_DIGEST, 4·√N)` unless configured.
+    fn digest_budget(&self) -> usize {
+        let held = self.peers.len() + 1;
+        let auto = || MIN_DIGEST.max((4.0 * (held as f64).sqrt()).ceil() as usize);
+        self.config.max_digest.unwrap_or_else(auto).max(1)
+    }
+
+    /// How long a change stays a rumour: `RUMOUR_ROUNDS_PER_LOG2N`·log2(N) rounds.
+    fn rumour_for(&self) -> Duration {
+        let log2 = usize::BITS - (self.peers.len() + 1).leading_zeros();
+        self.config.gossip_interval * (RUMOUR_ROUNDS_PER_LOG2N * log2.max(1))
+    }
+
+    /// Extra silence a verdict needs when heartbeats arrive only through partial digests: a
+    /// margin times the rounds between two sightings of one peer's heartbeat, about
+    /// N / (window × fanout). Zero while whole digests are sent.
+    fn evidence_window(&self) -> Duration {
+        let (held, budget) = (self.peers.len() + 1, self.digest_budget());
+        if held <= budget {
+            return Duration::ZERO;
+        }
+        let per_round = (budget / 2).max(1) * self.config.fanout.max(1);
+        let rounds = u32::try_from(held.div_ceil(per_round)).unwrap_or(u32::MAX);
+        self.config.gossip_interval.saturating_mul(EVIDENCE_MARGIN.saturating_mul(rounds))
+    }
+
+    /// The local entry, then the rumours (recent changes, newest first, up to half the budget),
+    /// then a window rotating through all other records. Whole if it fits the budget.
+    fn digest(&mut self, now: Time) -> Vec<DigestEntry> {
+        let budget = self.digest_budget();
+        if self.peers.len() < budget {
+            return self
+                .held()
+                .map(|(peer, version, heartbeat)| DigestEntry { peer: peer.clone(), version, heartbeat })
+                .collect();
+        }
+        let local = &self.local.record;
+        let mut out = vec![DigestEntry {
+            peer: local.peer_id.clone(),
+            version: local.version,
+            heartbeat: self.heartbeat,
+        }];
+        let mut named: BTreeSet<&PeerId> = BTreeSet::new();
+        let rumour_for = self.rumour_for();
+        for (_, peer) in self.recent.iter().rev().take_while(|(at, _)| now.since(*at) < rumour_for) {
+            if out.len() > budget / 2 {
+                break;
+            }
+            if let Some(e) = self.peers.get(peer)
+                && named.insert(peer)
+            {
+                let version = e.record.record.version;
+                out.push(DigestEntry { peer: peer.clone(), version, heartbeat: e.heartbeat });
+            }
+        }
+        let after = match &self.cursor {
+            Some(c) => self.peers.range::<PeerId, _>((Bound::Excluded(c), Bound::Unbounded)),
+            None => self.peers.range::<PeerId, _>(..),
+        };
+        let mut last = None;
+        for (peer, e) in after.chain(self.peers.iter()).take(self.peers.len()) {
+            if out.len() >= budget {
+                break;
+            }
+            last = Some(peer);
+            if named.insert(peer) {
+                out.push(DigestEntry {
+                    peer: peer.clone(),
+                    version: e.record.record.version,
+                    heartbeat: e.heartbeat,
+                });
+            }
+        }
+        self.cursor = last.cloned();
+        out
+    }
+
+    /// Lifeguard's local health: if this call comes much later than the machine asked for (the
+    /// process was paused or starved), nobody could be heard meanwhile; that deaf time is not
+    /// counted against any peer.
+    fn discount_deafness(&mut self, now: Time) {
+        let expected = self.config.gossip_interval;
+        if let Some(last) = self.last_timeout.replace(now) {
+            let gap = now.since(last);
+            if gap > expected * 2 {
+                let deaf = gap - expected;
+                for e in self.peers.values_mut() {
+                    e.last_seen = (e.last_seen + deaf).min(now);
+                }
+                for at in self.unreachable.values_mut() {
+                    *at = (*at + deaf).min(now);
+                }
+            }
+        }
+    }
+
+    /// Notes that `peer`'s record changed: it becomes a rumour.
+    fn note_change(&mut self, peer: &PeerId, now: Time) {
+        self.recent.push_back((now, peer.clone()));
+        let (rumour_for, cap) = (self.rumour_for(), self.digest_budget() * 4);
+        while self.recent.front().is_some_and(|(at, _)| now.since(*at) >= rumour_for)
+            || self.recent.len() > cap
+        {
+            self.recent.pop_front();
+        }
     }
 
     /// Every record held, the local one first: (peer, version, heartbeat).
@@ -433,6 +595,8 @@ impl<R: Rng> Membership<R> {
     }
 
     fn on_syn(&mut self, digest: &[DigestEntry], now: Time) -> GossipResponse {
+        // A long digest may be partial: what it does not name, the initiator may well hold.
+        let partial = digest.len() >= MIN_DIGEST;
         // Of duplicate entries, the most advanced counts.
         let mut theirs: BTreeMap<&PeerId, (RecordVersion, u64)> = BTreeMap::new();
         for e in digest {
@@ -458,14 +622,48 @@ impl<R: Rng> Membership<R> {
             }
         }
         let (mut candidates, mut heartbeats) = (Vec::new(), Vec::new());
-        for (peer, version, heartbeat) in self.held() {
+        let mut consider = |peer: &PeerId, version: RecordVersion, heartbeat: u64, rumour: bool| {
             let seen = theirs.get(peer);
-            if seen.is_none_or(|&(v, _)| v < version) {
+            if seen.is_none_or(|&(v, _)| v < version) && (seen.is_some() || !partial || rumour) {
                 candidates.push(peer.clone());
             }
             // Sent apart from the record too, so it gets across even if the record does not fit.
             if seen.is_some_and(|&(v, hb)| v.generation == version.generation && heartbeat > hb) {
                 heartbeats.push(DigestEntry { peer: peer.clone(), version, heartbeat });
+            }
+        };
+        if partial {
+            // Only what the digest names, plus our own rumours: O(digest), not O(N).
+            let local = &self.local.record;
+            consider(
+                &local.peer_id,
+                local.version,
+                self.heartbeat,
+                now.since(self.local_changed_at) < self.rumour_for(),
+            );
+            for &peer in theirs.keys() {
+                if let Some(e) = self.peers.get(peer) {
+                    consider(peer, e.record.record.version, e.heartbeat, false);
+                }
+            }
+            let (rumour_for, budget) = (self.rumour_for(), self.digest_budget() / 4);
+            let mut rumours = 0;
+            for (_, peer) in self.recent.iter().rev().take_while(|(at, _)| now.since(*at) < rumour_for) {
+                if rumours >= budget {
+                    break;
+                }
+                if !theirs.contains_key(peer)
+                    && let Some(e) = self.peers.get(peer)
+                {
+                    rumours += 1;
+                    consider(peer, e.record.record.version, e.heartbeat, true);
+                }
+            }
+            candidates.sort();
+            candidates.dedup();
+        } else {
+            for (peer, version, heartbeat) in self.held() {
+                consider(peer, version, heartbeat, false);
             }
         }
         let updates = self.select_updates(candidates);
@@ -537,7 +735,8 @@ impl<R: Rng> Membership<R> {
             self.contacts.remove(&peer);
             self.fresh.remove(&peer);
             let joined = record.record.clone();
-            let entry = Entry { record, heartbeat, state: PeerState::Alive, last_seen: now };
+            let entry = Entry { record, heartbeat, state: PeerState::Alive, last_seen: now, changed_at: now };
+            self.note_change(&peer, now);
             self.peers.insert(peer, entry);
             self.out.push_back(MembershipOutput::Event(MembershipEvent::Joined { record: joined }));
             return;
@@ -547,8 +746,10 @@ impl<R: Rng> Membership<R> {
         let advanced = restarted || heartbeat > entry.heartbeat;
         entry.heartbeat = if restarted { heartbeat } else { entry.heartbeat.max(heartbeat) };
         entry.record = record;
+        entry.changed_at = now;
         let updated = MembershipEvent::Updated { record: entry.record.record.clone() };
         self.out.push_back(MembershipOutput::Event(updated));
+        self.note_change(&peer, now);
         if restarted {
             self.unreachable.remove(&peer);
         }
@@ -610,14 +811,16 @@ impl<R: Rng> Membership<R> {
     }
 
     fn detect_failures(&mut self, now: Time) {
+        let evidence = self.evidence_window();
         let c = &self.config;
-        let forget_after = c.dead_after.saturating_add(c.forget_after);
+        let (suspect_after, dead_after) = (c.suspect_after + evidence, c.dead_after + evidence);
+        let forget_after = dead_after.saturating_add(c.forget_after);
         let mut forgotten = Vec::new();
         for (peer, e) in &mut self.peers {
             let silent = now.since(e.last_seen);
-            let state = if silent >= c.dead_after {
+            let state = if silent >= dead_after {
                 PeerState::Dead
-            } else if silent >= c.suspect_after {
+            } else if silent >= suspect_after {
                 PeerState::Suspect
             } else {
                 PeerState::Alive
@@ -1093,17 +1296,163 @@ mod tests {
         assert_eq!(m.poll_timeout(), due, "the local id is no contact");
         m.handle_timeout(Time(u64::MAX));
         m.handle_timeout(Time(u64::MAX));
-        assert!(m.peers().is_empty(), "forgotten at the end of time");
+        assert!(!m.peers().is_empty(), "a jump to the end of time is deafness, not silence");
 
         // A degenerate configuration still makes progress.
         let (gossip_interval, suspect_after, dead_after, forget_after) = Default::default();
-        let zero = MembershipConfig { gossip_interval, fanout: 0, suspect_after, dead_after, forget_after };
+        let zero = MembershipConfig {
+            gossip_interval,
+            fanout: 0,
+            suspect_after,
+            dead_after,
+            forget_after,
+            max_digest: None,
+        };
         let mut m = node(&a, 1, 1, zero);
         m.add_contact(b.clone(), Time(0));
         for t in 0..20 {
             m.handle_timeout(Time(t));
             assert!(m.poll_timeout().is_some_and(|next| next > Time(t)));
             drain(&mut m);
+        }
+    }
+
+    /// A node holding `n` peers' records, all heard of at `Time(1)`.
+    fn node_with_peers(n: usize, config: MembershipConfig) -> (Node, Vec<PeerId>) {
+        let a = peer_id(0);
+        let mut m = node(&a, 1, 1, config);
+        let ids: Vec<PeerId> = (1..=n).map(peer_id).collect();
+        for chunk in ids.chunks(200) {
+            push(&mut m, &ids[0], chunk.iter().map(|p| update(record(p, 1), p, 1)).collect());
+        }
+        assert_eq!(m.peers().len(), n);
+        (m, ids)
+    }
+
+    #[test]
+    fn big_meshes_send_bounded_digests_that_rotate_through_everyone() {
+        let (mut m, ids) = node_with_peers(600, MembershipConfig::default());
+        let budget = m.digest_budget();
+        assert_eq!(budget, 99, "max(64, 4·√601)");
+        // Just after 600 joins: the local entry, then rumours (newest first) up to half the budget.
+        let d = m.digest(Time(1));
+        assert_eq!(d.len(), budget);
+        assert_eq!(d[0].peer, peer_id(0));
+        assert_eq!(d[1].peer, ids[599], "the newest change first");
+        // Once the rumours are old, a window rotates through every record.
+        let later = Time(1) + m.rumour_for();
+        let mut seen = BTreeSet::new();
+        for round in 0..7 {
+            let d = m.digest(later + STEP * round);
+            assert_eq!(d.len(), budget);
+            assert_eq!(d[0].peer, peer_id(0), "the local entry always leads");
+            seen.extend(d.into_iter().skip(1).map(|e| e.peer));
+        }
+        assert_eq!(seen.len(), 600, "every record named within ceil(600 / 98) rounds");
+        let size =
+            wire::encode(&GossipRequest::Syn { digest: m.digest(later) }, limits::GOSSIP).unwrap().len();
+        eprintln!("600 peers: {budget}-entry digest of {size} bytes");
+
+        // Small meshes keep whole digests.
+        let (mut small, _) = node_with_peers(40, MembershipConfig::default());
+        assert_eq!(small.digest(Time(1)).len(), 41);
+    }
+
+    #[test]
+    fn a_partial_digest_is_not_read_as_missing_everything() {
+        let (mut m, ids) = node_with_peers(600, MembershipConfig::default());
+        let later = Time(1) + m.rumour_for();
+        // A partial digest naming 70 of our peers, 10 of them at an older version (0 < 1 is
+        // impossible here, so: a generation older).
+        let mut digest: Vec<DigestEntry> = ids[..70].iter().map(|p| entry(p, 1, 0, 1)).collect();
+        for e in &mut digest[..10] {
+            e.version.generation = 0;
+        }
+        let ack = m.handle_request(&ids[0], GossipRequest::Syn { digest: digest.clone() }, later);
+        let GossipResponse::Ack { updates, .. } = ack else { panic!("{ack:?}") };
+        let sent: BTreeSet<&PeerId> = updates.iter().map(|u| &u.record.record.peer_id).collect();
+        assert!(ids[..10].iter().all(|p| sent.contains(p)), "the named, older records go back");
+        assert!(!sent.contains(&ids[300]), "an unnamed record is not assumed missing");
+        assert!(updates.len() <= 11, "{} updates", updates.len());
+
+        // Fresh changes are rumoured even to a digest that does not name them.
+        m.handle_request(
+            &ids[5],
+            GossipRequest::Push { updates: vec![update(record(&ids[300], 2), &ids[300], 1)] },
+            later,
+        );
+        let ack = m.handle_request(&ids[0], GossipRequest::Syn { digest }, later + STEP);
+        let GossipResponse::Ack { updates, .. } = ack else { panic!("{ack:?}") };
+        assert!(updates.iter().any(|u| u.record.record.peer_id == ids[300]));
+
+        // A short (whole) digest still gets everything it lacks, as before.
+        let (updates, _, _) = syn(&mut m, &ids[0], vec![entry(&ids[0], 1, 0, 1)]);
+        assert_eq!(updates.len(), MAX_UPDATES);
+    }
+
+    #[test]
+    fn deaf_time_is_not_silence() {
+        let (mut m, ids) = node_with_peers(5, MembershipConfig::default());
+        let suspected = |m: &mut Node| {
+            drain(m)
+                .into_iter()
+                .any(|o| matches!(o, MembershipOutput::Event(MembershipEvent::StateChanged { .. })))
+        };
+        for t in [500, 1000] {
+            m.handle_timeout(Time(t));
+            assert!(!suspected(&mut m));
+        }
+        // Paused for 19 s: the timer that was due at 1.5 s fires at 20 s. Nobody could be heard
+        // meanwhile, so nobody is suspected for it.
+        m.handle_timeout(Time(20_000));
+        assert!(!suspected(&mut m), "the pause is this node's failure, not its peers'");
+        for t in [20_500, 21_000] {
+            m.handle_timeout(Time(t));
+            assert!(!suspected(&mut m));
+        }
+        // But silence after the pause counts: suspect 3 s after listening resumed.
+        m.handle_timeout(Time(21_500));
+        m.handle_timeout(Time(22_000));
+        assert!(suspected(&mut m));
+        assert!(ids.iter().all(|p| m.peer(p).is_some_and(|i| i.state == PeerState::Suspect)));
+    }
+
+    #[test]
+    fn verdicts_in_big_meshes_wait_for_enough_evidence() {
+        let config = MembershipConfig::default();
+        let (mut m, ids) = node_with_peers(600, config.clone());
+        // 601 nodes, 49-entry windows, fanout 2: a heartbeat is sighted every ~7 rounds; the
+        // verdicts wait three times that on top of the configured thresholds.
+        assert_eq!(m.evidence_window(), config.gossip_interval * 21);
+        let mut t = Time(1);
+        let state = |m: &Node| m.peer(&ids[123]).map(|p| p.state);
+        while t < Time(1) + config.suspect_after + config.gossip_interval * 20 {
+            t = t + config.gossip_interval;
+            m.handle_timeout(t);
+            assert_eq!(state(&m), Some(PeerState::Alive), "at {t:?}");
+        }
+        for _ in 0..2 {
+            t = t + config.gossip_interval;
+            m.handle_timeout(t);
+        }
+        assert_eq!(state(&m), Some(PeerState::Suspect));
+        drain(&mut m);
+    }
+
+    #[test]
+    fn hundred_nodes_converge_with_partial_digests() {
+        for seed in [1, 2] {
+            let mut sim = Sim::new(100, seed, MembershipConfig::default(), |_| 0);
+            let rounds = sim.run_until(40, "convergence", Sim::converged);
+            let max = sim.log.iter().filter(|l| l.contains("Syn")).count();
+            assert!(max > 0);
+            sim.nodes[17].update_local(|r| r.capacity.free_slots = 1, sim.now);
+            let spread = sim.run_until(20, "capacity spread", |s| {
+                s.others(17)
+                    .all(|i| s.nodes[i].peer(&s.ids[17]).is_some_and(|p| p.record.capacity.free_slots == 1))
+            });
+            eprintln!("seed {seed}: 100 nodes converged in {rounds} rounds; a change spread in {spread}");
+            assert!(spread <= 12, "O(log N) rounds for a rumour, took {spread}");
         }
     }
 

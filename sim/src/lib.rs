@@ -1,0 +1,45 @@
+//! orgmesh's simulator: a single-threaded, deterministic discrete-event simulation that drives
+//! the real `protocol` state machines (`Membership`, `Negotiator`, `Host`) of every node over a
+//! virtual network, with their messages encoded and decoded by `protocol::wire`, under faults
+//! (crashes and restarts, partitions, loss, clock skew, paused processes) and a workload. One
+//! seed decides everything, so a failing seed is a complete bug report (after TigerBeetle's VOPR
+//! and turmoil).
+//!
+//! Layout:
+//! - [`queue`]: the event queue, ordered by (time, sequence).
+//! - [`net`]: latency, jitter, bandwidth, loss, partitions.
+//! - [`scenario`]: the TOML scenario format.
+//! - [`workload`]: arrivals and the omniscient scheduler used as a yardstick.
+//! - [`tasks`]: the origin's and the host's task life after placement (a stand-in until
+//!   `protocol::lifecycle` lands).
+//! - `world`: the nodes, the event loop and the checkers; [`run`] is the entry point.
+//! - [`report`]: what a run prints and writes as JSON.
+//!
+//! ```no_run
+//! let s = orgmesh_sim::scenario::Scenario::load("sim/scenarios/n100.toml".as_ref())?;
+//! let report = orgmesh_sim::run(s, 1, None, false)?;
+//! assert!(report.ok(), "{report}");
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod net;
+pub mod queue;
+pub mod report;
+pub mod scenario;
+mod stats;
+pub mod tasks;
+pub mod workload;
+mod world;
+
+pub use report::Report;
+
+/// Runs `scenario` with `seed`, up to event index `until` if given; `trace` prints every event.
+pub fn run(
+    scenario: scenario::Scenario,
+    seed: u64,
+    until: Option<u64>,
+    trace: bool,
+) -> anyhow::Result<Report> {
+    Ok(world::World::new(scenario, seed, trace)?.run(until))
+}
