@@ -231,12 +231,7 @@ impl Origin {
     /// A host's report, fenced: only the current attempt, from the host it was committed to.
     /// Returns the answer and, for an accepted `Finished`, the result.
     pub fn on_report(&mut self, from: &PeerId, report: &TaskRequest) -> (TaskResponse, Option<Result>) {
-        let (id, attempt) = match report {
-            TaskRequest::Started { task, attempt }
-            | TaskRequest::Log { task, attempt, .. }
-            | TaskRequest::Finished { task, attempt, .. }
-            | TaskRequest::Cancel { task, attempt } => (*task, *attempt),
-        };
+        let Some((id, attempt)) = report.attempt() else { return (TaskResponse::Unknown, None) };
         let Some(t) = self.tasks.get_mut(&id) else { return (TaskResponse::Unknown, None) };
         let from_host = t.placement.as_ref() == Some(from) || t.committing.as_ref() == Some(from);
         if attempt != t.attempt || !from_host {
@@ -264,7 +259,9 @@ impl Origin {
                 self.waiting.remove(&id);
                 (TaskResponse::Ack, Some(Result { task: id, attempt }))
             }
-            TaskRequest::Log { .. } | TaskRequest::Cancel { .. } => (TaskResponse::Ack, None),
+            TaskRequest::Log { .. } | TaskRequest::Cancel { .. } | TaskRequest::Renew { .. } => {
+                (TaskResponse::Ack, None)
+            }
         }
     }
 }
@@ -324,7 +321,8 @@ impl Executor {
             let request = if !r.started_acked {
                 TaskRequest::Started { task, attempt }
             } else if r.ended {
-                let outcome = Outcome { exit_code: Some(0), error: None, cancelled: false, log_len: 0 };
+                let outcome =
+                    Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 };
                 TaskRequest::Finished { task, attempt, outcome }
             } else {
                 continue;
@@ -359,7 +357,7 @@ impl Executor {
             }
             // The origin no longer wants this attempt: stop reporting it. (Its slot is freed when
             // the process ends, as in the node.)
-            Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => {
+            Some(TaskResponse::Stale { .. } | TaskResponse::Unknown | TaskResponse::Leases { .. }) => {
                 if r.ended {
                     self.runs.remove(&key);
                 } else {
