@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(a2, Attempt(2));
         o.note_commit(id, a2, &h2);
         o.placed(id, a2, &h2);
-        let ok = Outcome { exit_code: Some(0), error: None, cancelled: false, log_len: 0 };
+        let ok = Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 };
         let late = TaskRequest::Finished { task: id, attempt: a1, outcome: ok.clone() };
         assert_eq!(o.on_report(&h1, &late), (TaskResponse::Stale { current: a2 }, None));
         let wrong_host = TaskRequest::Finished { task: id, attempt: a2, outcome: ok.clone() };
