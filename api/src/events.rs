@@ -1,6 +1,7 @@
 //! `GET /v1/events`: the node's event log as SSE. Every event carries `id: <seq>`,
 //! `event: <kind>` and `data: <json>`. A stream starts after `Last-Event-ID`, else after
-//! `?since=SEQ`, else at the live end; `?kinds=a,b.` filters by name (exact, or prefix when the
+//! `?since=SEQ`, else with the last `?tail=N` events (the dashboard's first view), else at the
+//! live end; `?kinds=a,b.` filters by name (exact, or prefix when the
 //! entry ends in `.` or `.*`). The one rule: between the starting point and the stream's end no
 //! event is skipped and none is sent twice, whatever the broadcast channel does.
 
@@ -24,7 +25,10 @@ use crate::shutdown::Shutdown;
 /// Events read from the store per catch-up page.
 const PAGE: usize = 1000;
 
-/// `GET /v1/events[?since=SEQ][&kinds=...]`, honouring `Last-Event-ID`.
+/// Most events `?tail=` replays.
+const MAX_TAIL: u64 = 10_000;
+
+/// `GET /v1/events[?since=SEQ|?tail=N][&kinds=...]`, honouring `Last-Event-ID`.
 pub(crate) async fn events(
     State(state): State<ApiState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -47,12 +51,20 @@ pub(crate) async fn events(
             s.parse::<u64>().map_err(|_| Problem::bad_request("since: must be an event sequence number"))?,
         ),
     };
+    let tail = match query.get("tail") {
+        None => None,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n <= MAX_TAIL => Some(n),
+            _ => return Err(Problem::bad_request(format!("tail: must be an integer from 0 to {MAX_TAIL}"))),
+        },
+    };
     let filter = KindFilter::parse(query.get("kinds").map(String::as_str));
     // Subscribe before reading the cursor or the log: every later commit reaches `rx`.
     let rx = state.store.subscribe();
     let cursor = match last_event_id.or(since) {
         Some(seq) => seq,
-        None => state.store.last_seq()?,
+        // `tail` counts events before filtering: it says how far back to start, not how many match.
+        None => state.store.last_seq()?.saturating_sub(tail.unwrap_or(0)),
     };
     let tail = Tail { store: state.store, rx, cursor, catching_up: true, queue: VecDeque::new(), filter };
     let events =

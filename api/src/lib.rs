@@ -9,7 +9,8 @@
 //! - `tasks`: submit (idempotency keys), list (cursor), one task (ETag), cancel.
 //! - `logs`: task output, plain or followed as SSE with byte-offset ids.
 //! - `events`: the event log as SSE with exact resume.
-//! - `node`: health, readiness, node, peers, drain, and the placeholder page at `/`.
+//! - `node`: health, readiness, node, peers, drain.
+//! - `dashboard`: the web dashboard at `/` (embedded HTML, CSS and JS under a strict CSP).
 //! - `shutdown`: the signal [`serve`] hands to SSE streams so they end at shutdown.
 //!
 //! ```no_run
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod control;
+mod dashboard;
 mod events;
 mod logs;
 mod node;
@@ -78,7 +80,8 @@ impl std::fmt::Debug for ApiState {
 /// Unknown paths answer 404 and known paths with another method 405, both as problem+json.
 pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new()
-        .route("/", get(node::index))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
         .route("/healthz", get(node::healthz))
         .route("/readyz", get(node::readyz))
         .route("/v1/node", get(node::node))

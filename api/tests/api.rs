@@ -51,7 +51,7 @@ async fn node_peers_drain_and_index() {
     let a = get(&h.router, "/").await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.content_type().starts_with("text/html"));
-    assert!(a.text().contains("later release") && a.text().contains("/v1/events"));
+    assert!(a.text().contains("/assets/app.js"));
     // Not in this release.
     get(&h.router, "/metrics").await.problem(404);
     get(&h.router, "/openapi.json").await.problem(404);
@@ -389,6 +389,54 @@ async fn events_since_and_last_event_id_resume_exactly() {
 
     let _ = stop.send(());
     tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn dashboard_assets_have_types_etags_and_a_strict_csp() {
+    let h = harness();
+    for (path, ctype) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/theme.js", "text/javascript; charset=utf-8"),
+        ("/assets/app.css", "text/css; charset=utf-8"),
+        ("/assets/favicon.svg", "image/svg+xml"),
+    ] {
+        let a = get(&h.router, path).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert_eq!(a.content_type(), ctype, "{path}");
+        assert_eq!(a.headers["cache-control"], "no-cache", "{path}");
+        assert_eq!(a.headers["x-content-type-options"], "nosniff", "{path}");
+        let csp = a.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{path}: {csp}");
+        let etag = a.headers["etag"].to_str().unwrap().to_owned();
+        let again = call(&h.router, Method::GET, path, &[("if-none-match", &etag)], Vec::new()).await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{path}");
+        assert!(again.body.is_empty());
+        let stale = call(&h.router, Method::GET, path, &[("if-none-match", "\"old\"")], Vec::new()).await;
+        assert_eq!(stale.status, StatusCode::OK, "{path}");
+    }
+    get(&h.router, "/assets/nothing.js").await.problem(404);
+    get(&h.router, "/assets/../Cargo.toml").await.problem(404);
+}
+
+#[tokio::test]
+async fn events_tail_starts_that_many_events_back() {
+    let h = harness();
+    append(&h.store, &["peer.joined", "task.created", "task.placed", "task.running", "task.succeeded"]).await;
+    let (addr, stop, _server) = spawn_server(h.router.clone()).await;
+    let mut c = SseClient::open(addr, "/v1/events?tail=2", &[]).await;
+    assert_eq!(c.next(WAIT).await.unwrap().id.as_deref(), Some("4"));
+    assert_eq!(c.next(WAIT).await.unwrap().id.as_deref(), Some("5"));
+    assert_eq!(c.try_next(Duration::from_millis(200)).await, None);
+    // More than there are: from the start. Last-Event-ID still wins on a reconnect.
+    let mut all = SseClient::open(addr, "/v1/events?tail=100", &[]).await;
+    assert_eq!(all.next(WAIT).await.unwrap().id.as_deref(), Some("1"));
+    let mut resumed = SseClient::open(addr, "/v1/events?tail=100", &[("Last-Event-ID", "4")]).await;
+    assert_eq!(resumed.next(WAIT).await.unwrap().id.as_deref(), Some("5"));
+    for bad in ["/v1/events?tail=x", "/v1/events?tail=10001"] {
+        assert_eq!(SseClient::open(addr, bad, &[]).await.status, 400, "{bad}");
+    }
+    let _ = stop.send(());
 }
 
 #[tokio::test]

@@ -52,6 +52,10 @@ async fn up(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = &cli.command {
+        orgmesh_node::cli::completions(*shell, &mut std::io::stdout());
+        return;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

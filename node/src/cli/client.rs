@@ -11,7 +11,10 @@ use serde::de::DeserializeOwned;
 pub enum ClientError {
     /// The node is not running or not reachable (exit 3).
     #[error(
-        "cannot reach the orgmesh node at {url}: {reason}\nIs `orgmesh up` running? Point the CLI at it with --api URL or ORGMESH_API."
+        "cannot reach the orgmesh node at {url} ({reason}).\n\
+         Is a node running there? Start one with `orgmesh up --config DIR/orgmesh.toml` (after \
+         `orgmesh init --dir DIR --org ORG`), or a local mesh with `orgmesh demo`.\n\
+         To talk to a node elsewhere, pass --api URL or set ORGMESH_API."
     )]
     Unreachable {
         /// The API base URL.
@@ -45,6 +48,16 @@ impl ClientError {
     }
 }
 
+/// The innermost error of a chain: "Connection refused (os error 111)" tells more than
+/// reqwest's "error sending request for url (...)".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 /// The API client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -61,7 +74,7 @@ impl Client {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> ClientError {
-        ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() }
+        ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) }
     }
 
     async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {

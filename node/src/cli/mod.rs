@@ -1,28 +1,42 @@
-//! The `orgmesh` command line: `init`, `up`, `demo`, and the client commands that talk to the
-//! local node's REST API. Output is a human table by default and JSON with `--json`; exit codes
-//! are stable (0 ok, 1 error, 2 usage, 3 node unreachable, 4 not found; `submit --wait` exits
-//! with the task's own exit code).
+//! The `orgmesh` command line: `init`, `up`, `demo`, `completions`, and the client commands that
+//! talk to the local node's REST API. Output is an aligned table by default (coloured only on a
+//! terminal without `NO_COLOR`) and JSON with `--json`; waiting commands show a spinner on stderr
+//! only when stderr is a terminal. Exit codes are stable: see [`EXIT_CODES`].
 
 pub mod client;
 mod output;
+mod progress;
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::config::{Config, parse_labels};
 use client::{Client, ClientError};
+use output::Style;
+use progress::Spinner;
+
+/// The exit codes scripts can rely on; also shown by `orgmesh --help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    error (the node refused the request, or something else went wrong)
+  2    usage error (bad arguments)
+  3    the node is not reachable (not running, or another --api address)
+  4    not found (no such task at this node)
+  submit --wait exits with the task's own exit code: 0 when it succeeded, its non-zero exit
+  code when it failed (1 when it failed without one, e.g. never placed), 130 when cancelled.";
 
 /// orgmesh: a peer-to-peer orchestrator mesh between organizations.
 #[derive(Debug, Parser)]
-#[command(name = "orgmesh", version, about, propagate_version = true)]
+#[command(name = "orgmesh", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The local node's API.
     #[arg(long, global = true, env = "ORGMESH_API", default_value = "http://127.0.0.1:7070")]
     pub api: String,
-    /// Machine-readable output.
+    /// Machine-readable output (JSON) for every read command.
     #[arg(long, global = true)]
     pub json: bool,
     /// Log format of `up` and `demo`.
@@ -103,6 +117,9 @@ pub enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Continue after this task id (the `next_cursor` of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// One task.
     Task {
@@ -170,6 +187,16 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Print a shell completion script: orgmesh completions bash > /etc/bash_completion.d/orgmesh
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "orgmesh", out);
 }
 
 /// Runs a client command; returns the process exit code.
@@ -189,13 +216,14 @@ fn print_json(v: &Value) {
 
 async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
     let client = Client::new(&cli.api);
+    let style = Style::detect();
     match &cli.command {
         Command::Status => {
             let node: Value = client.get("/v1/node").await?;
             if cli.json {
                 print_json(&node);
             } else {
-                output::node(&node);
+                print!("{}", output::node(style, &node));
             }
         }
         Command::Peers => {
@@ -203,19 +231,22 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
             if cli.json {
                 print_json(&peers);
             } else {
-                output::peers(&peers);
+                print!("{}", output::peers(style, &peers));
             }
         }
-        Command::Tasks { status, limit } => {
+        Command::Tasks { status, limit, cursor } => {
             let mut path = format!("/v1/tasks?limit={limit}");
             if let Some(s) = status {
                 path.push_str(&format!("&status={s}"));
+            }
+            if let Some(c) = cursor {
+                path.push_str(&format!("&cursor={c}"));
             }
             let tasks: Value = client.get(&path).await?;
             if cli.json {
                 print_json(&tasks);
             } else {
-                output::tasks(&tasks);
+                print!("{}", output::tasks(style, &tasks));
             }
         }
         Command::Task { id } => {
@@ -223,7 +254,7 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
             if cli.json {
                 print_json(&task);
             } else {
-                output::task(&task);
+                print!("{}", output::task(style, &task));
             }
         }
         Command::Submit {
@@ -279,8 +310,14 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
                 }
                 return Ok(0);
             }
-            eprintln!("submitted {id}; waiting for it to finish");
-            follow_logs(&client, &id).await?;
+            // With --json, stdout carries only the final task; the output is left to `logs`.
+            let spinner = Spinner::start(format!("task {id}: waiting for it to finish"));
+            if !spinner.is_active() {
+                eprintln!("submitted {id}; waiting for it to finish");
+            }
+            let followed = follow_logs(&client, &id, &spinner, !cli.json, false).await;
+            spinner.stop();
+            followed?;
             let task: Value = client.get(&format!("/v1/tasks/{id}")).await?;
             if cli.json {
                 print_json(&task);
@@ -289,11 +326,18 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
         }
         Command::Logs { follow, id } => {
             if *follow {
-                follow_logs(&client, id).await?;
+                let spinner = Spinner::start(format!("following task {id}"));
+                let followed = follow_logs(&client, id, &spinner, true, cli.json).await;
+                spinner.stop();
+                followed?;
             } else {
                 let text = client.get_text(&format!("/v1/tasks/{id}/logs")).await?;
-                print!("{text}");
-                let _ = std::io::stdout().flush();
+                if cli.json {
+                    print_json(&json!({ "id": id, "offset": 0, "text": text }));
+                } else {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                }
             }
         }
         Command::Cancel { id } => {
@@ -322,7 +366,7 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
                 println!("draining: {} attempt(s) still running here", v["running"]);
             }
         }
-        Command::Init { .. } | Command::Up { .. } | Command::Demo { .. } => {}
+        Command::Init { .. } | Command::Up { .. } | Command::Demo { .. } | Command::Completions { .. } => {}
     }
     Ok(0)
 }
@@ -337,16 +381,31 @@ fn task_exit_code(task: &Value) -> i32 {
     }
 }
 
-async fn follow_logs(client: &Client, id: &str) -> Result<(), ClientError> {
-    let mut stdout = std::io::stdout();
+/// Follows a task's log to its end. `print`: write the output at all; `json`: as one JSON line
+/// per chunk (`{"offset", "text"}`, offset = bytes after it) and a last `{"end": status}` line.
+async fn follow_logs(
+    client: &Client,
+    id: &str,
+    spinner: &Spinner,
+    print: bool,
+    json: bool,
+) -> Result<(), ClientError> {
     client
-        .follow_sse(&format!("/v1/tasks/{id}/logs?follow=true"), |event, _, data| {
-            if event == "end" {
-                return false;
+        .follow_sse(&format!("/v1/tasks/{id}/logs?follow=true"), |event, offset, data| {
+            let end = event == "end";
+            if print && json {
+                let line = if end {
+                    let status = serde_json::from_str::<Value>(data).map(|v| v["status"].clone());
+                    json!({ "end": status.unwrap_or(Value::Null) })
+                } else {
+                    json!({ "offset": offset.and_then(|o| o.parse::<u64>().ok()), "text": data })
+                };
+                spinner.print(&format!("{line}\n"));
+            } else if print && !end {
+                spinner.print(data);
+                spinner.set_message(format!("task {id}: running"));
             }
-            let _ = stdout.write_all(data.as_bytes());
-            let _ = stdout.flush();
-            true
+            !end
         })
         .await
 }
@@ -401,4 +460,56 @@ pub fn init(command: &Command) -> anyhow::Result<()> {
     println!("{}", key.public().to_peer_id());
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_generate_for_each_shell() {
+        for (shell, marker) in [
+            (clap_complete::Shell::Bash, "complete -F"),
+            (clap_complete::Shell::Zsh, "#compdef orgmesh"),
+            (clap_complete::Shell::Fish, "complete -c orgmesh"),
+        ] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(marker), "{shell}: no {marker:?}");
+            for sub in ["submit", "logs", "completions"] {
+                assert!(text.contains(sub), "{shell}: no {sub}");
+            }
+        }
+    }
+
+    #[test]
+    fn cli_parses_and_documents_exit_codes() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("3    the node is not reachable"), "{help}");
+        let cli = Cli::try_parse_from(["orgmesh", "completions", "zsh"]).unwrap();
+        assert!(matches!(cli.command, Command::Completions { shell: clap_complete::Shell::Zsh }));
+        assert!(Cli::try_parse_from(["orgmesh", "completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn submit_wait_exit_codes() {
+        assert_eq!(task_exit_code(&json!({"status": "succeeded", "exit_code": 0})), 0);
+        assert_eq!(task_exit_code(&json!({"status": "failed", "exit_code": 7})), 7);
+        assert_eq!(task_exit_code(&json!({"status": "failed", "exit_code": null})), 1);
+        assert_eq!(task_exit_code(&json!({"status": "cancelled", "exit_code": null})), 130);
+    }
+
+    #[test]
+    fn unreachable_error_names_the_address_and_how_to_start_a_node() {
+        let e = ClientError::Unreachable {
+            url: "http://127.0.0.1:7070".into(),
+            reason: "Connection refused".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("http://127.0.0.1:7070") && text.contains("Connection refused"), "{text}");
+        assert!(text.contains("orgmesh up") && text.contains("--api"), "{text}");
+        assert_eq!(e.exit_code(), 3);
+    }
 }
