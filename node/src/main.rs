@@ -7,7 +7,16 @@ use orgmesh_node::config::Config;
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORGMESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: journald, files and log shippers get plain text.
+    // No internal error reports: when stderr breaks (a log pipe whose reader died) the layer would
+    // report it with eprintln!, which panics, and a panic in the SIGTERM task would leave the node
+    // deaf to SIGTERM. Losing log lines is the lesser harm.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     if format == "json" {
         builder.json().init();
     } else {

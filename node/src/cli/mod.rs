@@ -321,6 +321,9 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
             let task: Value = client.get(&format!("/v1/tasks/{id}")).await?;
             if cli.json {
                 print_json(&task);
+            } else if let Some(error) = task["error"].as_str() {
+                // Otherwise a task that never ran (no node could take it) ends in silence.
+                eprintln!("task {id} {}: {error}", task["status"].as_str().unwrap_or("ended"));
             }
             return Ok(task_exit_code(&task));
         }
