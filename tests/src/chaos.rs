@@ -745,7 +745,8 @@ async fn run_inner(
     }
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for v in &violations {
-        let kind: String = v.what.split(':').next().unwrap_or("").chars().take(60).collect();
+        // The kind of violation: its words up to the first detail (a colon or a quoted value).
+        let kind = v.what.split([':', '"']).next().unwrap_or("").trim().to_string();
         *kinds.entry(kind).or_default() += 1;
     }
     println!("violations: {} {kinds:?}", violations.len());
