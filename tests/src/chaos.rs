@@ -517,6 +517,25 @@ async fn sample_checker(
     (checked, violations)
 }
 
+/// A log line without its terminal colours.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, up to and including the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Runs one chaos experiment on running, converged `nodes`: see the module documentation.
 /// Returns an error (after printing the seed, the replay command and the first offenders) when
 /// an invariant did not hold.
@@ -760,6 +779,16 @@ async fn run_inner(
             serde_json::to_string_pretty(&v.task).unwrap_or_default(),
             v.log
         );
+    }
+    // What the nodes logged about the first offenders: the start of a diagnosis.
+    for v in violations.iter().take(2) {
+        println!("\n  node logs mentioning {}:", v.id);
+        for node in nodes.iter() {
+            let text = std::fs::read_to_string(node.dir.join("node.log")).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains(&v.id)).take(12) {
+                println!("    {}: {}", node.org, strip_ansi(line).chars().take(300).collect::<String>());
+            }
+        }
     }
     let mut problems = Vec::new();
     if !violations.is_empty() {
