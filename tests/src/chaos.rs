@@ -805,3 +805,41 @@ async fn run_inner(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [FaultKind; 4] = [FaultKind::Kill, FaultKind::Pause, FaultKind::CutLink, FaultKind::Drop];
+
+    #[test]
+    fn one_seed_one_schedule() {
+        let w = Duration::from_secs(40);
+        assert_eq!(Schedule::generate(7, 5, w, &ALL, 2).faults, Schedule::generate(7, 5, w, &ALL, 2).faults);
+        assert_ne!(Schedule::generate(7, 5, w, &ALL, 2).faults, Schedule::generate(8, 5, w, &ALL, 2).faults);
+    }
+
+    #[test]
+    fn schedules_keep_their_bounds() {
+        let window = Duration::from_secs(40);
+        for seed in 0..500 {
+            let s = Schedule::generate(seed, 5, window, &ALL, 2);
+            assert!(!s.faults.is_empty(), "seed {seed}: no faults");
+            let end = |f: &Scheduled| f.at + f.fault.duration();
+            for (i, a) in s.faults.iter().enumerate() {
+                assert!(end(a) <= window, "seed {seed}: fault {i} heals after the window");
+                // Faulted nodes at the instant `a` starts (the most there can be while it lasts).
+                let active: Vec<&Scheduled> =
+                    s.faults.iter().filter(|b| b.at <= a.at && a.at < end(b)).collect();
+                assert!(active.len() <= 2, "seed {seed}: {} nodes faulted at {:?}", active.len(), a.at);
+                let same_node = active.iter().filter(|b| b.node == a.node).count();
+                assert_eq!(same_node, 1, "seed {seed}: overlapping faults on node {}", a.node);
+            }
+        }
+    }
+
+    #[test]
+    fn colours_are_stripped() {
+        assert_eq!(strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x"), "2026  INFO x");
+    }
+}
