@@ -2,14 +2,17 @@
 # Every check CI runs, from a fresh clone: formatting, lints, and the whole test suite (unit tests,
 # state-machine tests, and multi-process tests with real orgmesh nodes on 127.0.0.1).
 # Needs the Rust toolchain and root (some tests build hosts of their own with network
-# namespaces) and headless Chromium (the dashboard test); installs iproute2, chromium and
-# chromium-driver if they are missing.
+# namespaces) and headless Chromium (the dashboard test); installs iproute2, nftables, chromium
+# and chromium-driver if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v ip >/dev/null 2>&1; then
-  echo "== installing iproute2 (network namespaces for multi-host tests)"
-  apt-get update -qq && apt-get install -y -qq iproute2
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)   # network namespaces for multi-host tests
+command -v nft >/dev/null 2>&1 || missing+=(nftables)  # packet drop in the chaos test (no netem here)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   echo "== installing chromium and chromedriver (the dashboard's browser test)"

@@ -4,6 +4,7 @@
 //! internals: only what users and scripts can do.
 
 pub mod browser;
+pub mod chaos;
 pub mod fuzzing;
 pub mod netns;
 pub mod rogue;
@@ -265,6 +266,38 @@ impl Node {
     /// SIGKILL.
     pub fn kill(&mut self) {
         self.signal(libc::SIGKILL);
+    }
+
+    /// The process id while the node runs (with `netns`, `ip netns exec` has exec'd the node, so
+    /// this is the node itself).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether a process was started and not yet killed through this handle.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends a signal without waiting for the process to exit (SIGSTOP, SIGCONT, ...).
+    pub fn signal_only(&self, signal: i32) {
+        if let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) {
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) on our own child's pid; no memory is touched.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// SIGSTOP: the node freezes (its API and p2p connections hang) until `resume`.
+    pub fn pause(&self) {
+        self.signal_only(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal_only(libc::SIGCONT);
     }
 
     /// The last 3000 bytes of the node's log.

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 pub struct Hosts {
     bridge: String,
     names: Vec<String>,
+    /// The bridge side of each host's veth.
+    links: Vec<String>,
     /// Each host's address.
     pub ips: Vec<String>,
 }
@@ -35,7 +37,8 @@ impl Hosts {
         // 198.18.0.0/15: one /24 per (process, call).
         let (hi, lo) = (18 + (id / 256) % 2, id % 256);
         let bridge = format!("omb{id}");
-        let mut hosts = Hosts { bridge: bridge.clone(), names: Vec::new(), ips: Vec::new() };
+        let mut hosts =
+            Hosts { bridge: bridge.clone(), names: Vec::new(), links: Vec::new(), ips: Vec::new() };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("198.{hi}.{lo}.1/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
@@ -48,6 +51,7 @@ impl Hosts {
             ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
             ip(&["link", "set", &ns_if, "netns", &name])?;
             ip(&["link", "set", &host_if, "master", &bridge, "up"])?;
+            hosts.links.push(host_if.clone());
             ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{addr}/24"), "dev", &ns_if])?;
             ip(&["netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])?;
             ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"])?;
@@ -59,6 +63,73 @@ impl Hosts {
     /// The namespace name of host `i`.
     pub fn netns(&self, i: usize) -> &str {
         &self.names[i]
+    }
+
+    /// Host `i`'s cable: `ip link set` on the bridge side of its veth, so the host keeps its own
+    /// interface and addresses but nothing reaches it or leaves it.
+    pub fn set_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
+        ip(&["link", "set", &self.links[i], if up { "up" } else { "down" }])
+    }
+
+    /// Drops `percent` % of the TCP segments host `i` receives to or from `port` (its p2p port
+    /// when every host listens on the same one), chosen at random per packet by nftables
+    /// (`numgen random`; this kernel has no netem). Replaces any earlier drop rule on that host.
+    pub fn drop_packets(&self, i: usize, port: u16, percent: u8) -> anyhow::Result<()> {
+        self.clear_drops(i)?;
+        let ns = &self.names[i];
+        let nft = |args: &[&str]| -> anyhow::Result<()> {
+            let mut all = vec!["netns", "exec", ns, "nft"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        nft(&["add", "table", "inet", "orgmesh_chaos"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "orgmesh_chaos",
+            "input",
+            "{ type filter hook input priority 0; policy accept; }",
+        ])?;
+        let (port, percent) = (port.to_string(), percent.to_string());
+        for dir in ["dport", "sport"] {
+            nft(&[
+                "add",
+                "rule",
+                "inet",
+                "orgmesh_chaos",
+                "input",
+                "tcp",
+                dir,
+                &port,
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &percent,
+                "drop",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Removes host `i`'s drop rules (nothing to do when there are none).
+    pub fn clear_drops(&self, i: usize) -> anyhow::Result<()> {
+        let ns = &self.names[i];
+        let listed = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "list", "tables"])
+            .output()
+            .context("running nft (nftables)")?;
+        if String::from_utf8_lossy(&listed.stdout).contains("orgmesh_chaos") {
+            ip(&["netns", "exec", ns, "nft", "delete", "table", "inet", "orgmesh_chaos"])?;
+        }
+        Ok(())
+    }
+
+    /// Whether `nft` can be run (the `nftables` package is installed).
+    pub fn have_nft() -> bool {
+        Command::new("nft").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
     }
 }
 
