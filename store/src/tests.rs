@@ -605,3 +605,22 @@ async fn timing_million_tasks_listing() {
     time("status counts", &|| store.status_counts().unwrap().len());
     assert_eq!(store.status_counts().unwrap()[&TaskStatus::Running], n / 1000);
 }
+
+#[tokio::test]
+async fn the_commit_observer_sees_every_commit_once() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    assert!(store.observe_commits(move |took| {
+        assert!(took < Duration::from_secs(60));
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert!(!store.observe_commits(|_| {}), "only the first observer is kept");
+    for i in 0..5u128 {
+        store.append_events(vec![ev("x", format!("{i}"))]).await.unwrap();
+    }
+    // Each awaited write committed on its own; the observer ran before it was answered.
+    assert_eq!(seen.load(Ordering::SeqCst), store.writer_stats().commits);
+    assert!(store.writer_stats().commits >= 5);
+}
