@@ -227,6 +227,7 @@ pub struct EventLoop {
     gate_checks: FuturesUnordered<BoxFuture<'static, (libp2p::PeerId, Option<String>)>>,
     next_tick: Time,
     shutdown: CancellationToken,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -258,6 +259,8 @@ pub struct Parts {
     pub commands: mpsc::Receiver<Command>,
     /// Ends the loop.
     pub shutdown: CancellationToken,
+    /// Where the loop's metrics hooks count.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Parts {
@@ -302,6 +305,7 @@ impl EventLoop {
             counters: Counters::default(),
             next_tick: Time::ZERO,
             shutdown: parts.shutdown,
+            metrics: parts.metrics,
         };
         this.recover(recovered);
         this
@@ -493,6 +497,7 @@ impl EventLoop {
     }
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.swarm_event(&event);
         let now = self.now();
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => self.handle_gossip_event(ev, now),
@@ -804,6 +809,7 @@ impl EventLoop {
     fn handle_membership_output(&mut self, out: MembershipOutput, now: Time) {
         match out {
             MembershipOutput::Send { to, request } => {
+                self.metrics.gossip_sent(&request);
                 // The answer names its peer; no bookkeeping per request is needed.
                 if let Some(p2p) = to_libp2p(&to) {
                     self.swarm.behaviour_mut().gossip.send_request(&p2p, request);

@@ -1,7 +1,8 @@
 //! The `orgmesh` command line: `init`, `up`, `demo`, and the client commands that talk to the
 //! local node's REST API. Output is a human table by default and JSON with `--json`; exit codes
-//! are stable (0 ok, 1 error, 2 usage, 3 node unreachable, 4 not found; `submit --wait` exits
-//! with the task's own exit code).
+//! are stable (0 ok, 1 error, 2 usage, 3 node unreachable, 4 not found, 5 no or bad token (401),
+//! 6 token lacks the scope (403); `submit --wait` exits with the task's own exit code).
+//! `token create` makes API tokens; client commands send one with `--token` / `$ORGMESH_TOKEN`.
 
 pub mod client;
 mod output;
@@ -22,6 +23,9 @@ pub struct Cli {
     /// The local node's API.
     #[arg(long, global = true, env = "ORGMESH_API", default_value = "http://127.0.0.1:7070")]
     pub api: String,
+    /// API token, sent as `Authorization: Bearer` (needed unless the node's API is open on loopback).
+    #[arg(long, global = true, env = "ORGMESH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -166,6 +170,29 @@ pub enum Command {
     },
     /// Stop taking new work on this node.
     Drain,
+    /// API tokens.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `orgmesh token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token once, and the `[[api.tokens]]` entry (its SHA-256) for orgmesh.toml.
+    Create {
+        /// Who holds it; events record this name as the actor.
+        #[arg(long)]
+        name: String,
+        /// read, submit or admin (admin implies the others); repeat for several.
+        #[arg(long = "scope", required = true, value_parser = ["read", "submit", "admin"])]
+        scopes: Vec<String>,
+        /// Append the entry to this config file (the node reads it at its next start).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Runs a client command; returns the process exit code.
@@ -184,7 +211,7 @@ fn print_json(v: &Value) {
 }
 
 async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
-    let client = Client::new(&cli.api);
+    let client = Client::new(&cli.api, cli.token.as_deref());
     match &cli.command {
         Command::Status => {
             let node: Value = client.get("/v1/node").await?;
@@ -308,7 +335,7 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
                 println!("draining: {} attempt(s) still running here", v["running"]);
             }
         }
-        Command::Init { .. } | Command::Up { .. } | Command::Demo { .. } => {}
+        Command::Init { .. } | Command::Up { .. } | Command::Demo { .. } | Command::Token { .. } => {}
     }
     Ok(0)
 }
@@ -335,6 +362,87 @@ async fn follow_logs(client: &Client, id: &str) -> Result<(), ClientError> {
             true
         })
         .await
+}
+
+/// `orgmesh token create`: prints a fresh token (stdout, once) and its config entry (stderr, or
+/// appended to `--config`). The token itself is never written anywhere.
+pub fn token(command: &TokenCommand, json: bool) -> anyhow::Result<()> {
+    let TokenCommand::Create { name, scopes, config } = command;
+    if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
+        anyhow::bail!("--name must be non-empty, without quotes, backslashes or newlines");
+    }
+    let token = orgmesh_api::auth::generate_token().map_err(anyhow::Error::msg)?;
+    let sha256 = orgmesh_api::auth::to_hex(&orgmesh_api::auth::hash_token(&token));
+    let mut scopes = scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    let entry = crate::config::ApiToken { name: name.clone(), scopes, sha256 };
+    let snippet = token_snippet(&entry);
+    if let Some(path) = config {
+        append_token(path, &entry, &snippet)?;
+    }
+    if json {
+        print_json(&json!({
+            "name": entry.name, "scopes": entry.scopes, "token": token, "sha256": entry.sha256, "toml": snippet,
+        }));
+    } else {
+        println!("{token}");
+        eprintln!("This token is shown once; the node keeps only its SHA-256.");
+        match config {
+            Some(path) => eprintln!("Added to {} (restart the node to use it):\n\n{snippet}", path.display()),
+            None => eprintln!("Add this to the node's orgmesh.toml and restart it:\n\n{snippet}"),
+        }
+    }
+    Ok(())
+}
+
+/// The `[[api.tokens]]` entry for `entry`.
+fn token_snippet(entry: &crate::config::ApiToken) -> String {
+    let scopes: Vec<String> = entry.scopes.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "[[api.tokens]]\nname = {:?}\nscopes = [{}]\nsha256 = \"{}\"\n",
+        entry.name,
+        scopes.join(", "),
+        entry.sha256
+    )
+}
+
+/// Appends the entry to the config file, refusing a file that would then not load or that
+/// already has a token of that name; the file is left as it was on refusal.
+fn append_token(
+    path: &std::path::Path,
+    entry: &crate::config::ApiToken,
+    snippet: &str,
+) -> anyhow::Result<()> {
+    let before =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let config = Config::parse(&before)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid config: {e}", path.display()))?;
+    if config.api.tokens.iter().any(|t| t.name == entry.name) {
+        anyhow::bail!("{} already has a token named {:?}", path.display(), entry.name);
+    }
+    let sep = if before.is_empty() || before.ends_with("\n\n") {
+        ""
+    } else if before.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    let after = format!("{before}{sep}{snippet}");
+    let parsed = Config::parse(&after).map_err(|e| {
+        anyhow::anyhow!(
+            "appending to {} would break it ({e}); add the entry by hand:\n{snippet}",
+            path.display()
+        )
+    })?;
+    if !parsed.api.tokens.iter().any(|t| t == entry) {
+        anyhow::bail!(
+            "appending to {} did not add the token; add the entry by hand:\n{snippet}",
+            path.display()
+        );
+    }
+    std::fs::write(path, after).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 /// `orgmesh init`: writes the config and the key; prints the peer id.
@@ -387,4 +495,34 @@ pub fn init(command: &Command) -> anyhow::Result<()> {
     println!("{}", key.public().to_peer_id());
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_token_appends_to_an_init_config_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orgmesh.toml");
+        std::fs::write(&path, Config::default().to_toml()).unwrap();
+        let token = orgmesh_api::auth::generate_token().unwrap();
+        let sha256 = orgmesh_api::auth::to_hex(&orgmesh_api::auth::hash_token(&token));
+        let entry = crate::config::ApiToken {
+            name: "ci".into(),
+            scopes: vec!["read".into(), "submit".into()],
+            sha256,
+        };
+        append_token(&path, &entry, &token_snippet(&entry)).unwrap();
+        let config = Config::load(Some(&path), |_| None).unwrap();
+        let tokens = config.api_tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].sha256, orgmesh_api::auth::hash_token(&token));
+        // A second token of the same name is refused and leaves the file as it was.
+        let before = std::fs::read_to_string(&path).unwrap();
+        assert!(append_token(&path, &entry, &token_snippet(&entry)).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        // The token itself is in neither the file nor the snippet.
+        assert!(!before.contains(&token));
+    }
 }
