@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// `GET /v1/node`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     /// This node.
+    #[schema(value_type = String)]
     pub peer_id: PeerId,
     /// Its org.
+    #[schema(value_type = String)]
     pub org: Org,
     /// Its name.
     pub name: String,
@@ -30,8 +32,10 @@ pub struct NodeInfo {
     /// Its labels.
     pub labels: BTreeMap<String, String>,
     /// Its capacity now.
+    #[schema(value_type = crate::openapi::schema::Capacity)]
     pub capacity: Capacity,
     /// When the process started.
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
     /// Whether it is draining.
     pub draining: bool,
@@ -42,23 +46,28 @@ pub struct NodeInfo {
 }
 
 /// One item of `GET /v1/peers`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerEntry {
     /// The peer.
+    #[schema(value_type = String)]
     pub peer_id: PeerId,
     /// Its org.
+    #[schema(value_type = String)]
     pub org: Org,
     /// Its name.
     pub name: String,
     /// Failure-detector verdict.
+    #[schema(value_type = String, example = "alive")]
     pub state: PeerState,
     /// Its multiaddrs.
     pub addrs: Vec<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
     /// Its capacity as last gossiped.
+    #[schema(value_type = crate::openapi::schema::Capacity)]
     pub capacity: Capacity,
     /// When it was last heard of.
+    #[schema(value_type = String, format = DateTime)]
     pub last_seen: Timestamp,
     /// Whether it is draining.
     pub draining: bool,
@@ -67,7 +76,7 @@ pub struct PeerEntry {
 }
 
 /// One readiness check of `GET /readyz`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
     /// `store`, `p2p`, `discovery:static`, ...
     pub name: String,
@@ -124,7 +133,7 @@ pub enum CancelError {
 }
 
 /// `POST /v1/drain` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrainStatus {
     /// Whether the node is draining.
     pub draining: bool,
@@ -150,4 +159,33 @@ pub trait Control: Send + Sync + 'static {
     fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, String>>;
     /// Readiness checks other than the store's (p2p listener, discovery sources).
     fn readiness(&self) -> BoxFuture<'_, Vec<Check>>;
+
+    /// [`submit`](Self::submit) on behalf of `actor` (a token's name, or `anonymous@loopback`),
+    /// which the node records with the task's `task.created` event. Defaults to `submit`.
+    fn submit_as(
+        &self,
+        actor: String,
+        spec: TaskSpec,
+        idempotency: Option<Idempotency>,
+    ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
+        let _ = actor;
+        self.submit(spec, idempotency)
+    }
+
+    /// [`cancel`](Self::cancel) on behalf of `actor`, which the node records in an event.
+    fn cancel_as(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
+        let _ = actor;
+        self.cancel(id)
+    }
+
+    /// [`drain`](Self::drain) on behalf of `actor`, which the node records in an event.
+    fn drain_as(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
+        let _ = actor;
+        self.drain()
+    }
+
+    /// The node's metrics in the OpenMetrics text format (`GET /metrics`); by default none.
+    fn metrics(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async { Err("this node serves no metrics".to_string()) })
+    }
 }

@@ -73,11 +73,16 @@ fn etags() -> &'static [String] {
 }
 
 /// `GET /`: the dashboard page.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, description = "The dashboard", content_type = "text/html")))]
 pub(crate) async fn index(headers: HeaderMap) -> Response {
     serve(0, &headers)
 }
 
 /// `GET /assets/{file}`: one embedded file, or a problem+json 404.
+#[utoipa::path(get, path = "/assets/{file}", tag = "dashboard",
+    params(("file" = String, Path, description = "An embedded asset's name")),
+    responses((status = 200, description = "The file"), (status = 404, description = "No such asset")))]
 pub(crate) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().position(|a| a.name == file) {
         Some(i) => serve(i, &headers),

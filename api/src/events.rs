@@ -29,6 +29,14 @@ const PAGE: usize = 1000;
 const MAX_TAIL: u64 = 10_000;
 
 /// `GET /v1/events[?since=SEQ|?tail=N][&kinds=...]`, honouring `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = ["read"])),
+    params(
+        ("since" = Option<u64>, Query, description = "Start after this sequence number"),
+        ("tail" = Option<u64>, Query, description = "Start this many events back from the end (at most 10,000); `since` and `Last-Event-ID` take precedence"),
+        ("kinds" = Option<String>, Query, description = "Comma-separated kinds; `task.` matches a prefix"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number"),
+    ),
+    responses((status = 200, description = "Server-sent events: id (sequence), event (kind), data (JSON)", content_type = "text/event-stream")))]
 pub(crate) async fn events(
     State(state): State<ApiState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,

@@ -1,16 +1,22 @@
 //! orgmesh's local REST + SSE API (see INTERFACE.md): task submission and reads, logs (plain and
 //! followed as SSE), the event stream with resume, node and peer views, health and readiness.
 //! Errors are `application/problem+json`. Reads go to the store; everything that needs a decision
-//! goes through [`Control`]. Binds 127.0.0.1 unless configured otherwise.
+//! goes through [`Control`]. Binds 127.0.0.1 unless configured otherwise; see `docs/security.md`
+//! for tokens, scopes, TLS, CORS and rate limits.
 //!
 //! Layout:
 //! - [`control`](Control): the trait the node implements, and the JSON shapes of its views.
+//! - `routes`: the one list of routes with the scope each needs; the router is built from it.
+//! - [`auth`]: bearer tokens (hashed at rest), scopes, the loopback rule, the auth middleware.
+//! - [`ratelimit`]: the token bucket per caller behind 429.
+//! - [`tls`]: HTTPS with rustls from PEM files (or PEM fetched by the node, e.g. from tailscaled).
 //! - `problem`: the problem+json error type every handler returns, and the 404/405 fallbacks.
 //! - `tasks`: submit (idempotency keys), list (cursor), one task (ETag), cancel.
 //! - `logs`: task output, plain or followed as SSE with byte-offset ids.
 //! - `events`: the event log as SSE with exact resume.
 //! - `node`: health, readiness, node, peers, drain.
 //! - `dashboard`: the web dashboard at `/` (embedded HTML, CSS and JS under a strict CSP).
+//! - `metrics`: `GET /metrics`, rendered by the node; `openapi`: `GET /openapi.json` (utoipa).
 //! - `shutdown`: the signal [`serve`] hands to SSE streams so they end at shutdown.
 //!
 //! ```no_run
@@ -25,30 +31,42 @@
 //! the node through [`Control`].
 #![warn(missing_docs)]
 
+pub mod auth;
 mod control;
 mod dashboard;
 mod events;
 mod logs;
+mod metrics;
 mod node;
+mod openapi;
 mod problem;
+pub mod ratelimit;
+mod routes;
 mod shutdown;
 mod tasks;
+pub mod tls;
 
+pub use auth::{Caller, Scope, Security, SecurityError, TokenEntry};
 pub use control::{
     BoxFuture, CancelError, Check, Control, DrainStatus, NodeInfo, PeerEntry, SubmitError, Submitted,
 };
+pub use metrics::OPENMETRICS_CONTENT_TYPE;
+pub use ratelimit::RateLimiter;
+pub use tasks::MAX_BODY_BYTES;
+pub use tls::{TlsConfig, TlsError};
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use orgmesh_store::Store;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
 use crate::shutdown::Shutdown;
@@ -60,12 +78,50 @@ pub struct ApiState {
     pub store: Store,
     /// The node, for commands.
     pub control: Arc<dyn Control>,
+    /// Who may call what.
+    pub(crate) security: Arc<Security>,
+    /// Largest request body.
+    pub(crate) max_body_bytes: usize,
+    /// Browser origins allowed by CORS; empty: none.
+    pub(crate) cors_origins: Vec<HeaderValue>,
 }
 
 impl ApiState {
-    /// State over `store` (reads) and `control` (commands).
+    /// State over `store` (reads) and `control` (commands), open to every caller (see
+    /// [`Security::open`]) until [`with_security`](Self::with_security) sets a policy.
     pub fn new(store: Store, control: Arc<dyn Control>) -> Self {
-        Self { store, control }
+        Self {
+            store,
+            control,
+            security: Arc::new(Security::open()),
+            max_body_bytes: MAX_BODY_BYTES,
+            cors_origins: Vec::new(),
+        }
+    }
+
+    /// Sets who may call what.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = Arc::new(security);
+        self
+    }
+
+    /// Sets the largest accepted request body (default [`MAX_BODY_BYTES`]).
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Allows browsers on these origins (`https://dash.example.com`) to call the API (CORS).
+    /// Fails on an origin that is not a valid header value.
+    pub fn with_cors_origins(mut self, origins: &[String]) -> Result<Self, String> {
+        self.cors_origins = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/'))
+                    .map_err(|_| format!("invalid CORS origin {o:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
     }
 }
 
@@ -78,27 +134,44 @@ impl std::fmt::Debug for ApiState {
 /// The full router: every INTERFACE.md endpoint this build serves.
 ///
 /// Unknown paths answer 404 and known paths with another method 405, both as problem+json.
+/// Every request passes, from the outside in: the request span, CORS (which answers preflights
+/// itself), then authentication, rate limit and scope check (see [`auth`]), then the handler.
 pub fn router(state: ApiState) -> axum::Router {
-    axum::Router::new()
-        .route("/", get(dashboard::index))
-        .route("/assets/{file}", get(dashboard::asset))
-        .route("/healthz", get(node::healthz))
-        .route("/readyz", get(node::readyz))
-        .route("/v1/node", get(node::node))
-        .route("/v1/peers", get(node::peers))
-        .route("/v1/drain", post(node::drain))
-        .route(
-            "/v1/tasks",
-            get(tasks::list).post(tasks::submit).layer(DefaultBodyLimit::max(tasks::MAX_BODY_BYTES)),
-        )
-        .route("/v1/tasks/{id}", get(tasks::get))
-        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/v1/tasks/{id}/logs", get(logs::logs))
-        .route("/v1/events", get(events::events))
+    let mut router = axum::Router::new();
+    for route in routes::ROUTES {
+        router = router.route(route.path, (route.handler)());
+    }
+    let mut router = router
         .fallback(problem::not_found_fallback)
         .method_not_allowed_fallback(problem::method_not_allowed_fallback)
-        .layer(middleware::from_fn(request_span))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::layer));
+    if !state.cors_origins.is_empty() {
+        router = router.layer(cors(&state.cors_origins));
+    }
+    router.layer(middleware::from_fn(request_span)).with_state(state)
+}
+
+/// CORS for the configured origins: the methods and headers this API uses, and the response
+/// headers a browser client needs to read.
+fn cors(origins: &[HeaderValue]) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            HeaderName::from_static("x-request-id"),
+        ])
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; open SSE streams end too.
@@ -117,7 +190,27 @@ pub async fn serve(
         tracing::info!("api: shutting down");
         token.cancel();
     };
-    axum::serve(listener, router).with_graceful_shutdown(signal).await
+    // Connect info gives the rate limiter each tokenless client's IP.
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(signal)
+        .await
+}
+
+/// Like [`serve`], over HTTPS (HTTP/1.1 and HTTP/2) with `tls`.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: TlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = CancellationToken::new();
+    let router = router.layer(axum::Extension(Shutdown::new(token.clone())));
+    tls::serve(listener, router, tls, async move {
+        shutdown.await;
+        tracing::info!("api: shutting down");
+        token.cancel();
+    })
+    .await
 }
 
 /// Per-request tracing span and `x-request-id` (the client's, if sane, else a fresh one).

@@ -32,6 +32,16 @@ const CHUNK: usize = 32 * 1024;
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /v1/tasks/{id}/logs[?offset=N][&follow=true]`.
+#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", security(("bearer" = ["read"])),
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("offset" = Option<u64>, Query, description = "Start at this byte"),
+        ("follow" = Option<bool>, Query, description = "Stream as SSE until the task ends; event ids are byte offsets"),
+    ),
+    responses(
+        (status = 200, description = "The output so far (text/plain), or an SSE stream with follow=true", content_type = "text/plain"),
+        (status = 404, description = "No such task here", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn logs(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,

@@ -9,16 +9,23 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::control::{Check, DrainStatus, NodeInfo};
 use crate::problem::Problem;
 
 /// `GET /healthz`: 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "node", security(()),
+    responses((status = 200, description = "The process serves", body = Object, example = json!({"status": "ok"}))))]
 pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the store's check plus the node's; 200 when all pass, else 503 problem+json with
 /// the checks as an extension member.
+#[utoipa::path(get, path = "/readyz", tag = "node", security(()), responses(
+    (status = 200, description = "Every check passes", body = Object),
+    (status = 503, description = "A check fails; `checks` lists them", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+))]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     let store = match state.store.last_seq() {
         Ok(seq) => Check { name: "store".into(), ok: true, detail: format!("event log at seq {seq}") },
@@ -38,17 +45,26 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 /// `GET /v1/node`.
+#[utoipa::path(get, path = "/v1/node", tag = "node", security(("bearer" = ["read"])),
+    responses((status = 200, description = "This node", body = NodeInfo)))]
 pub(crate) async fn node(State(state): State<ApiState>) -> Result<Json<NodeInfo>, Problem> {
     state.control.node().await.map(Json).map_err(Problem::unavailable)
 }
 
 /// `GET /v1/peers`: `{items: [...]}`, this node excluded (the node's `peers()` already does).
+#[utoipa::path(get, path = "/v1/peers", tag = "node", security(("bearer" = ["read"])),
+    responses((status = 200, description = "Every peer this node knows", body = crate::openapi::schema::PeerList)))]
 pub(crate) async fn peers(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Problem> {
     let items = state.control.peers().await.map_err(Problem::unavailable)?;
     Ok(Json(json!({ "items": items })))
 }
 
-/// `POST /v1/drain`: stop taking new work; answers what still runs.
-pub(crate) async fn drain(State(state): State<ApiState>) -> Result<Json<DrainStatus>, Problem> {
-    state.control.drain().await.map(Json).map_err(Problem::unavailable)
+/// `POST /v1/drain`: stop taking new work; answers what still runs. Recorded with its actor.
+#[utoipa::path(post, path = "/v1/drain", tag = "node", security(("bearer" = ["admin"])),
+    responses((status = 200, description = "Draining", body = DrainStatus)))]
+pub(crate) async fn drain(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<DrainStatus>, Problem> {
+    state.control.drain_as(caller.actor).await.map(Json).map_err(Problem::unavailable)
 }

@@ -17,11 +17,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::control::{CancelError, SubmitError};
 use crate::problem::{Problem, excerpt};
 
-/// Largest accepted submit body.
-pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest accepted submit body unless configured otherwise.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Page size of `GET /v1/tasks` without `limit`.
 const DEFAULT_LIMIT: usize = 50;
 /// Largest `limit` accepted.
@@ -29,9 +30,20 @@ const MAX_LIMIT: usize = 1000;
 /// Longest `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
 
-/// `POST /v1/tasks`.
+/// `POST /v1/tasks`: the task and its `task.created` event (with the caller as `actor`) are
+/// durable when this answers 202.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = ["submit"])),
+    request_body(content = crate::openapi::schema::TaskSpec, description = "The task spec"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays with the same key and body return the same task")),
+    responses(
+        (status = 202, description = "Accepted and durable", body = crate::openapi::schema::Accepted),
+        (status = 200, description = "A replay of an earlier submission", body = crate::openapi::schema::Accepted),
+        (status = 409, description = "Same key, different body", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid spec", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn submit(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -44,7 +56,7 @@ pub(crate) async fn submit(
         Some(key) => Some(Idempotency { key, body_hash: spec_hash(&spec)? }),
         None => None,
     };
-    let submitted = state.control.submit(spec, idempotency).await.map_err(|e| match e {
+    let submitted = state.control.submit_as(caller.actor, spec, idempotency).await.map_err(|e| match e {
         SubmitError::Invalid(m) => Problem::unprocessable(m),
         SubmitError::Conflict(_) => Problem::conflict(e.to_string()),
         SubmitError::Unavailable(m) => Problem::unavailable(m),
@@ -91,6 +103,13 @@ pub(crate) fn spec_hash(spec: &TaskSpec) -> Result<[u8; 32], Problem> {
 }
 
 /// `GET /v1/tasks?status=S&limit=N&cursor=C`: newest first; `next_cursor` is set when more exist.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = ["read"])),
+    params(
+        ("status" = Option<String>, Query, description = "Only tasks with this status"),
+        ("limit" = Option<usize>, Query, description = "Page size, 1 to 1000 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of tasks", body = crate::openapi::schema::TaskList)))]
 pub(crate) async fn list(
     State(state): State<ApiState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -134,6 +153,13 @@ pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskI
 }
 
 /// `GET /v1/tasks/{id}`, with a strong `ETag` over the body and `If-None-Match` → 304.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["read"])),
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task, with an ETag", body = crate::openapi::schema::Task),
+        (status = 304, description = "Unchanged since the If-None-Match tag"),
+        (status = 404, description = "No such task here", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn get(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -169,13 +195,21 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// `POST /v1/tasks/{id}/cancel`: 202 once the node took the request; the task's status moves
-/// to `cancelled` when the cancel lands wherever it runs.
+/// to `cancelled` when the cancel lands wherever it runs. Recorded with its actor.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = ["submit"])),
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 202, description = "The cancel is under way", body = crate::openapi::schema::CancelAccepted),
+        (status = 404, description = "No such task here", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already ended", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn cancel(
     State(state): State<ApiState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let id = task_id(path)?;
-    state.control.cancel(id).await.map_err(|e| match e {
+    state.control.cancel_as(caller.actor, id).await.map_err(|e| match e {
         CancelError::NotFound(_) => Problem::not_found(e.to_string()),
         CancelError::AlreadyEnded { .. } => Problem::conflict(e.to_string()),
         CancelError::Unavailable(m) => Problem::unavailable(m),

@@ -52,9 +52,11 @@ async fn node_peers_drain_and_index() {
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.content_type().starts_with("text/html"));
     assert!(a.text().contains("/assets/app.js"));
-    // Not in this release.
-    get(&h.router, "/metrics").await.problem(404);
-    get(&h.router, "/openapi.json").await.problem(404);
+    // A node without metrics says so; the OpenAPI document is always there.
+    get(&h.router, "/metrics").await.problem(503);
+    let doc = get(&h.router, "/openapi.json").await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.json()["paths"]["/v1/tasks/{id}/cancel"]["post"].is_object());
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use dns::{DnsConfig, DnsSource};
 pub use static_list::StaticSource;
-pub use tailscale::{TailnetPeer, TailscaleClient, TailscaleConfig, TailscaleSource};
+pub use tailscale::{TailnetCertificate, TailnetPeer, TailscaleClient, TailscaleConfig, TailscaleSource};
 
 use orgmesh_protocol::PeerId;
 

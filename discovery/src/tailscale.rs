@@ -217,6 +217,36 @@ impl TailscaleClient {
         }
     }
 
+    /// A TLS certificate for this node from tailscaled (`GET /localapi/v0/cert/<domain>?type=pair`,
+    /// which has tailscaled obtain or renew it): for `domain`, else the first of the status's
+    /// `CertDomains` (this node's MagicDNS name when the tailnet has HTTPS certificates enabled).
+    ///
+    /// Fails with [`DiscoveryError::Unavailable`] when tailscaled cannot be asked, names no cert
+    /// domain, or refuses (HTTPS certificates disabled on the tailnet, a domain not this node's).
+    pub async fn certificate(&self, domain: Option<&str>) -> Result<TailnetCertificate, DiscoveryError> {
+        let domain = match domain {
+            Some(d) => d.to_string(),
+            None => {
+                let status = self
+                    .within("status", self.api.status())
+                    .await?
+                    .map_err(|e| self.unavailable("status", &e))?;
+                status.cert_domains.into_iter().next().ok_or_else(|| {
+                    DiscoveryError::Unavailable(format!(
+                        "tailscaled at {} names no certificate domain: enable HTTPS certificates for the \
+                         tailnet, or set [api] tls_domain",
+                        self.socket.display()
+                    ))
+                })?
+            }
+        };
+        let (key, chain) = self
+            .within("cert", self.api.certificate_pair(&domain))
+            .await?
+            .map_err(|e| self.unavailable(&format!("cert for {domain}"), &e))?;
+        Ok(TailnetCertificate { chain_der: chain.into_iter().map(|c| c.0).collect(), key_der: key.0, domain })
+    }
+
     async fn within<T>(
         &self,
         what: &str,
@@ -250,6 +280,27 @@ impl TailscaleClient {
                 format!("{what} request to tailscaled LocalAPI at {socket} failed: {other}{cause}")
             }
         })
+    }
+}
+
+/// A certificate tailscaled issued for this node.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TailnetCertificate {
+    /// The name it is for (`node.tailnet.ts.net`).
+    pub domain: String,
+    /// The certificate chain, leaf first, DER.
+    pub chain_der: Vec<Vec<u8>>,
+    /// The private key, DER (PKCS#8, SEC1 or PKCS#1, as tailscaled wrote it).
+    pub key_der: Vec<u8>,
+}
+
+impl fmt::Debug for TailnetCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        f.debug_struct("TailnetCertificate")
+            .field("domain", &self.domain)
+            .field("chain_len", &self.chain_der.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -536,6 +587,33 @@ mod tests {
         fx.stop().await;
         let down = client.whois("100.64.0.2:7000".parse().expect("addr")).await;
         assert!(matches!(down, Err(DiscoveryError::Unavailable(_))), "{down:?}");
+    }
+
+    #[tokio::test]
+    async fn certificate_pair_comes_from_the_cert_domain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fx = mesh_fixture(dir.path()).await;
+        let client = TailscaleClient::new(fx.socket());
+        // HTTPS certificates not enabled: no cert domain, and the endpoint refuses.
+        let none = client.certificate(None).await;
+        assert!(
+            matches!(&none, Err(DiscoveryError::Unavailable(m)) if m.contains("no certificate domain")),
+            "{none:?}"
+        );
+        let refused = client.certificate(Some("org-a.tail0f1x7.ts.net")).await;
+        assert!(matches!(refused, Err(DiscoveryError::Unavailable(_))), "{refused:?}");
+
+        // Base64 of three zero bytes: the client passes DER through untouched.
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n\
+                   -----BEGIN PRIVATE KEY-----\nAAAB\n-----END PRIVATE KEY-----\n";
+        fx.set_cert("org-a.tail0f1x7.ts.net", pem);
+        let cert = client.certificate(None).await.expect("certificate");
+        assert_eq!(cert.domain, "org-a.tail0f1x7.ts.net");
+        assert_eq!(cert.chain_der, vec![vec![0u8, 0, 0]]);
+        assert_eq!(cert.key_der, vec![0u8, 0, 1]);
+        assert!(!format!("{cert:?}").contains("key_der"), "Debug must not print the key");
+        let other = client.certificate(Some("elsewhere.example.com")).await;
+        assert!(matches!(other, Err(DiscoveryError::Unavailable(_))), "{other:?}");
     }
 
     #[test]

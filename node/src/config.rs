@@ -125,18 +125,88 @@ impl Default for P2pSection {
     }
 }
 
-/// `[api]`.
+/// `[api]`: where the REST API listens and who may call it (see `docs/security.md`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Where the REST API listens; loopback by default.
     pub addr: SocketAddr,
+    /// Tokenless requests get every scope, as `anonymous@loopback`, when `addr` is a loopback
+    /// address. Never opens a non-loopback API.
+    pub open_on_loopback: bool,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Sustained requests per second per token (per client IP for tokenless callers).
+    pub rate_per_s: u32,
+    /// Requests at once per token (per client IP for tokenless callers).
+    pub burst: u32,
+    /// Browser origins allowed to call the API (CORS), e.g. `https://dash.example.com`.
+    pub cors_origins: Vec<String>,
+    /// `"tailscale"`: serve HTTPS with a certificate from tailscaled (socket of
+    /// `[discovery.tailscale]`, else the default). Unset: HTTPS only if `tls_cert` is set.
+    pub tls: Option<String>,
+    /// PEM certificate chain for HTTPS, relative to the config file.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS, relative to the config file.
+    pub tls_key: Option<PathBuf>,
+    /// With `tls = "tailscale"`: the domain to ask a certificate for (default: tailscaled's
+    /// first cert domain, this node's MagicDNS name).
+    pub tls_domain: Option<String>,
+    /// Bearer tokens, stored as SHA-256 (`orgmesh token create` prints an entry). Not written
+    /// when empty, so `[[api.tokens]]` entries can be appended to the file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<ApiToken>,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 7070)) }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            open_on_loopback: true,
+            max_body_bytes: orgmesh_api::MAX_BODY_BYTES,
+            rate_per_s: 100,
+            burst: 400,
+            cors_origins: Vec::new(),
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_domain: None,
+            tokens: Vec::new(),
+        }
     }
+}
+
+/// `[[api.tokens]]`: one bearer token, kept only as its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it; recorded as the actor of what it does.
+    pub name: String,
+    /// `read`, `submit`, `admin` (admin implies the others).
+    pub scopes: Vec<String>,
+    /// SHA-256 of the token, 64 hex digits.
+    pub sha256: String,
+}
+
+/// How the API serves HTTPS, resolved from `[api]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTls {
+    /// Plain HTTP.
+    Off,
+    /// PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// A certificate from tailscaled's LocalAPI.
+    Tailscale {
+        /// tailscaled's socket.
+        socket: PathBuf,
+        /// The domain, if not tailscaled's first cert domain.
+        domain: Option<String>,
+    },
 }
 
 /// `[capacity]`: what this node offers; unset values come from the machine.
@@ -370,6 +440,9 @@ impl Config {
         if let Some(v) = env("ORGMESH_API_ADDR") {
             self.api.addr = v.parse().map_err(|e| invalid("ORGMESH_API_ADDR", format!("{e}")))?;
         }
+        if let Some(v) = env("ORGMESH_API_OPEN_ON_LOOPBACK") {
+            self.api.open_on_loopback = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
         if let Some(v) = env("ORGMESH_P2P_LISTEN") {
             self.p2p.listen = list(v);
         }
@@ -460,12 +533,69 @@ impl Config {
         if t.lease_renew_ms == 0 || t.lease_ttl_ms < 2 * t.lease_renew_ms {
             return invalid("tasks", "need 0 < lease_renew_ms and lease_ttl_ms >= 2 * lease_renew_ms".into());
         }
+        self.api_tokens()?;
+        self.api_tls()?;
+        if self.api.rate_per_s == 0 || self.api.burst == 0 {
+            return invalid("api", "rate_per_s and burst must be at least 1".into());
+        }
+        if self.api.max_body_bytes < 1024 {
+            return invalid("api.max_body_bytes", "must be at least 1024".into());
+        }
         for addr in self.p2p.listen.iter().chain(&self.p2p.bootstrap).chain(&self.p2p.external_addrs) {
             if addr.parse::<libp2p::Multiaddr>().is_err() {
                 return invalid("p2p", format!("{addr:?} is not a multiaddr"));
             }
         }
         Ok(())
+    }
+
+    /// `[[api.tokens]]` as the API checks them: parsed scopes and hashes.
+    pub fn api_tokens(&self) -> Result<Vec<orgmesh_api::TokenEntry>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { key: "api.tokens".into(), message };
+        self.api
+            .tokens
+            .iter()
+            .map(|t| {
+                if t.name.trim().is_empty() {
+                    return Err(invalid("every token needs a name".into()));
+                }
+                if t.scopes.is_empty() {
+                    return Err(invalid(format!("token {:?} has no scopes", t.name)));
+                }
+                let scopes = t
+                    .scopes
+                    .iter()
+                    .map(|s| s.parse::<orgmesh_api::Scope>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid(format!("token {:?}: {e}", t.name)))?;
+                let sha256 = orgmesh_api::auth::parse_sha256_hex(&t.sha256)
+                    .map_err(|e| invalid(format!("token {:?}: {e}", t.name)))?;
+                Ok(orgmesh_api::TokenEntry { name: t.name.clone(), scopes, sha256 })
+            })
+            .collect()
+    }
+
+    /// How the API serves HTTPS; paths resolved against the config file's directory.
+    pub fn api_tls(&self) -> Result<ApiTls, ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid { key: "api.tls".into(), message: message.into() };
+        match (self.api.tls.as_deref(), &self.api.tls_cert, &self.api.tls_key) {
+            (None, None, None) => Ok(ApiTls::Off),
+            (None, Some(cert), Some(key)) => {
+                Ok(ApiTls::Files { cert: self.base_dir.join(cert), key: self.base_dir.join(key) })
+            }
+            (None, _, _) => Err(invalid("tls_cert and tls_key go together")),
+            (Some("tailscale"), None, None) => {
+                let ts = self.discovery.tailscale.clone().unwrap_or_default();
+                Ok(ApiTls::Tailscale {
+                    socket: self.base_dir.join(ts.socket),
+                    domain: self.api.tls_domain.clone(),
+                })
+            }
+            (Some("tailscale"), _, _) => Err(invalid("tls = \"tailscale\" takes no tls_cert or tls_key")),
+            (Some(_), _, _) => {
+                Err(invalid("the only value is \"tailscale\" (for PEM files set tls_cert and tls_key)"))
+            }
+        }
     }
 
     /// The data directory, resolved against the config file's directory.
@@ -488,11 +618,20 @@ impl Config {
         self.trust.mesh_key_file.as_ref().map(|p| self.base_dir.join(p))
     }
 
-    /// Serializes as TOML (for `orgmesh init`).
+    /// Serializes as TOML (for `orgmesh init`), with the loopback rule explained where it is set.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let text = toml::to_string_pretty(self).unwrap_or_default();
+        let key = format!("open_on_loopback = {}", self.api.open_on_loopback);
+        text.replacen(&key, &format!("{LOOPBACK_COMMENT}{key}"), 1)
     }
 }
+
+/// What `orgmesh init` writes above `open_on_loopback`.
+const LOOPBACK_COMMENT: &str = "\
+# Tokenless requests get every scope (as \"anonymous@loopback\") while the API listens on a
+# loopback address. Set to false to require a token for everything but /healthz and /readyz.
+# A non-loopback API always needs tokens: create one with `orgmesh token create`.
+";
 
 /// Parses `K=V` pairs.
 pub fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
@@ -560,7 +699,35 @@ mod tests {
     #[test]
     fn toml_round_trip() {
         let c = Config::default();
-        let back = Config::parse(&c.to_toml()).unwrap();
+        let text = c.to_toml();
+        let back = Config::parse(&text).unwrap();
         assert_eq!(back.p2p.listen, c.p2p.listen);
+        assert!(back.api.open_on_loopback);
+        assert!(text.contains("# Tokenless requests get every scope"), "{text}");
+    }
+
+    #[test]
+    fn api_tokens_and_tls_are_checked() {
+        let hash = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+        let ok = format!(
+            "[api]\nopen_on_loopback = false\n[[api.tokens]]\nname = \"ci\"\nscopes = [\"submit\"]\nsha256 = \"{hash}\"\n"
+        );
+        let c = Config::parse(&ok).unwrap();
+        let tokens = c.api_tokens().unwrap();
+        assert_eq!(tokens[0].name, "ci");
+        assert_eq!(tokens[0].scopes, vec![orgmesh_api::Scope::Submit]);
+        assert!(!c.api.open_on_loopback);
+        let bad_scope = ok.replace("\"submit\"", "\"root\"");
+        assert!(Config::parse(&bad_scope).unwrap().validate().is_err());
+        let bad_hash = ok.replace(hash, "abc");
+        assert!(Config::parse(&bad_hash).unwrap().validate().is_err());
+
+        let files = Config::parse("[api]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+        assert!(matches!(files.api_tls().unwrap(), ApiTls::Files { .. }));
+        assert!(Config::parse("[api]\ntls_cert = \"c.pem\"\n").unwrap().validate().is_err());
+        let ts =
+            Config::parse("[api]\ntls = \"tailscale\"\n[discovery.tailscale]\nsocket = \"/s\"\n").unwrap();
+        assert_eq!(ts.api_tls().unwrap(), ApiTls::Tailscale { socket: PathBuf::from("/s"), domain: None });
+        assert!(Config::parse("[api]\ntls = \"acme\"\n").unwrap().validate().is_err());
     }
 }

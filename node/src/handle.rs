@@ -1,6 +1,7 @@
 //! `NodeHandle`: the cloneable front door of a running node, implementing the API's `Control`.
 //! Submissions are committed to the store here (so a 202 means durable) and then handed to the
-//! event loop; everything else is a command with a oneshot reply. Holds no state of its own.
+//! event loop; everything else is a command with a oneshot reply. Calls made on behalf of an API
+//! caller (`*_as`) record the caller as the `actor` of their event. Holds no state of its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use orgmesh_store::{CreateOutcome, Idempotency, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{Command, StopReport};
+use crate::metrics::Metrics;
 use crate::wall_clock;
 
 /// A handle to a running node's event loop.
@@ -25,14 +27,18 @@ pub struct NodeHandle {
     origin: TaskOrigin,
     /// Set once a graceful stop began: submissions are refused from then on.
     stopping: Arc<AtomicBool>,
+    metrics: Option<Metrics>,
 }
+
+/// The actor of calls made without an API caller (the `Control` methods without `_as`).
+const LOCAL_ACTOR: &str = "local";
 
 const GONE: &str = "the node is shutting down";
 
 impl NodeHandle {
     /// A handle sending to `commands`.
     pub fn new(commands: mpsc::Sender<Command>, store: Store, origin: TaskOrigin) -> Self {
-        Self { commands, store, origin, stopping: Arc::new(AtomicBool::new(false)) }
+        Self { commands, store, origin, stopping: Arc::new(AtomicBool::new(false)), metrics: None }
     }
 
     /// Stops gracefully (see `Command::Stop`): refuses new submissions at once, lets running
@@ -40,6 +46,12 @@ impl NodeHandle {
     pub async fn stop(&self, grace: Duration) -> StopReport {
         self.stopping.store(true, Ordering::SeqCst);
         self.ask(|reply| Command::Stop { grace, reply }).await.unwrap_or_default()
+    }
+
+    /// Serves `metrics` at `GET /metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -55,6 +67,15 @@ impl Control for NodeHandle {
         spec: TaskSpec,
         idempotency: Option<Idempotency>,
     ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
+        self.submit_as(LOCAL_ACTOR.into(), spec, idempotency)
+    }
+
+    fn submit_as(
+        &self,
+        actor: String,
+        spec: TaskSpec,
+        idempotency: Option<Idempotency>,
+    ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
         Box::pin(async move {
             if self.stopping.load(Ordering::SeqCst) {
                 return Err(SubmitError::Unavailable("the node is stopping; submit to another node".into()));
@@ -63,34 +84,73 @@ impl Control for NodeHandle {
             let now = wall_clock();
             let id = TaskId::new(now.0, rand::random::<u128>());
             let task = Task::new(id, spec, self.origin.clone(), now);
-            let data = crate::events::task_event_data(&task);
-            match self.store.create_task(task.clone(), idempotency, data).await {
-                Ok(CreateOutcome::Created) => {
+            let data = crate::events::task_created_data(&task, &actor);
+            // The write and the hand-over to the loop run on their own task: if the caller goes
+            // away (an HTTP client that timed out drops this future), a task that became durable
+            // must still reach the loop, or it would sit `pending` until the next restart while a
+            // retry with the same idempotency key is told it exists.
+            let (store, commands) = (self.store.clone(), self.commands.clone());
+            let created = tokio::spawn(async move {
+                let outcome = store.create_task(task.clone(), idempotency, data).await;
+                if let Ok(CreateOutcome::Created) = outcome {
                     // Durable now. If the loop is gone, recovery at the next start places it.
-                    let _ = self.commands.send(Command::TaskCreated(Box::new(task))).await;
+                    let _ = commands.send(Command::TaskCreated(Box::new(task))).await;
+                }
+                outcome
+            });
+            match created.await {
+                Ok(Ok(CreateOutcome::Created)) => {
                     Ok(Submitted { id, status: TaskStatus::Pending, existing: false })
                 }
-                Ok(CreateOutcome::Existing(t)) => {
+                Ok(Ok(CreateOutcome::Existing(t))) => {
                     Ok(Submitted { id: t.id, status: t.status, existing: true })
                 }
-                Ok(CreateOutcome::Conflict { existing }) => Err(SubmitError::Conflict(existing)),
+                Ok(Ok(CreateOutcome::Conflict { existing })) => Err(SubmitError::Conflict(existing)),
+                Ok(Err(e)) => Err(SubmitError::Unavailable(format!("task not stored: {e}"))),
                 Err(e) => Err(SubmitError::Unavailable(format!("task not stored: {e}"))),
             }
         })
     }
 
     fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
+        self.cancel_as(LOCAL_ACTOR.into(), id)
+    }
+
+    fn cancel_as(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
         Box::pin(async move {
             self.ask(|reply| Command::Cancel { id, reply })
                 .await
-                .unwrap_or_else(|| Err(CancelError::Unavailable(GONE.into())))
+                .unwrap_or_else(|| Err(CancelError::Unavailable(GONE.into())))?;
+            // The cancel is under way; record who asked before answering.
+            self.store
+                .append_events(vec![crate::events::cancel_requested(id, &actor)])
+                .await
+                .map_err(|e| CancelError::Unavailable(format!("cancel not recorded: {e}")))
         })
     }
 
     fn drain(&self) -> BoxFuture<'_, Result<DrainStatus, String>> {
-        Box::pin(
-            async move { self.ask(|reply| Command::Drain { reply }).await.ok_or_else(|| GONE.to_string()) },
-        )
+        self.drain_as(LOCAL_ACTOR.into())
+    }
+
+    fn drain_as(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
+        Box::pin(async move {
+            let status = self.ask(|reply| Command::Drain { reply }).await.ok_or_else(|| GONE.to_string())?;
+            self.store
+                .append_events(vec![crate::events::draining(&actor, status.running)])
+                .await
+                .map_err(|e| format!("drain not recorded: {e}"))?;
+            Ok(status)
+        })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let metrics = self.metrics.as_ref().ok_or("this node serves no metrics")?;
+            let peers = self.ask(|reply| Command::Peers { reply }).await.ok_or_else(|| GONE.to_string())?;
+            let states: Vec<_> = peers.iter().map(|p| p.state).collect();
+            metrics.render(&self.store, &states)
+        })
     }
 
     fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>> {
@@ -111,5 +171,37 @@ impl Control for NodeHandle {
                 .await
                 .unwrap_or_else(|| vec![Check { name: "event_loop".into(), ok: false, detail: GONE.into() }])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orgmesh_protocol::{Org, PeerId};
+
+    use super::*;
+
+    /// Regression (found by the chaos test): a client that gave up on `POST /v1/tasks` made the
+    /// server drop the submit future after the task was stored but before the loop heard of it,
+    /// so the task stayed `pending` forever while a retry with the same key was told it exists.
+    #[tokio::test]
+    async fn a_submission_whose_caller_went_away_still_reaches_the_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("orgmesh.redb")).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let origin =
+            TaskOrigin { peer_id: PeerId::new("12D3KooWorigin").unwrap(), org: Org::new("acme").unwrap() };
+        let handle = NodeHandle::new(tx, store.clone(), origin);
+        let spec = TaskSpec::new(vec!["true".into()]);
+        {
+            let mut submit = handle.submit(spec, None);
+            // Polled once (the write is under way), then dropped, as a disconnected client's is.
+            let waker = futures::task::noop_waker();
+            let _ = submit.as_mut().poll(&mut std::task::Context::from_waker(&waker));
+        }
+        let command = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await;
+        let Ok(Some(Command::TaskCreated(task))) = command else {
+            panic!("the loop never heard of the task")
+        };
+        assert_eq!(store.task(task.id).unwrap().map(|t| t.id), Some(task.id));
     }
 }

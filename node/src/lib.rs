@@ -8,6 +8,7 @@
 //! - [`actor`]: the event loop that owns the swarm and every state machine.
 //! - [`executor`]: child processes for task attempts.
 //! - [`handle`]: `NodeHandle`, the API's way in.
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`, and the hooks that feed it.
 //! - [`run`]: assembles a node; [`cli`] and [`demo`] are the binary's commands.
 
 pub mod actor;
@@ -18,6 +19,7 @@ mod events;
 pub mod executor;
 pub mod handle;
 pub mod identity;
+pub mod metrics;
 pub mod p2p;
 pub mod run;
 

@@ -75,6 +75,7 @@ fn main() {
     let code = runtime.block_on(async {
         let result = match &cli.command {
             Command::Init { .. } => orgmesh_node::cli::init(&cli.command),
+            Command::Token { command } => orgmesh_node::cli::token(command, cli.json),
             Command::Up { config } => {
                 init_logging(&cli.log_format);
                 up(config.clone()).await

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use libp2p::Multiaddr;
-use orgmesh_discovery::{DnsConfig, DnsSource, Source, StaticSource, TailscaleConfig, TailscaleSource};
+use orgmesh_api::{RateLimiter, Security, TlsConfig};
+use orgmesh_discovery::{
+    DnsConfig, DnsSource, Source, StaticSource, TailscaleClient, TailscaleConfig, TailscaleSource,
+};
 use orgmesh_protocol::lifecycle::LeaseConfig;
 use orgmesh_protocol::membership::{Membership, MembershipConfig};
 use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, PlacementConfig};
@@ -23,9 +26,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actor::{Command, EventLoop, NodeFacts, Parts};
-use crate::config::{Config, machine_resources};
+use crate::config::{ApiTls, Config, machine_resources};
 use crate::handle::NodeHandle;
 use crate::identity::{self, Libp2pKeyring, TrustPolicy};
+use crate::metrics::Metrics;
 use crate::wall_clock;
 
 /// A node running in this process.
@@ -76,6 +80,10 @@ impl RunningNode {
 
 /// Starts a node from `config`.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    // The API's policy first: a config that would expose it without tokens stops here.
+    let security = Security::new(config.api.addr, config.api_tokens()?, config.api.open_on_loopback)?
+        .with_rate_limit(RateLimiter::new(config.api.rate_per_s, config.api.burst));
+    let tls = api_tls(&config).await?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -84,6 +92,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let peer = identity::to_protocol(&local_p2p);
     let org = Org::new(config.node.org.clone())?;
     let store = Store::open(&data_dir.join("orgmesh.redb"))?;
+    let metrics = Metrics::new();
+    let commit_metrics = metrics.clone();
+    store.observe_commits(move |took| commit_metrics.store_commit(took));
     let epoch = Instant::now();
     let started_at = wall_clock();
 
@@ -103,7 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     if gates.mesh_key.is_some() {
         tracing::info!("private mesh: connections need the mesh key");
     }
-    let mut swarm = crate::p2p::build_swarm(key.clone(), &gates)?;
+    let mut swarm = crate::p2p::build_swarm(key.clone(), &gates, metrics.wire())?;
     for addr in &config.p2p.listen {
         let addr: Multiaddr = addr.parse().with_context(|| format!("bad listen address {addr}"))?;
         swarm.listen_on(addr.clone()).with_context(|| format!("cannot listen on {addr}"))?;
@@ -201,6 +212,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             epoch,
             commands: command_rx,
             shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
         },
         recovered,
     );
@@ -208,24 +220,30 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         commands.clone(),
         store.clone(),
         TaskOrigin { peer_id: peer.clone(), org: org.clone() },
-    );
+    )
+    .with_metrics(metrics.clone());
 
     let listener = tokio::net::TcpListener::bind(config.api.addr)
         .await
         .with_context(|| format!("cannot bind the API to {}", config.api.addr))?;
     let api_addr = listener.local_addr()?;
-    let state = orgmesh_api::ApiState::new(store.clone(), Arc::new(handle.clone()));
+    let state = orgmesh_api::ApiState::new(store.clone(), Arc::new(handle.clone()))
+        .with_security(security)
+        .with_max_body_bytes(config.api.max_body_bytes)
+        .with_cors_origins(&config.api.cors_origins)
+        .map_err(anyhow::Error::msg)?;
     let api_shutdown = shutdown.clone();
     let mut tasks = vec![tokio::spawn(event_loop.run())];
+    tasks.push(tokio::spawn(metrics.clone().watch_placements(store.clone(), shutdown.clone())));
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tasks.push(tokio::spawn(async move {
-        if let Err(e) =
-            orgmesh_api::serve(
-                listener,
-                orgmesh_api::router(state),
-                async move { api_shutdown.cancelled().await },
-            )
-            .await
-        {
+        let router = orgmesh_api::router(state);
+        let stop = async move { api_shutdown.cancelled().await };
+        let served = match tls {
+            Some(tls) => orgmesh_api::serve_tls(listener, router, tls, stop).await,
+            None => orgmesh_api::serve(listener, router, stop).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "API server failed");
         }
     }));
@@ -275,9 +293,34 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     for source in sources {
         tasks.push(tokio::spawn(run_source(source, commands.clone(), shutdown.clone())));
     }
-    tracing::info!(peer = %peer, %org, api = %api_addr, "node started");
+    tracing::info!(peer = %peer, %org, api = %format!("{scheme}://{api_addr}"), "node started");
     let stop_grace = Duration::from_secs(config.tasks.stop_grace_s);
     Ok(RunningNode { handle, api_addr, peer_id: peer, org, stop_grace, shutdown, tasks })
+}
+
+/// The API's HTTPS configuration from `[api]`: PEM files, or a certificate from tailscaled.
+async fn api_tls(config: &Config) -> anyhow::Result<Option<TlsConfig>> {
+    match config.api_tls()? {
+        ApiTls::Off => Ok(None),
+        ApiTls::Files { cert, key } => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("cannot read [api] TLS file {}", p.display()))
+            };
+            let tls = TlsConfig::from_pem(&read(&cert)?, &read(&key)?)
+                .with_context(|| format!("[api] tls_cert {} / tls_key {}", cert.display(), key.display()))?;
+            Ok(Some(tls))
+        }
+        ApiTls::Tailscale { socket, domain } => {
+            let cert = TailscaleClient::new(&socket)
+                .certificate(domain.as_deref())
+                .await
+                .context("[api] tls = \"tailscale\": no certificate from tailscaled")?;
+            tracing::info!(domain = %cert.domain, "api: HTTPS certificate from tailscaled");
+            let tls = TlsConfig::from_der(cert.chain_der, cert.key_der)
+                .with_context(|| format!("tailscaled's certificate for {}", cert.domain))?;
+            Ok(Some(tls))
+        }
+    }
 }
 
 /// The TCP port of the first listen address, if it has one.

@@ -410,6 +410,14 @@ impl Store {
         self.shared.notify.subscribe()
     }
 
+    /// Calls `observe` with the duration of every group commit from now on (for metrics). Only
+    /// the first observer set on a store is kept; returns whether this one was. `observe` runs
+    /// on the writer thread after the commit and before the writes are answered, so it must be
+    /// quick (a histogram update) and must not touch the store.
+    pub fn observe_commits(&self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) -> bool {
+        self.shared.stats.observer.set(Box::new(observe)).is_ok()
+    }
+
     /// Counters of the writer's work since open.
     pub fn writer_stats(&self) -> WriterStats {
         let s = &self.shared.stats;

@@ -643,3 +643,22 @@ async fn hosted_runs_survive_reopen_and_are_removed_once_delivered() {
     store.remove_run(TaskId::new(1, 1), Attempt(1)).await.unwrap();
     assert_eq!(store.runs().unwrap().iter().map(|r| r.task).collect::<Vec<_>>(), vec![TaskId::new(1, 2)]);
 }
+
+#[tokio::test]
+async fn the_commit_observer_sees_every_commit_once() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    assert!(store.observe_commits(move |took| {
+        assert!(took < Duration::from_secs(60));
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert!(!store.observe_commits(|_| {}), "only the first observer is kept");
+    for i in 0..5u128 {
+        store.append_events(vec![ev("x", format!("{i}"))]).await.unwrap();
+    }
+    // Each awaited write committed on its own; the observer ran before it was answered.
+    assert_eq!(seen.load(Ordering::SeqCst), store.writer_stats().commits);
+    assert!(store.writer_stats().commits >= 5);
+}

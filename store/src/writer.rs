@@ -105,12 +105,28 @@ impl Op {
     }
 }
 
+/// Called with each committed batch's duration (begin to commit, retries included).
+pub(crate) type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// Counters of the writer's work, shared with `Store::writer_stats`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Stats {
     pub(crate) commits: AtomicU64,
     pub(crate) ops: AtomicU64,
     pub(crate) largest_batch: AtomicU64,
+    /// Set once by `Store::observe_commits`; read by the writer after each commit.
+    pub(crate) observer: std::sync::OnceLock<CommitObserver>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats")
+            .field("commits", &self.commits)
+            .field("ops", &self.ops)
+            .field("largest_batch", &self.largest_batch)
+            .field("observer", &self.observer.get().is_some())
+            .finish()
+    }
 }
 
 /// Creates every table, checks the layout version, and returns the next event sequence number.
@@ -193,6 +209,8 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: Vec<Op>) {
         let now = Timestamp(now_ms());
+        // Only measured: the observer cannot change what is committed or when it is answered.
+        let started = std::time::Instant::now();
         let mut failed: Vec<Option<StoreError>> = vec![None; batch.len()];
         // Each retry drops one failed write, so this ends after at most `batch.len()` retries;
         // retries only happen when a write hits an error of its own, which is rare.
@@ -227,6 +245,9 @@ impl Writer {
                 }
             }
         };
+        if let Some(observe) = self.stats.observer.get() {
+            observe(started.elapsed());
+        }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.stats.largest_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);

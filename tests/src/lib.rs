@@ -84,8 +84,16 @@ pub struct NodeOptions {
     /// The IP the p2p listener binds (default: every interface), e.g. `127.0.0.3` so that several
     /// nodes share one port, as on a tailnet.
     pub listen_ip: Option<String>,
-    /// TOML appended to `orgmesh.toml` after `init` (new sections only).
+    /// TOML appended to `orgmesh.toml` after `init` (new sections only, or `[[api.tokens]]`).
     pub extra_toml: String,
+    /// `key = value` lines for the `[api]` section `init` wrote; each replaces the line of the
+    /// same key if there is one (e.g. `open_on_loopback = false`).
+    pub api_toml: String,
+    /// The API serves HTTPS (set `tls_cert`/`tls_key` or `tls` in `api_toml`): the node's `api`
+    /// URL is `https://`, and `up` waits for the port instead of `/healthz`.
+    pub https: bool,
+    /// Bearer token the harness's own requests send.
+    pub token: Option<String>,
     /// Run `orgmesh up` inside this network namespace (see `netns::Hosts`); the API then listens
     /// on `listen_ip` so the test can reach it.
     pub netns: Option<String>,
@@ -159,23 +167,29 @@ impl Node {
         let peer_id = String::from_utf8(out.stdout)?.trim().to_string();
         let config_path = dir.join("orgmesh.toml");
         let mut config = std::fs::read_to_string(&config_path)?;
+        config = with_api_settings(&config, &opts.api_toml);
         if let Some(ip) = &opts.listen_ip {
             config = config.replace("/ip4/0.0.0.0/tcp/", &format!("/ip4/{ip}/tcp/"));
         }
         config.push('\n');
         config.push_str(&opts.extra_toml);
         std::fs::write(&config_path, config)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &opts.token {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+        }
+        let scheme = if opts.https { "https" } else { "http" };
         Ok(Node {
             ip: opts.listen_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
             org: org.into(),
             dir,
-            api: format!("http://{api_ip}:{api_port}"),
+            api: format!("{scheme}://{api_ip}:{api_port}"),
             p2p_port,
             peer_id,
             child: None,
             env: opts.env.clone(),
             netns: opts.netns.clone(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().default_headers(headers).build()?,
             _tmp: Some(tmp),
         })
     }
@@ -199,11 +213,39 @@ impl Node {
         self.child = Some(cmd.spawn().context("spawning orgmesh up")?);
         let api = self.api.clone();
         let http = self.http.clone();
+        if let Some(addr) = api.strip_prefix("https://") {
+            // The harness speaks plain HTTP only: wait for the log line and the port instead.
+            let log = self.dir.join("node.log");
+            wait_for(&format!("{} HTTPS API", self.org), Duration::from_secs(20), async || {
+                let started = std::fs::read_to_string(&log).unwrap_or_default().contains("node started");
+                let open = tokio::net::TcpStream::connect(addr).await.is_ok();
+                (started && open).then_some(())
+            })
+            .await
+            .with_context(|| format!("node log:\n{}", self.log_tail()))?;
+            return Ok(());
+        }
         wait_for(&format!("{} /healthz", self.org), Duration::from_secs(20), async || {
             http.get(format!("{api}/healthz")).send().await.ok().filter(|r| r.status().is_success())
         })
         .await
         .with_context(|| format!("node log:\n{}", self.log_tail()))?;
+        Ok(())
+    }
+
+    /// Whether the process has exited, and its status (for a node expected to refuse to start).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// `orgmesh up` without waiting for the API (for a node expected to refuse to start).
+    pub fn spawn_up(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log"))?;
+        let mut cmd = Command::new(binary());
+        cmd.arg("up").arg("--config").arg(self.dir.join("orgmesh.toml"));
+        cmd.envs(FAST_GOSSIP).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+        self.child = Some(cmd.spawn().context("spawning orgmesh up")?);
         Ok(())
     }
 
@@ -471,6 +513,39 @@ impl Drop for Node {
             eprintln!("--- {} log ---\n{}", self.org, self.log_tail());
         }
     }
+}
+
+/// `config` with `settings` (`key = value` lines) in its `[api]` section, replacing lines of the
+/// same keys.
+fn with_api_settings(config: &str, settings: &str) -> String {
+    let lines: Vec<&str> = settings.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        return config.to_string();
+    }
+    let keys: Vec<String> =
+        lines.iter().filter_map(|l| l.split_once('=')).map(|(k, _)| format!("{} =", k.trim())).collect();
+    let mut out = String::new();
+    let mut in_api = false;
+    for line in config.lines() {
+        if line.starts_with('[') {
+            in_api = line.trim() == "[api]";
+            out.push_str(line);
+            out.push('\n');
+            if in_api {
+                for l in &lines {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            continue;
+        }
+        if in_api && keys.iter().any(|k| line.starts_with(k.as_str())) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Starts acme, then globex and initech bootstrapping from acme, and waits until each lists the

@@ -272,6 +272,7 @@ pub struct EventLoop {
     gate_checks: FuturesUnordered<BoxFuture<'static, (libp2p::PeerId, Option<String>)>>,
     next_tick: Time,
     shutdown: CancellationToken,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -309,6 +310,8 @@ pub struct Parts {
     pub commands: mpsc::Receiver<Command>,
     /// Ends the loop.
     pub shutdown: CancellationToken,
+    /// Where the loop's metrics hooks count.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Parts {
@@ -357,6 +360,7 @@ impl EventLoop {
             counters: Counters::default(),
             next_tick: Time::ZERO,
             shutdown: parts.shutdown,
+            metrics: parts.metrics,
         };
         let now = this.now();
         this.recover(recovered, now);
@@ -605,6 +609,7 @@ impl EventLoop {
     }
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.swarm_event(&event);
         let now = self.now();
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => self.handle_gossip_event(ev, now),
@@ -933,6 +938,7 @@ impl EventLoop {
     fn handle_membership_output(&mut self, out: MembershipOutput, now: Time) {
         match out {
             MembershipOutput::Send { to, request } => {
+                self.metrics.gossip_sent(&request);
                 // The answer names its peer; no bookkeeping per request is needed.
                 if let Some(p2p) = to_libp2p(&to) {
                     self.swarm.behaviour_mut().gossip.send_request(&p2p, request);

@@ -32,6 +32,24 @@ pub enum ClientError {
         /// Problem detail.
         detail: String,
     },
+    /// The node wants a (valid) token: 401 (exit 5).
+    #[error(
+        "the node refused the request (401 Unauthorized): {detail}\nPass a token with --token or ORGMESH_TOKEN; \
+         the node's operator creates one with `orgmesh token create --name NAME --scope read`."
+    )]
+    Unauthorized {
+        /// The node's explanation.
+        detail: String,
+    },
+    /// The token is valid but lacks the scope: 403 (exit 6).
+    #[error(
+        "the token may not do this (403 Forbidden): {detail}\nAsk the node's operator for a token with the needed scope \
+         (read for reads, submit for submit and cancel, admin for drain)."
+    )]
+    Forbidden {
+        /// The node's explanation.
+        detail: String,
+    },
     /// The answer was not what the CLI expected (exit 1).
     #[error("unexpected answer from the node: {0}")]
     Protocol(String),
@@ -43,6 +61,8 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } => 3,
             ClientError::Api { status: 404, .. } => 4,
+            ClientError::Unauthorized { .. } => 5,
+            ClientError::Forbidden { .. } => 6,
             _ => 1,
         }
     }
@@ -66,10 +86,21 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the node at `base` (e.g. `http://127.0.0.1:7070`).
-    pub fn new(base: &str) -> Self {
-        let http =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7070`), sending `token` (if any)
+    /// as `Authorization: Bearer` on every request.
+    pub fn new(base: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty())
+            && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default();
         Self { base: base.trim_end_matches('/').to_string(), http }
     }
 
@@ -83,6 +114,12 @@ impl Client {
             return Ok(resp);
         }
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let detail = body["detail"].as_str().unwrap_or("").to_string();
+        match status.as_u16() {
+            401 => return Err(ClientError::Unauthorized { detail }),
+            403 => return Err(ClientError::Forbidden { detail }),
+            _ => {}
+        }
         Err(ClientError::Api {
             status: status.as_u16(),
             title: body["title"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error")).to_string(),

@@ -1,7 +1,8 @@
 //! The `orgmesh` command line: `init`, `up`, `demo`, `completions`, and the client commands that
 //! talk to the local node's REST API. Output is an aligned table by default (coloured only on a
 //! terminal without `NO_COLOR`) and JSON with `--json`; waiting commands show a spinner on stderr
-//! only when stderr is a terminal. Exit codes are stable: see [`EXIT_CODES`].
+//! only when stderr is a terminal. Exit codes are stable: see [`EXIT_CODES`]. `token create` makes
+//! API tokens; client commands send one with `--token` / `$ORGMESH_TOKEN`.
 
 pub mod client;
 mod output;
@@ -26,6 +27,8 @@ Exit codes:
   2    usage error (bad arguments)
   3    the node is not reachable (not running, or another --api address)
   4    not found (no such task at this node)
+  5    no token, or a token the node does not know (HTTP 401)
+  6    the token lacks the scope the command needs (HTTP 403)
   submit --wait exits with the task's own exit code: 0 when it succeeded, its non-zero exit
   code when it failed (1 when it failed without one, e.g. never placed), 130 when cancelled.";
 
@@ -36,6 +39,9 @@ pub struct Cli {
     /// The local node's API.
     #[arg(long, global = true, env = "ORGMESH_API", default_value = "http://127.0.0.1:7070")]
     pub api: String,
+    /// API token, sent as `Authorization: Bearer` (needed unless the node's API is open on loopback).
+    #[arg(long, global = true, env = "ORGMESH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Machine-readable output (JSON) for every read command.
     #[arg(long, global = true)]
     pub json: bool,
@@ -192,6 +198,29 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// API tokens.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `orgmesh token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token once, and the `[[api.tokens]]` entry (its SHA-256) for orgmesh.toml.
+    Create {
+        /// Who holds it; events record this name as the actor.
+        #[arg(long)]
+        name: String,
+        /// read, submit or admin (admin implies the others); repeat for several.
+        #[arg(long = "scope", required = true, value_parser = ["read", "submit", "admin"])]
+        scopes: Vec<String>,
+        /// Append the entry to this config file (the node reads it at its next start).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Writes the completion script for `shell` to `out`.
@@ -215,7 +244,7 @@ fn print_json(v: &Value) {
 }
 
 async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
-    let client = Client::new(&cli.api);
+    let client = Client::new(&cli.api, cli.token.as_deref());
     let style = Style::detect();
     match &cli.command {
         Command::Status => {
@@ -369,7 +398,11 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
                 println!("draining: {} attempt(s) still running here", v["running"]);
             }
         }
-        Command::Init { .. } | Command::Up { .. } | Command::Demo { .. } | Command::Completions { .. } => {}
+        Command::Init { .. }
+        | Command::Up { .. }
+        | Command::Demo { .. }
+        | Command::Completions { .. }
+        | Command::Token { .. } => {}
     }
     Ok(0)
 }
@@ -411,6 +444,87 @@ async fn follow_logs(
             !end
         })
         .await
+}
+
+/// `orgmesh token create`: prints a fresh token (stdout, once) and its config entry (stderr, or
+/// appended to `--config`). The token itself is never written anywhere.
+pub fn token(command: &TokenCommand, json: bool) -> anyhow::Result<()> {
+    let TokenCommand::Create { name, scopes, config } = command;
+    if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
+        anyhow::bail!("--name must be non-empty, without quotes, backslashes or newlines");
+    }
+    let token = orgmesh_api::auth::generate_token().map_err(anyhow::Error::msg)?;
+    let sha256 = orgmesh_api::auth::to_hex(&orgmesh_api::auth::hash_token(&token));
+    let mut scopes = scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    let entry = crate::config::ApiToken { name: name.clone(), scopes, sha256 };
+    let snippet = token_snippet(&entry);
+    if let Some(path) = config {
+        append_token(path, &entry, &snippet)?;
+    }
+    if json {
+        print_json(&json!({
+            "name": entry.name, "scopes": entry.scopes, "token": token, "sha256": entry.sha256, "toml": snippet,
+        }));
+    } else {
+        println!("{token}");
+        eprintln!("This token is shown once; the node keeps only its SHA-256.");
+        match config {
+            Some(path) => eprintln!("Added to {} (restart the node to use it):\n\n{snippet}", path.display()),
+            None => eprintln!("Add this to the node's orgmesh.toml and restart it:\n\n{snippet}"),
+        }
+    }
+    Ok(())
+}
+
+/// The `[[api.tokens]]` entry for `entry`.
+fn token_snippet(entry: &crate::config::ApiToken) -> String {
+    let scopes: Vec<String> = entry.scopes.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "[[api.tokens]]\nname = {:?}\nscopes = [{}]\nsha256 = \"{}\"\n",
+        entry.name,
+        scopes.join(", "),
+        entry.sha256
+    )
+}
+
+/// Appends the entry to the config file, refusing a file that would then not load or that
+/// already has a token of that name; the file is left as it was on refusal.
+fn append_token(
+    path: &std::path::Path,
+    entry: &crate::config::ApiToken,
+    snippet: &str,
+) -> anyhow::Result<()> {
+    let before =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let config = Config::parse(&before)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid config: {e}", path.display()))?;
+    if config.api.tokens.iter().any(|t| t.name == entry.name) {
+        anyhow::bail!("{} already has a token named {:?}", path.display(), entry.name);
+    }
+    let sep = if before.is_empty() || before.ends_with("\n\n") {
+        ""
+    } else if before.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    let after = format!("{before}{sep}{snippet}");
+    let parsed = Config::parse(&after).map_err(|e| {
+        anyhow::anyhow!(
+            "appending to {} would break it ({e}); add the entry by hand:\n{snippet}",
+            path.display()
+        )
+    })?;
+    if !parsed.api.tokens.iter().any(|t| t == entry) {
+        anyhow::bail!(
+            "appending to {} did not add the token; add the entry by hand:\n{snippet}",
+            path.display()
+        );
+    }
+    std::fs::write(path, after).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 /// `orgmesh init`: writes the config and the key; prints the peer id.
@@ -514,5 +628,30 @@ mod tests {
         assert!(text.contains("http://127.0.0.1:7070") && text.contains("Connection refused"), "{text}");
         assert!(text.contains("orgmesh up") && text.contains("--api"), "{text}");
         assert_eq!(e.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_created_token_appends_to_an_init_config_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orgmesh.toml");
+        std::fs::write(&path, Config::default().to_toml()).unwrap();
+        let token = orgmesh_api::auth::generate_token().unwrap();
+        let sha256 = orgmesh_api::auth::to_hex(&orgmesh_api::auth::hash_token(&token));
+        let entry = crate::config::ApiToken {
+            name: "ci".into(),
+            scopes: vec!["read".into(), "submit".into()],
+            sha256,
+        };
+        append_token(&path, &entry, &token_snippet(&entry)).unwrap();
+        let config = Config::load(Some(&path), |_| None).unwrap();
+        let tokens = config.api_tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].sha256, orgmesh_api::auth::hash_token(&token));
+        // A second token of the same name is refused and leaves the file as it was.
+        let before = std::fs::read_to_string(&path).unwrap();
+        assert!(append_token(&path, &entry, &token_snippet(&entry)).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        // The token itself is in neither the file nor the snippet.
+        assert!(!before.contains(&token));
     }
 }

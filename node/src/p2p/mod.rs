@@ -21,6 +21,8 @@ use orgmesh_protocol::wire::{limits, protocols};
 
 pub use codec::PostcardCodec;
 
+use crate::metrics::{WireCounter, WireCounters};
+
 /// Gossip request-response behaviour.
 pub type GossipBehaviour = request_response::Behaviour<PostcardCodec<GossipRequest, GossipResponse>>;
 /// Placement request-response behaviour.
@@ -57,6 +59,7 @@ fn rr<Req, Resp>(
     name: &'static str,
     limit: usize,
     timeout: Duration,
+    bytes: &WireCounter,
 ) -> request_response::Behaviour<PostcardCodec<Req, Resp>>
 where
     Req: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -65,7 +68,7 @@ where
     let config =
         request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(256);
     request_response::Behaviour::with_codec(
-        PostcardCodec::new(limit),
+        PostcardCodec::counting(limit, bytes.clone()),
         [(StreamProtocol::new(name), ProtocolSupport::Full)],
         config,
     )
@@ -82,7 +85,7 @@ pub struct Gates {
     pub mdns: bool,
 }
 
-fn behaviour(gates: &Gates, local: libp2p::PeerId) -> std::io::Result<Behaviour> {
+fn behaviour(gates: &Gates, local: libp2p::PeerId, wire: &WireCounters) -> std::io::Result<Behaviour> {
     let trusted = gates.trusted_peers.as_ref().map(|peers| {
         let mut allow = allow_block_list::Behaviour::<AllowedPeers>::default();
         for p in peers {
@@ -101,15 +104,15 @@ fn behaviour(gates: &Gates, local: libp2p::PeerId) -> std::io::Result<Behaviour>
         trusted: Toggle::from(trusted),
         banned: allow_block_list::Behaviour::default(),
         mdns: Toggle::from(mdns),
-        gossip: rr(protocols::GOSSIP, limits::GOSSIP, Duration::from_secs(5)),
-        place: rr(protocols::PLACE, limits::PLACE, Duration::from_secs(5)),
-        task: rr(protocols::TASK, limits::TASK, Duration::from_secs(10)),
+        gossip: rr(protocols::GOSSIP, limits::GOSSIP, Duration::from_secs(5), &wire.gossip),
+        place: rr(protocols::PLACE, limits::PLACE, Duration::from_secs(5), &wire.place),
+        task: rr(protocols::TASK, limits::TASK, Duration::from_secs(10), &wire.task),
     })
 }
 
 /// Builds the swarm for `key`: TCP, then (with a mesh key) the private-network handshake, then
-/// Noise and Yamux.
-pub fn build_swarm(key: Keypair, gates: &Gates) -> anyhow::Result<Swarm<Behaviour>> {
+/// Noise and Yamux. Frame bytes of each protocol are counted into `wire`.
+pub fn build_swarm(key: Keypair, gates: &Gates, wire: &WireCounters) -> anyhow::Result<Swarm<Behaviour>> {
     let tcp_config = tcp::Config::default().nodelay(true);
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
     // Two whole chains, not one: the builder's typestate differs after `with_tcp` and after
@@ -120,7 +123,7 @@ pub fn build_swarm(key: Keypair, gates: &Gates) -> anyhow::Result<Swarm<Behaviou
             .with_tcp(tcp_config, noise::Config::new, yamux::Config::default)?
             .with_dns()?
             .with_behaviour(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-                Ok(behaviour(gates, key.public().to_peer_id())?)
+                Ok(behaviour(gates, key.public().to_peer_id(), wire)?)
             })?
             .with_swarm_config(idle)
             .build(),
@@ -137,7 +140,7 @@ pub fn build_swarm(key: Keypair, gates: &Gates) -> anyhow::Result<Swarm<Behaviou
             })?
             .with_dns()?
             .with_behaviour(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-                Ok(behaviour(gates, key.public().to_peer_id())?)
+                Ok(behaviour(gates, key.public().to_peer_id(), wire)?)
             })?
             .with_swarm_config(idle)
             .build(),
