@@ -139,7 +139,9 @@ pub enum MembershipEvent {
         /// The new record.
         record: NodeRecord,
     },
-    /// The failure detector changed its verdict.
+    /// The failure detector changed its verdict. A peer seen back with a new generation before
+    /// it was declared dead gets `… → Dead` then `Dead → Alive`: its previous process is gone,
+    /// with everything it held.
     StateChanged {
         /// The peer.
         peer: PeerId,
@@ -743,6 +745,15 @@ impl<R: Rng> Membership<R> {
         };
         // Heartbeats count from 0 again in a new generation: a restarted node is back.
         let restarted = version.generation > entry.record.record.version.generation;
+        if restarted && entry.state != PeerState::Dead {
+            // Its previous process died, even if too briefly for the detector to notice: say
+            // so, so drivers give up on what that process held (running attempts), then it is
+            // alive again below.
+            let died =
+                MembershipEvent::StateChanged { peer: peer.clone(), from: entry.state, to: PeerState::Dead };
+            self.out.push_back(MembershipOutput::Event(died));
+            entry.state = PeerState::Dead;
+        }
         let advanced = restarted || heartbeat > entry.heartbeat;
         entry.heartbeat = if restarted { heartbeat } else { entry.heartbeat.max(heartbeat) };
         entry.record = record;
@@ -1120,8 +1131,13 @@ mod tests {
         sim.silent.clear();
         sim.clear_events();
         sim.run_until(20, "restart", Sim::converged);
+        let (dead, alive) = (PeerState::Dead, PeerState::Alive);
         for i in sim.others(s) {
-            assert_eq!(sim.state_changes(i, s), [(PeerState::Dead, PeerState::Alive)], "node {i}");
+            // Back; and if the new process spoke to us before its record arrived (node 0, its
+            // contact), the old generation is declared dead once the record shows the restart.
+            let changes = sim.state_changes(i, s);
+            let direct = [(dead, alive), (alive, dead), (dead, alive)];
+            assert!(changes == [(dead, alive)] || changes == direct, "node {i}: {changes:?}");
             let updated = |e: &MembershipEvent| matches!(e, MembershipEvent::Updated { record } if record.version.generation == 2);
             assert!(sim.events[i].iter().any(updated), "node {i}");
         }
@@ -1454,6 +1470,40 @@ mod tests {
             eprintln!("seed {seed}: 100 nodes converged in {rounds} rounds; a change spread in {spread}");
             assert!(spread <= 12, "O(log N) rounds for a rumour, took {spread}");
         }
+    }
+
+    #[test]
+    fn a_quick_restart_is_reported_as_a_death_then_a_return() {
+        // Found by the simulator (sim/scenarios/regression-restart-before-dead.toml): a host that
+        // crashed and restarted before its peers declared it dead lost its running attempts,
+        // and its origins, never seeing `dead`, waited for them forever.
+        let (a, x) = (peer_id(0), peer_id(1));
+        let mut m = node(&a, 1, 1, MembershipConfig::default());
+        push(&mut m, &x, vec![update(record(&x, 1), &x, 5)]);
+        let out = push(&mut m, &x, vec![update(record(&x, 2), &x, 0)]);
+        let changes: Vec<(PeerState, PeerState)> = out
+            .iter()
+            .filter_map(|o| match o {
+                MembershipOutput::Event(MembershipEvent::StateChanged { from, to, .. }) => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(changes, [(PeerState::Alive, PeerState::Dead), (PeerState::Dead, PeerState::Alive)]);
+        assert!(out.iter().any(|o| matches!(o, MembershipOutput::Event(MembershipEvent::Updated { record }) if record.version.generation == 2)));
+        assert_eq!(m.peer(&x).map(|p| p.state), Some(PeerState::Alive));
+        // A newer record of the same generation is no restart.
+        let out = push(
+            &mut m,
+            &x,
+            vec![update(
+                NodeRecord { version: RecordVersion { generation: 2, version: 1 }, ..record(&x, 2) },
+                &x,
+                1,
+            )],
+        );
+        assert!(
+            !out.iter().any(|o| matches!(o, MembershipOutput::Event(MembershipEvent::StateChanged { .. })))
+        );
     }
 
     #[test]

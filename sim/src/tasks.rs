@@ -64,6 +64,8 @@ pub struct OriginTask {
     pub commit_sent: bool,
     /// The host running the current attempt.
     pub placement: Option<PeerId>,
+    /// The host's generation when the attempt was placed: a later one means the attempt died.
+    pub placed_generation: Option<u64>,
     /// Attempts placed so far.
     pub placed_attempts: u32,
     /// When to try placing again (origin's clock).
@@ -103,6 +105,7 @@ impl Origin {
             committing: None,
             commit_sent: false,
             placement: None,
+            placed_generation: None,
             placed_attempts: 0,
             next_try: Time::ZERO,
             queue_deadline_ms,
@@ -112,8 +115,15 @@ impl Origin {
     }
 
     /// After a restart: negotiations died with the process; tasks caught placing wait again,
-    /// with a new attempt number if a commit may have gone out.
-    pub fn recover(&mut self) {
+    /// with a new attempt number if a commit may have gone out. Attempts this node ran for
+    /// itself died with its previous process: those tasks are placed again too.
+    pub fn recover(&mut self, me: &PeerId) {
+        let own: Vec<TaskId> = self.host_lost(me);
+        for id in own {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.status = Status::Pending;
+            }
+        }
         for (id, t) in &mut self.tasks {
             if matches!(t.status, Status::Pending | Status::Placing) {
                 t.commit_sent = t.attempt.0 > 0;
@@ -149,13 +159,14 @@ impl Origin {
         }
     }
 
-    /// The negotiation placed `attempt` on `host`.
-    pub fn placed(&mut self, id: TaskId, attempt: Attempt, host: &PeerId) -> bool {
+    /// The negotiation placed `attempt` on `host`, whose record's generation was `generation`.
+    pub fn placed(&mut self, id: TaskId, attempt: Attempt, host: &PeerId, generation: Option<u64>) -> bool {
         let Some(t) = self.tasks.get_mut(&id).filter(|t| t.attempt == attempt) else { return false };
         if t.status.is_terminal() {
             return false;
         }
         t.placement = Some(host.clone());
+        t.placed_generation = generation;
         t.placed_attempts += 1;
         if matches!(t.status, Status::Pending | Status::Placing) {
             t.status = Status::Placed;
@@ -220,6 +231,42 @@ impl Origin {
             t.placement = None;
             if t.placed_attempts >= t.spec.max_attempts {
                 t.status = Status::Failed(format!("host died; gave up after {} attempts", t.placed_attempts));
+            } else {
+                t.status = Status::Placing;
+                again.push(*id);
+            }
+        }
+        again
+    }
+
+    /// A host was seen with a record of `generation`: attempts placed on an earlier generation
+    /// died with that process, even if this node never saw it declared dead (say this node
+    /// restarted too, and learned the host's new generation first). Returns the tasks to place
+    /// again.
+    pub fn host_restarted(&mut self, peer: &PeerId, generation: u64) -> Vec<TaskId> {
+        let stale = self.tasks.values().any(|t| {
+            matches!(t.status, Status::Placed | Status::Running)
+                && t.placement.as_ref() == Some(peer)
+                && t.placed_generation.is_some_and(|g| g < generation)
+        });
+        if stale { self.host_lost_before(peer, generation) } else { Vec::new() }
+    }
+
+    fn host_lost_before(&mut self, peer: &PeerId, generation: u64) -> Vec<TaskId> {
+        let mut again = Vec::new();
+        for (id, t) in &mut self.tasks {
+            let on_old = matches!(t.status, Status::Placed | Status::Running)
+                && t.placement.as_ref() == Some(peer)
+                && t.placed_generation.is_some_and(|g| g < generation);
+            if !on_old {
+                continue;
+            }
+            t.commit_sent = true;
+            t.committing = None;
+            t.placement = None;
+            if t.placed_attempts >= t.spec.max_attempts {
+                t.status =
+                    Status::Failed(format!("host restarted; gave up after {} attempts", t.placed_attempts));
             } else {
                 t.status = Status::Placing;
                 again.push(*id);
@@ -399,13 +446,14 @@ mod tests {
         o.submit(id, 0, TaskSpec::new(vec!["x".into()]), u64::MAX);
         let (a1, _) = o.begin_placement(id, Time(0)).unwrap();
         o.note_commit(id, a1, &h1);
-        assert!(o.placed(id, a1, &h1));
+        assert!(o.placed(id, a1, &h1, Some(1)));
         // The host dies; attempt 2 goes to h2.
         assert_eq!(o.host_lost(&h1), vec![id]);
         let (a2, _) = o.begin_placement(id, Time(1)).unwrap();
         assert_eq!(a2, Attempt(2));
         o.note_commit(id, a2, &h2);
-        o.placed(id, a2, &h2);
+        o.placed(id, a2, &h2, Some(1));
+        assert!(o.host_restarted(&h2, 1).is_empty(), "same generation: still running");
         let ok = Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 };
         let late = TaskRequest::Finished { task: id, attempt: a1, outcome: ok.clone() };
         assert_eq!(o.on_report(&h1, &late), (TaskResponse::Stale { current: a2 }, None));

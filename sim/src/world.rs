@@ -207,6 +207,8 @@ pub(crate) struct World {
     q: EventQueue<Ev>,
     now: u64,
     event_index: u64,
+    /// Events handled (stops short of `--until-event`).
+    handled: u64,
     nodes: Vec<SimNode>,
     index: BTreeMap<PeerId, usize>,
     net: Network,
@@ -334,6 +336,7 @@ impl World {
             q: EventQueue::new(),
             now: 0,
             event_index: 0,
+            handled: 0,
             index,
             net,
             faults_rng: stream(seed, Purpose::Faults, 0, 0),
@@ -455,7 +458,8 @@ impl World {
         };
         let node = &mut self.nodes[i];
         node.live = Some(live);
-        node.origin.recover();
+        let me = node.id.clone();
+        node.origin.recover(&me);
         self.stats.generation_started(i, wall, self.now);
         self.drive(i);
     }
@@ -469,6 +473,7 @@ impl World {
             }
             self.now = at;
             self.event_index = index;
+            self.handled = index + 1;
             // A frozen process handles nothing until it thaws; what arrives waits, in order.
             if let Some(i) = ev.node()
                 && self.nodes[i].paused_until > at
@@ -482,7 +487,9 @@ impl World {
             }
             self.handle(ev);
         }
-        self.now = self.now.max(self.end_us.min(self.now.max(self.end_us)));
+        if until.is_none() {
+            self.now = self.now.max(self.end_us);
+        }
         self.finish(wall.elapsed())
     }
 
@@ -860,9 +867,14 @@ impl World {
                 }
             }
             MembershipOutput::Event(event) => match event {
-                MembershipEvent::Joined { .. } | MembershipEvent::Updated { .. } => {
+                MembershipEvent::Joined { record } | MembershipEvent::Updated { record } => {
                     if let Some(l) = self.nodes[i].live.as_mut() {
                         l.wake_waiting = true;
+                    }
+                    let again =
+                        self.nodes[i].origin.host_restarted(&record.peer_id, record.version.generation);
+                    for id in again {
+                        self.place(i, id);
                     }
                 }
                 MembershipEvent::StateChanged { peer, from, to } => {
@@ -924,7 +936,14 @@ impl World {
             }
             NegotiatorOutput::Event(event) => match event {
                 PlacementEvent::Placed { task, attempt, host } => {
-                    if self.nodes[i].origin.placed(task, attempt, &host.peer)
+                    let generation = self.nodes[i].live.as_ref().and_then(|l| {
+                        if host.peer == self.nodes[i].id {
+                            Some(l.membership.local().version.generation)
+                        } else {
+                            l.membership.peer_view(&host.peer).map(|v| v.0.generation)
+                        }
+                    });
+                    if self.nodes[i].origin.placed(task, attempt, &host.peer, generation)
                         && let Some(start) =
                             self.nodes[i].live.as_mut().and_then(|l| l.place_started.remove(&task))
                     {
@@ -1224,7 +1243,7 @@ impl World {
         Report::build(crate::report::Inputs {
             scenario: &self.s,
             seed: self.seed,
-            events: self.q.popped(),
+            events: self.handled,
             sim_seconds: self.now as f64 / 1e6,
             wall,
             stats: &self.stats,

@@ -1,0 +1,117 @@
+//! The simulator's CI: determinism, and the churn, partition and regression scenarios with
+//! every invariant checked. A failure prints the report, whose violations name the seed and the
+//! event to replay with `orgmesh-sim run <scenario> --seed N --until-event K --trace`.
+
+use std::path::{Path, PathBuf};
+
+use orgmesh_sim::scenario::Scenario;
+
+fn scenario(name: &str) -> (PathBuf, Scenario) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
+    let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+    (path, s)
+}
+
+const SMALL: &str = r#"
+name = "small"
+nodes = 25
+duration_s = 35
+warmup_s = 8
+drain_s = 25
+[[regions]]
+name = "a"
+weight = 1
+[[regions]]
+name = "b"
+weight = 1
+[network]
+loss = 0.01
+clock_skew_ms = 1000
+[workload]
+load = 0.7
+duration = { kind = "exponential", mean_s = 5 }
+org_constrained = 0.2
+[faults.churn]
+rate_per_s = 0.2
+start_s = 12
+end_s = 35
+down_min_s = 1
+down_max_s = 10
+[[faults.partitions]]
+at_s = 15
+heal_s = 22
+fraction = 0.3
+[[faults.pauses]]
+at_s = 18
+count = 2
+pause_s = 8
+"#;
+
+#[test]
+fn same_seed_same_report_byte_for_byte() {
+    let run = |seed| {
+        let report = orgmesh_sim::run(Scenario::parse(SMALL).unwrap(), seed, None, false).unwrap();
+        assert!(report.ok(), "{report}");
+        assert!(report.tasks.finished > 20 && report.faults[0] > 0, "{report}");
+        serde_json::to_string_pretty(&report).unwrap()
+    };
+    let a = run(7);
+    assert_eq!(a, run(7));
+    assert_ne!(a, run(8));
+}
+
+#[test]
+fn until_event_stops_early() {
+    let s = Scenario::parse(SMALL).unwrap();
+    let report = orgmesh_sim::run(s, 3, Some(5_000), false).unwrap();
+    assert_eq!(report.events, 5_000);
+}
+
+/// Runs a CI scenario, shortened in debug builds (a few seconds each) and whole in release.
+fn run_ci(name: &str, seeds: &[u64]) {
+    let (path, mut s) = scenario(name);
+    if cfg!(debug_assertions) {
+        // Keep the faults, trim the quiet tail; the drain still lets every task end.
+        s.nodes = s.nodes.min(40);
+        s.observers = s.observers.min(16);
+    }
+    for &seed in seeds {
+        let report = orgmesh_sim::run(s.clone(), seed, None, false).unwrap();
+        eprint!("{report}");
+        assert!(report.ok(), "{} seed {seed}: invariants broken\n{report}", path.display());
+        assert!(report.tasks.finished > 0, "{report}");
+    }
+}
+
+#[test]
+fn ci_churn_holds_every_invariant() {
+    run_ci("ci-churn.toml", if cfg!(debug_assertions) { &[1] } else { &[1, 2] });
+}
+
+#[test]
+fn ci_partition_holds_every_invariant() {
+    run_ci("ci-partition.toml", if cfg!(debug_assertions) { &[1] } else { &[1, 2] });
+}
+
+#[test]
+fn regression_scenarios_hold_every_invariant() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("regression-") && n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    for name in names {
+        // The seed that found the bug is in the file's first line: `# seed: N`.
+        let (path, s) = scenario(&name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seed = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# seed: "))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1);
+        let report = orgmesh_sim::run(s, seed, None, false).unwrap();
+        assert!(report.ok(), "{name} seed {seed} regressed\n{report}");
+    }
+}
