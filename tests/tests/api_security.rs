@@ -99,14 +99,14 @@ async fn tokens_scopes_actors_and_the_cli() -> anyhow::Result<()> {
     node.up().await?;
     let api = node.api.clone();
 
-    // Open: liveness and readiness only.
-    for path in ["/healthz", "/readyz"] {
+    // Open: liveness, readiness, and the dashboard's page and assets (no data in them).
+    for path in ["/healthz", "/readyz", "/", "/assets/app.js"] {
         let (status, _, _) = call(reqwest::Method::GET, &format!("{api}{path}"), None, None).await?;
         assert_eq!(status, 200, "{path} is open");
     }
     // No token, or a bad one: 401 problem+json with the Bearer challenge.
     for token in [None, Some("om_not-a-real-token")] {
-        for path in ["/v1/node", "/v1/tasks", "/metrics", "/openapi.json", "/", "/nope"] {
+        for path in ["/v1/node", "/v1/tasks", "/metrics", "/openapi.json", "/nope"] {
             let (status, headers, body) =
                 call(reqwest::Method::GET, &format!("{api}{path}"), token, None).await?;
             assert_eq!(status, 401, "{path} with {token:?}");
