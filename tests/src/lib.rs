@@ -3,6 +3,7 @@
 //! them through the public REST API. Nodes are killed when dropped. Never reaches into a node's
 //! internals: only what users and scripts can do.
 
+pub mod benchstats;
 pub mod browser;
 pub mod chaos;
 pub mod fuzzing;
