@@ -117,7 +117,7 @@ init_nodes() {
     chmod 700 "$DIR"
     for org in "${ORGS[@]}"; do
         # `init` rewrites the config but keeps an existing identity key, so the peer id is stable.
-        args=(init --dir "$DIR/$org" --org "$org" --p2p-port "$P2P_PORT" --api-addr "0.0.0.0:$API_PORT")
+        args=(init --dir "$DIR/$org" --org "$org" --p2p-port "$P2P_PORT" --api-addr "127.0.0.1:$API_PORT")
         if [[ $org != "$first" ]]; then
             args+=(--bootstrap "/ip4/$(ip_of "$first")/tcp/$P2P_PORT/p2p/$first_id")
         fi
@@ -177,14 +177,15 @@ usage_after_up() {
     cat <<EOF
 
 The mesh runs: acme $(ip_of acme), globex $(ip_of globex), initech $(ip_of initech)
-(p2p on :$P2P_PORT, API on :$API_PORT in each namespace; files and logs in $DIR).
+(p2p on :$P2P_PORT, API on 127.0.0.1:$API_PORT in each namespace; files and logs in $DIR).
 Try, as root:
 
   ip netns exec $ns $bin peers
   ip netns exec $ns $bin submit --org globex --wait -- sh -c 'echo hello from \$(hostname -I)'
   ip netns exec $ns $bin submit --label gpu=yes --wait -- sh -c 'echo ran on a gpu node'
   ip netns exec $ns curl -s localhost:$API_PORT/readyz
-  curl -s http://$(ip_of acme):$API_PORT/v1/peers     (from this host, through the bridge)
+  (each API listens on 127.0.0.1 inside its namespace, open without a token there; to reach it
+   through the bridge, give it tokens: see docs/security.md)
   $0 check     (runs a task from acme on globex and on initech, and checks where they ran)
   $0 down      (stops the nodes and removes everything)
 

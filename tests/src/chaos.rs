@@ -342,7 +342,11 @@ fn spec(i: usize, replace_after_s: Option<u64>) -> Value {
 
 /// A client whose requests give up: a paused or cut-off node must not hang a submitter.
 fn client(timeout: Duration) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", crate::HARNESS_TOKEN);
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("a valid header"));
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(1))
         .build()

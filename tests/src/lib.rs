@@ -63,6 +63,9 @@ pub async fn wait_for<T>(
     }
 }
 
+/// The admin token every harness node accepts (unless `NodeOptions::token` names another).
+pub const HARNESS_TOKEN: &str = "om_orgmesh-test-harness-token";
+
 /// Options for one node.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
@@ -174,9 +177,19 @@ impl Node {
         }
         config.push('\n');
         config.push_str(&opts.extra_toml);
+        // Every node also knows the harness's own admin token, which its requests (and the chaos
+        // clients') send: an API off loopback (a host in a namespace) is closed without a token,
+        // and a node there with no token at all refuses to start.
+        let token = opts.token.clone().or_else(|| {
+            let sha256 = orgmesh_api::auth::to_hex(&orgmesh_api::auth::hash_token(HARNESS_TOKEN));
+            config.push_str(&format!(
+                "\n[[api.tokens]]\nname = \"harness\"\nscopes = [\"admin\"]\nsha256 = \"{sha256}\"\n"
+            ));
+            Some(HARNESS_TOKEN.to_string())
+        });
         std::fs::write(&config_path, config)?;
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = &opts.token {
+        if let Some(token) = &token {
             headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
         }
         let scheme = if opts.https { "https" } else { "http" };
