@@ -98,6 +98,8 @@ pub struct NodeOptions {
     pub https: bool,
     /// Bearer token the harness's own requests send.
     pub token: Option<String>,
+    /// Configure no token at all, not even the harness's (for tests of the API's refusals).
+    pub no_tokens: bool,
     /// Run `orgmesh up` inside this network namespace (see `netns::Hosts`); the API then listens
     /// on `listen_ip` so the test can reach it.
     pub netns: Option<String>,
@@ -181,6 +183,9 @@ impl Node {
         // clients') send: an API off loopback (a host in a namespace) is closed without a token,
         // and a node there with no token at all refuses to start.
         let token = opts.token.clone().or_else(|| {
+            if opts.no_tokens {
+                return None;
+            }
             let sha256 = orgmesh_api::auth::to_hex(&orgmesh_api::auth::hash_token(HARNESS_TOKEN));
             config.push_str(&format!(
                 "\n[[api.tokens]]\nname = \"harness\"\nscopes = [\"admin\"]\nsha256 = \"{sha256}\"\n"

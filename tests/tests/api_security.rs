@@ -221,7 +221,8 @@ async fn over_the_rate_limit_is_429_with_retry_after() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_api_without_tokens_refuses_to_start() -> anyhow::Result<()> {
-    let opts = NodeOptions { api_toml: "addr = \"0.0.0.0:0\"".into(), ..NodeOptions::default() };
+    let opts =
+        NodeOptions { api_toml: "addr = \"0.0.0.0:0\"".into(), no_tokens: true, ..NodeOptions::default() };
     let mut node = Node::init("acme", &opts)?;
     node.spawn_up()?;
     let status = wait_for("the node to exit", Duration::from_secs(20), async || node.exited()).await?;
