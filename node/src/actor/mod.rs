@@ -174,6 +174,7 @@ pub(crate) struct Counters {
     pub(crate) rate_limited_requests: u64,
     pub(crate) bans: u64,
     pub(crate) refused_connections: u64,
+    pub(crate) unchecked_requests: u64,
 }
 
 impl Counters {
@@ -188,6 +189,7 @@ impl Counters {
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),
+            ("unchecked_requests", self.unchecked_requests),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -270,6 +272,9 @@ pub struct EventLoop {
     tailnet_gate: Option<(orgmesh_discovery::TailscaleClient, String)>,
     /// Pending inbound checks: the peer and why it must go, if it must.
     gate_checks: FuturesUnordered<BoxFuture<'static, (libp2p::PeerId, Option<String>)>>,
+    /// Inbound peers whose check has not answered yet: not a contact, and not served, until it
+    /// passes (otherwise a refused node's record gets into the view in the meantime).
+    gate_pending: BTreeSet<PeerId>,
     next_tick: Time,
     shutdown: CancellationToken,
     metrics: crate::metrics::Metrics,
@@ -330,6 +335,7 @@ impl EventLoop {
             guard,
             tailnet_gate: None,
             gate_checks: FuturesUnordered::new(),
+            gate_pending: BTreeSet::new(),
             facts: parts.facts,
             swarm: parts.swarm,
             store: parts.store,
@@ -623,6 +629,12 @@ impl EventLoop {
                     (&endpoint, &self.tailnet_gate)
                 {
                     self.check_tailnet_peer(peer_id, send_back_addr, client.clone(), tag.clone());
+                    // A stranger becomes a contact once its check passes; a peer already in the
+                    // view (a second connection, a redial) keeps being served while rechecked.
+                    if self.membership.peer(&peer).is_none() {
+                        self.gate_pending.insert(peer);
+                        return;
+                    }
                 }
                 if let libp2p::core::ConnectedPoint::Dialer { address, .. } = endpoint {
                     // Remembered so address-only discoveries can be attributed to their peer.
@@ -1078,15 +1090,25 @@ impl EventLoop {
     }
 
     fn handle_gate_check(&mut self, peer: libp2p::PeerId, refusal: Option<String>) {
-        let Some(why) = refusal else { return };
-        self.counters.refused_connections += 1;
         let peer = to_protocol(&peer);
+        self.gate_pending.remove(&peer);
+        let Some(why) = refusal else {
+            let now = self.now();
+            self.membership.add_contact(peer, now);
+            return;
+        };
+        self.counters.refused_connections += 1;
         tracing::warn!(peer = %peer.short(), %why, "inbound connection refused");
         self.enforce(&peer, guard::Verdict::Ban(Duration::from_secs(60)), &why);
     }
 
     /// Whether to serve an inbound request from `from` (rate limit; bans).
     fn admit(&mut self, from: &PeerId, now: Time) -> bool {
+        if self.gate_pending.contains(from) {
+            // Dropped, not queued: the peer retries on its next round, by then checked.
+            self.counters.unchecked_requests += 1;
+            return false;
+        }
         match self.guard.request(from, now) {
             guard::Verdict::Allow => true,
             verdict => {
