@@ -144,45 +144,23 @@ pub struct DrainStatus {
 /// The node as the API sees it. Implemented by the node's handle; tests may implement it too.
 pub trait Control: Send + Sync + 'static {
     /// Validated spec in, durable task out: resolves only after the task is committed to the store.
+    /// `actor` (a token's name, or `anonymous@loopback`) is recorded with its `task.created` event.
     fn submit(
         &self,
+        actor: String,
         spec: TaskSpec,
         idempotency: Option<Idempotency>,
     ) -> BoxFuture<'_, Result<Submitted, SubmitError>>;
-    /// Cancels a task wherever it runs.
-    fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>>;
-    /// Starts draining (no new placements here) and reports what still runs.
-    fn drain(&self) -> BoxFuture<'_, Result<DrainStatus, String>>;
+    /// Cancels a task wherever it runs, recording `actor` in an event.
+    fn cancel(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>>;
+    /// Starts draining (no new placements here) and reports what still runs; records `actor`.
+    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>>;
     /// This node.
     fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>>;
     /// Every peer this node knows.
     fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, String>>;
     /// Readiness checks other than the store's (p2p listener, discovery sources).
     fn readiness(&self) -> BoxFuture<'_, Vec<Check>>;
-
-    /// [`submit`](Self::submit) on behalf of `actor` (a token's name, or `anonymous@loopback`),
-    /// which the node records with the task's `task.created` event. Defaults to `submit`.
-    fn submit_as(
-        &self,
-        actor: String,
-        spec: TaskSpec,
-        idempotency: Option<Idempotency>,
-    ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
-        let _ = actor;
-        self.submit(spec, idempotency)
-    }
-
-    /// [`cancel`](Self::cancel) on behalf of `actor`, which the node records in an event.
-    fn cancel_as(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
-        let _ = actor;
-        self.cancel(id)
-    }
-
-    /// [`drain`](Self::drain) on behalf of `actor`, which the node records in an event.
-    fn drain_as(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
-        let _ = actor;
-        self.drain()
-    }
 
     /// The node's metrics in the OpenMetrics text format (`GET /metrics`); by default none.
     fn metrics(&self) -> BoxFuture<'_, Result<String, String>> {

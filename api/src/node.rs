@@ -66,5 +66,5 @@ pub(crate) async fn drain(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> Result<Json<DrainStatus>, Problem> {
-    state.control.drain_as(caller.actor).await.map(Json).map_err(Problem::unavailable)
+    state.control.drain(caller.actor).await.map(Json).map_err(Problem::unavailable)
 }

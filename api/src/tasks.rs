@@ -56,7 +56,7 @@ pub(crate) async fn submit(
         Some(key) => Some(Idempotency { key, body_hash: spec_hash(&spec)? }),
         None => None,
     };
-    let submitted = state.control.submit_as(caller.actor, spec, idempotency).await.map_err(|e| match e {
+    let submitted = state.control.submit(caller.actor, spec, idempotency).await.map_err(|e| match e {
         SubmitError::Invalid(m) => Problem::unprocessable(m),
         SubmitError::Conflict(_) => Problem::conflict(e.to_string()),
         SubmitError::Unavailable(m) => Problem::unavailable(m),
@@ -209,7 +209,7 @@ pub(crate) async fn cancel(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let id = task_id(path)?;
-    state.control.cancel_as(caller.actor, id).await.map_err(|e| match e {
+    state.control.cancel(caller.actor, id).await.map_err(|e| match e {
         CancelError::NotFound(_) => Problem::not_found(e.to_string()),
         CancelError::AlreadyEnded { .. } => Problem::conflict(e.to_string()),
         CancelError::Unavailable(m) => Problem::unavailable(m),

@@ -26,33 +26,20 @@ struct Recorder {
 impl Control for Recorder {
     fn submit(
         &self,
-        spec: TaskSpec,
-        idem: Option<Idempotency>,
-    ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
-        self.inner.submit(spec, idem)
-    }
-    fn submit_as(
-        &self,
         actor: String,
         spec: TaskSpec,
         idem: Option<Idempotency>,
     ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
-        self.actors.lock().unwrap().push(("submit".into(), actor));
-        self.inner.submit(spec, idem)
+        self.actors.lock().unwrap().push(("submit".into(), actor.clone()));
+        self.inner.submit(actor, spec, idem)
     }
-    fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
-        self.inner.cancel(id)
+    fn cancel(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
+        self.actors.lock().unwrap().push(("cancel".into(), actor.clone()));
+        self.inner.cancel(actor, id)
     }
-    fn cancel_as(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
-        self.actors.lock().unwrap().push(("cancel".into(), actor));
-        self.inner.cancel(id)
-    }
-    fn drain(&self) -> BoxFuture<'_, Result<DrainStatus, String>> {
-        self.inner.drain()
-    }
-    fn drain_as(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
-        self.actors.lock().unwrap().push(("drain".into(), actor));
-        self.inner.drain()
+    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
+        self.actors.lock().unwrap().push(("drain".into(), actor.clone()));
+        self.inner.drain(actor)
     }
     fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>> {
         self.inner.node()

@@ -1,7 +1,7 @@
 //! `NodeHandle`: the cloneable front door of a running node, implementing the API's `Control`.
 //! Submissions are committed to the store here (so a 202 means durable) and then handed to the
-//! event loop; everything else is a command with a oneshot reply. Calls made on behalf of an API
-//! caller (`*_as`) record the caller as the `actor` of their event. Holds no state of its own.
+//! event loop; everything else is a command with a oneshot reply. Every mutating call records its
+//! caller as the `actor` of its event. Holds no state of its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +29,6 @@ pub struct NodeHandle {
     stopping: Arc<AtomicBool>,
     metrics: Option<Metrics>,
 }
-
-/// The actor of calls made without an API caller (the `Control` methods without `_as`).
-const LOCAL_ACTOR: &str = "local";
 
 const GONE: &str = "the node is shutting down";
 
@@ -63,14 +60,6 @@ impl NodeHandle {
 
 impl Control for NodeHandle {
     fn submit(
-        &self,
-        spec: TaskSpec,
-        idempotency: Option<Idempotency>,
-    ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
-        self.submit_as(LOCAL_ACTOR.into(), spec, idempotency)
-    }
-
-    fn submit_as(
         &self,
         actor: String,
         spec: TaskSpec,
@@ -112,11 +101,7 @@ impl Control for NodeHandle {
         })
     }
 
-    fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
-        self.cancel_as(LOCAL_ACTOR.into(), id)
-    }
-
-    fn cancel_as(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
+    fn cancel(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
         Box::pin(async move {
             self.ask(|reply| Command::Cancel { id, reply })
                 .await
@@ -129,11 +114,7 @@ impl Control for NodeHandle {
         })
     }
 
-    fn drain(&self) -> BoxFuture<'_, Result<DrainStatus, String>> {
-        self.drain_as(LOCAL_ACTOR.into())
-    }
-
-    fn drain_as(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
+    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
         Box::pin(async move {
             let status = self.ask(|reply| Command::Drain { reply }).await.ok_or_else(|| GONE.to_string())?;
             self.store
@@ -193,7 +174,7 @@ mod tests {
         let handle = NodeHandle::new(tx, store.clone(), origin);
         let spec = TaskSpec::new(vec!["true".into()]);
         {
-            let mut submit = handle.submit(spec, None);
+            let mut submit = handle.submit("test".into(), spec, None);
             // Polled once (the write is under way), then dropped, as a disconnected client's is.
             let waker = futures::task::noop_waker();
             let _ = submit.as_mut().poll(&mut std::task::Context::from_waker(&waker));

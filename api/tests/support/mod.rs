@@ -44,6 +44,7 @@ impl FakeControl {
 impl Control for FakeControl {
     fn submit(
         &self,
+        _actor: String,
         spec: TaskSpec,
         idem: Option<Idempotency>,
     ) -> BoxFuture<'_, Result<Submitted, SubmitError>> {
@@ -66,7 +67,7 @@ impl Control for FakeControl {
         })
     }
 
-    fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
+    fn cancel(&self, _actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>> {
         Box::pin(async move {
             let task = self.store.task(id).map_err(|e| CancelError::Unavailable(e.to_string()))?;
             let task = task.ok_or(CancelError::NotFound(id))?;
@@ -78,7 +79,7 @@ impl Control for FakeControl {
         })
     }
 
-    fn drain(&self) -> BoxFuture<'_, Result<DrainStatus, String>> {
+    fn drain(&self, _actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
         Box::pin(async { Ok(DrainStatus { draining: true, running: 0 }) })
     }
 
