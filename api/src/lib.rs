@@ -10,6 +10,7 @@
 //! - [`auth`]: bearer tokens (hashed at rest), scopes, the loopback rule, the auth middleware.
 //! - [`ratelimit`]: the token bucket per caller behind 429.
 //! - [`tls`]: HTTPS with rustls from PEM files (or PEM fetched by the node, e.g. from tailscaled).
+//! - `origin`: refuses browsers' cross-site writes and tokenless requests to a non-loopback Host.
 //! - `problem`: the problem+json error type every handler returns, and the 404/405 fallbacks.
 //! - `tasks`: submit (idempotency keys), list (cursor), one task (ETag), cancel.
 //! - `logs`: task output, plain or followed as SSE with byte-offset ids.
@@ -17,6 +18,7 @@
 //! - `node`: health, readiness, node, peers, drain.
 //! - `dashboard`: the web dashboard at `/` (embedded HTML, CSS and JS under a strict CSP).
 //! - `metrics`: `GET /metrics`, rendered by the node; `openapi`: `GET /openapi.json` (utoipa).
+//! - `server`: the accept loop (plain or TLS) with header timeout, head size and connection limits.
 //! - `shutdown`: the signal [`serve`] hands to SSE streams so they end at shutdown.
 //!
 //! ```no_run
@@ -39,9 +41,11 @@ mod logs;
 mod metrics;
 mod node;
 mod openapi;
+mod origin;
 mod problem;
 pub mod ratelimit;
 mod routes;
+mod server;
 mod shutdown;
 mod tasks;
 pub mod tls;
@@ -52,10 +56,10 @@ pub use control::{
 };
 pub use metrics::OPENMETRICS_CONTENT_TYPE;
 pub use ratelimit::RateLimiter;
+pub use server::ConnLimits;
 pub use tasks::MAX_BODY_BYTES;
 pub use tls::{TlsConfig, TlsError};
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -135,7 +139,8 @@ impl std::fmt::Debug for ApiState {
 ///
 /// Unknown paths answer 404 and known paths with another method 405, both as problem+json.
 /// Every request passes, from the outside in: the request span, CORS (which answers preflights
-/// itself), then authentication, rate limit and scope check (see [`auth`]), then the handler.
+/// itself), then the browser guard (cross-site writes, DNS rebinding), then authentication, rate
+/// limit and scope check (see [`auth`]), then the handler.
 pub fn router(state: ApiState) -> axum::Router {
     let mut router = axum::Router::new();
     for route in routes::ROUTES {
@@ -145,7 +150,8 @@ pub fn router(state: ApiState) -> axum::Router {
         .fallback(problem::not_found_fallback)
         .method_not_allowed_fallback(problem::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::layer));
+        .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), origin::guard));
     if !state.cors_origins.is_empty() {
         router = router.layer(cors(&state.cors_origins));
     }
@@ -174,38 +180,31 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
         ])
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; open SSE streams end too.
-///
-/// When `shutdown` resolves the listener stops accepting, every SSE stream ends, and the call
-/// returns once the requests in flight are answered.
+/// Serves `router` on `listener` over plain HTTP with the default [`ConnLimits`] until `shutdown`
+/// resolves; see [`serve_with`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let token = CancellationToken::new();
-    let router = router.layer(axum::Extension(Shutdown::new(token.clone())));
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("api: shutting down");
-        token.cancel();
-    };
-    // Connect info gives the rate limiter each tokenless client's IP.
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signal)
-        .await
+    serve_with(listener, router, None, ConnLimits::default(), shutdown).await
 }
 
-/// Like [`serve`], over HTTPS (HTTP/1.1 and HTTP/2) with `tls`.
-pub async fn serve_tls(
+/// Serves `router` on `listener` (HTTPS with HTTP/1.1 and HTTP/2 if `tls` is set) under `limits`
+/// until `shutdown` resolves.
+///
+/// When `shutdown` resolves the listener stops accepting, every SSE stream ends, and the call
+/// returns once the requests in flight are answered.
+pub async fn serve_with(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    tls: TlsConfig,
+    tls: Option<TlsConfig>,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = CancellationToken::new();
     let router = router.layer(axum::Extension(Shutdown::new(token.clone())));
-    tls::serve(listener, router, tls, async move {
+    server::serve(listener, router, tls, limits, async move {
         shutdown.await;
         tracing::info!("api: shutting down");
         token.cancel();

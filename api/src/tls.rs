@@ -1,29 +1,15 @@
 //! HTTPS for the API: a rustls server configuration from a PEM certificate chain and key (read
-//! from files, or fetched by the node, e.g. from tailscaled), and the accept loop that serves the
-//! router over it. A handshake that fails ends that connection only; the loop goes on. Only the
-//! ring provider is used, so no other crypto library is built.
+//! from files, or fetched by the node, e.g. from tailscaled); `server` runs the handshakes. Only
+//! the ring provider is used, so no other crypto library is built.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tower::ServiceExt;
-
-/// How long one TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for open connections to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server certificate and key, ready to serve.
 #[derive(Clone)]
-pub struct TlsConfig(Arc<rustls::ServerConfig>);
+pub struct TlsConfig(pub(crate) Arc<rustls::ServerConfig>);
 
 impl std::fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,58 +67,6 @@ impl TlsConfig {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self(Arc::new(config)))
     }
-}
-
-/// Accepts TLS connections on `listener` and serves `router` on each until `shutdown` resolves,
-/// then waits (up to [`DRAIN_TIMEOUT`]) for the connections to finish their requests.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    tls: TlsConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.0);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "api: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "api: TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "api: TLS handshake timed out"),
-            };
-            let service = router.map_request(move |mut req: axum::extract::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "api: connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("api: connections still open after {DRAIN_TIMEOUT:?}; closing them");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -136,6 +136,11 @@ pub struct ApiSection {
     pub open_on_loopback: bool,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open), milliseconds.
+    pub header_timeout_ms: u64,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
     /// Sustained requests per second per token (per client IP for tokenless callers).
     pub rate_per_s: u32,
     /// Requests at once per token (per client IP for tokenless callers).
@@ -164,6 +169,8 @@ impl Default for ApiSection {
             addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             open_on_loopback: true,
             max_body_bytes: orgmesh_api::MAX_BODY_BYTES,
+            header_timeout_ms: 10_000,
+            max_connections: 16_384,
             // High enough for scripts and the 2,000 tasks/s throughput target; a limit is for
             // a runaway client, not for normal use.
             rate_per_s: 2000,
@@ -539,6 +546,12 @@ impl Config {
         self.api_tls()?;
         if self.api.rate_per_s == 0 || self.api.burst == 0 {
             return invalid("api", "rate_per_s and burst must be at least 1".into());
+        }
+        if self.api.header_timeout_ms < 100 {
+            return invalid("api.header_timeout_ms", "must be at least 100".into());
+        }
+        if self.api.max_connections == 0 {
+            return invalid("api.max_connections", "must be at least 1".into());
         }
         if self.api.max_body_bytes < 1024 {
             return invalid("api.max_body_bytes", "must be at least 1024".into());

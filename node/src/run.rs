@@ -232,6 +232,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         .with_max_body_bytes(config.api.max_body_bytes)
         .with_cors_origins(&config.api.cors_origins)
         .map_err(anyhow::Error::msg)?;
+    let limits = orgmesh_api::ConnLimits {
+        header_timeout: Duration::from_millis(config.api.header_timeout_ms),
+        max_connections: fit_to_open_files(config.api.max_connections),
+    };
     let api_shutdown = shutdown.clone();
     let mut tasks = vec![tokio::spawn(event_loop.run())];
     tasks.push(tokio::spawn(metrics.clone().watch_placements(store.clone(), shutdown.clone())));
@@ -239,10 +243,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     tasks.push(tokio::spawn(async move {
         let router = orgmesh_api::router(state);
         let stop = async move { api_shutdown.cancelled().await };
-        let served = match tls {
-            Some(tls) => orgmesh_api::serve_tls(listener, router, tls, stop).await,
-            None => orgmesh_api::serve(listener, router, stop).await,
-        };
+        let served = orgmesh_api::serve_with(listener, router, tls, limits, stop).await;
         if let Err(e) = served {
             tracing::error!(error = %e, "API server failed");
         }
@@ -394,4 +395,37 @@ async fn run_source(
             _ = tokio::time::sleep(source.refresh_interval()) => {}
         }
     }
+}
+
+/// File descriptors kept for the store, the p2p swarm, executors and logs, beyond API connections.
+const RESERVED_FDS: usize = 1024;
+
+/// Raises the soft open-file limit to the hard one (as Go and nginx do) and returns how many API
+/// connections fit under it, at most `wanted`.
+fn fit_to_open_files(wanted: usize) -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a local, fully initialised struct.
+    #[allow(unsafe_code)]
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return wanted;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        lim.rlim_cur
+    };
+    let fits = usize::try_from(soft).unwrap_or(usize::MAX).saturating_sub(RESERVED_FDS).max(64);
+    if fits < wanted {
+        tracing::warn!(
+            wanted,
+            fits,
+            open_files = soft,
+            "api.max_connections lowered to fit the open-file limit; raise it (LimitNOFILE=) to allow more"
+        );
+    }
+    wanted.min(fits)
 }
