@@ -57,6 +57,11 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// The names `GET /assets/{file}` serves, for the OpenAPI document.
+pub(crate) fn asset_names() -> impl Iterator<Item = &'static str> {
+    ASSETS.iter().map(|a| a.name)
+}
+
 /// Strong entity tags of [`ASSETS`], in the same order, computed once.
 fn etags() -> &'static [String] {
     static ETAGS: OnceLock<Vec<String>> = OnceLock::new();

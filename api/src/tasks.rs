@@ -87,11 +87,49 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 }
 
 /// Parses a spec: malformed JSON is 400, JSON of the wrong shape is 422 with serde's message.
+///
+/// A number written with a zero fraction (`3.0`) is an integer to JSON Schema, and so to many
+/// clients; it is accepted where an integer is expected (a slower second pass, only on failure).
 pub(crate) fn parse_spec(body: &[u8]) -> Result<TaskSpec, Problem> {
-    serde_json::from_slice::<TaskSpec>(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
-        _ => Problem::bad_request(format!("request body is not valid JSON: {e}")),
-    })
+    let e = match serde_json::from_slice::<TaskSpec>(body) {
+        Ok(spec) => return Ok(spec),
+        Err(e) => e,
+    };
+    if e.classify() != serde_json::error::Category::Data {
+        return Err(Problem::bad_request(format!("request body is not valid JSON: {e}")));
+    }
+    let integral = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|mut value| {
+        integral_floats_to_integers(&mut value).then(|| serde_json::from_value::<TaskSpec>(value).ok())?
+    });
+    integral.ok_or_else(|| Problem::unprocessable(e.to_string()))
+}
+
+/// Rewrites every float with a zero fraction that fits an `i64`/`u64` as that integer; returns
+/// whether anything changed.
+fn integral_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let int = if f.fract() != 0.0 || !f.is_finite() {
+                None
+            } else if (0.0..1.8e19).contains(&f) {
+                Some(Value::from(f as u64))
+            } else if (-9.2e18..0.0).contains(&f) {
+                Some(Value::from(f as i64))
+            } else {
+                None
+            };
+            int.map(|v| *value = v).is_some()
+        }
+        Value::Array(items) => {
+            items.iter_mut().fold(false, |changed, v| integral_floats_to_integers(v) | changed)
+        }
+        Value::Object(map) => {
+            map.values_mut().fold(false, |changed, v| integral_floats_to_integers(v) | changed)
+        }
+        _ => false,
+    }
 }
 
 /// SHA-256 of the spec re-serialized: the same task written with other whitespace, key order or
@@ -251,6 +289,18 @@ mod tests {
         let c = parse_spec(br#"{"command":["y"]}"#).unwrap();
         assert_eq!(spec_hash(&a).unwrap(), spec_hash(&b).unwrap());
         assert_ne!(spec_hash(&a).unwrap(), spec_hash(&c).unwrap());
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_other_floats_are_refused() {
+        let spec =
+            parse_spec(br#"{"command": ["true"], "timeout_s": 33.0, "resources": {"gpus": 1e0}}"#).unwrap();
+        assert_eq!((spec.timeout_s, spec.resources.gpus), (33, 1));
+        assert!(parse_spec(br#"{"command": ["true"], "timeout_s": 33.5}"#).is_err());
+        assert!(parse_spec(br#"{"command": ["true"], "max_attempts": -1.0}"#).is_err());
+        assert!(parse_spec(br#"{"command": ["true"], "timeout_s": 1e300}"#).is_err());
+        // A float where a string belongs is still wrong.
+        assert!(parse_spec(br#"{"command": [1.0]}"#).is_err());
     }
 
     #[test]
