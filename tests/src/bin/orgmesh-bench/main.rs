@@ -49,6 +49,8 @@ pub(crate) struct Params {
     pub(crate) stored_tasks: usize,
     /// Most time spent loading them (the figure says how many were loaded).
     pub(crate) load_limit: Duration,
+    /// How often the list latency and the restart are measured on the loaded store.
+    pub(crate) store_repeats: usize,
     /// `ORGMESH_SLOTS` for the `resources` node (`--resources-slots`; shipped default when unset).
     pub(crate) resources_slots: Option<u64>,
     /// Longest wait for the throughput tasks to finish (the figure is then what finished).
@@ -76,6 +78,7 @@ impl Params {
                 pause: Duration::from_secs(5),
                 stored_tasks: 5_000,
                 load_limit: Duration::from_secs(60),
+                store_repeats: 2,
                 idle: Duration::from_secs(3),
                 resources_slots: None,
                 throughput_limit: Duration::from_secs(30),
@@ -94,6 +97,7 @@ impl Params {
                 pause: Duration::from_secs(120),
                 stored_tasks: 1_000_000,
                 load_limit: Duration::from_secs(900),
+                store_repeats: 5,
                 idle: Duration::from_secs(30),
                 resources_slots: None,
                 throughput_limit: Duration::from_secs(120),
