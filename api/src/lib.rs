@@ -56,7 +56,7 @@ pub use control::{
 };
 pub use metrics::OPENMETRICS_CONTENT_TYPE;
 pub use ratelimit::RateLimiter;
-pub use server::ConnLimits;
+pub use server::{ConnLimits, serve_with};
 pub use tasks::MAX_BODY_BYTES;
 pub use tls::{TlsConfig, TlsError};
 
@@ -69,11 +69,8 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use orgmesh_store::Store;
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
-
-use crate::shutdown::Shutdown;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -188,28 +185,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_with(listener, router, None, ConnLimits::default(), shutdown).await
-}
-
-/// Serves `router` on `listener` (HTTPS with HTTP/1.1 and HTTP/2 if `tls` is set) under `limits`
-/// until `shutdown` resolves.
-///
-/// When `shutdown` resolves the listener stops accepting, every SSE stream ends, and the call
-/// returns once the requests in flight are answered.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    tls: Option<TlsConfig>,
-    limits: ConnLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let token = CancellationToken::new();
-    let router = router.layer(axum::Extension(Shutdown::new(token.clone())));
-    server::serve(listener, router, tls, limits, async move {
-        shutdown.await;
-        tracing::info!("api: shutting down");
-        token.cancel();
-    })
-    .await
 }
 
 /// Per-request tracing span and `x-request-id` (the client's, if sane, else a fresh one).

@@ -22,65 +22,38 @@ pub(crate) struct Route {
     pub(crate) handler: fn() -> MethodRouter<ApiState>,
 }
 
+const OPEN: Option<Scope> = None;
+const READ: Option<Scope> = Some(Scope::Read);
+const SUBMIT: Option<Scope> = Some(Scope::Submit);
+const ADMIN: Option<Scope> = Some(Scope::Admin);
+
+const fn at_get(path: &'static str, scope: Option<Scope>, handler: fn() -> MethodRouter<ApiState>) -> Route {
+    Route { method: Method::GET, path, scope, handler }
+}
+
+const fn at_post(path: &'static str, scope: Option<Scope>, handler: fn() -> MethodRouter<ApiState>) -> Route {
+    Route { method: Method::POST, path, scope, handler }
+}
+
 /// Every route this build serves.
 pub(crate) static ROUTES: &[Route] = &[
     // The dashboard's page and assets hold no data (everything comes from the API with the
     // user's token), and must load before a token can be asked for.
-    Route { method: Method::GET, path: "/", scope: None, handler: || get(dashboard::index) },
-    Route { method: Method::GET, path: "/assets/{file}", scope: None, handler: || get(dashboard::asset) },
-    Route { method: Method::GET, path: "/healthz", scope: None, handler: || get(node::healthz) },
-    Route { method: Method::GET, path: "/readyz", scope: None, handler: || get(node::readyz) },
-    Route {
-        method: Method::GET,
-        path: "/metrics",
-        scope: Some(Scope::Read),
-        handler: || get(metrics::metrics),
-    },
-    Route {
-        method: Method::GET,
-        path: "/openapi.json",
-        scope: Some(Scope::Read),
-        handler: || get(openapi::openapi_json),
-    },
-    Route { method: Method::GET, path: "/v1/node", scope: Some(Scope::Read), handler: || get(node::node) },
-    Route { method: Method::GET, path: "/v1/peers", scope: Some(Scope::Read), handler: || get(node::peers) },
-    Route {
-        method: Method::POST,
-        path: "/v1/drain",
-        scope: Some(Scope::Admin),
-        handler: || post(node::drain),
-    },
-    Route { method: Method::GET, path: "/v1/tasks", scope: Some(Scope::Read), handler: || get(tasks::list) },
-    Route {
-        method: Method::POST,
-        path: "/v1/tasks",
-        scope: Some(Scope::Submit),
-        handler: || post(tasks::submit),
-    },
-    Route {
-        method: Method::GET,
-        path: "/v1/tasks/{id}",
-        scope: Some(Scope::Read),
-        handler: || get(tasks::get),
-    },
-    Route {
-        method: Method::POST,
-        path: "/v1/tasks/{id}/cancel",
-        scope: Some(Scope::Submit),
-        handler: || post(tasks::cancel),
-    },
-    Route {
-        method: Method::GET,
-        path: "/v1/tasks/{id}/logs",
-        scope: Some(Scope::Read),
-        handler: || get(logs::logs),
-    },
-    Route {
-        method: Method::GET,
-        path: "/v1/events",
-        scope: Some(Scope::Read),
-        handler: || get(events::events),
-    },
+    at_get("/", OPEN, || get(dashboard::index)),
+    at_get("/assets/{file}", OPEN, || get(dashboard::asset)),
+    at_get("/healthz", OPEN, || get(node::healthz)),
+    at_get("/readyz", OPEN, || get(node::readyz)),
+    at_get("/metrics", READ, || get(metrics::metrics)),
+    at_get("/openapi.json", READ, || get(openapi::openapi_json)),
+    at_get("/v1/node", READ, || get(node::node)),
+    at_get("/v1/peers", READ, || get(node::peers)),
+    at_post("/v1/drain", ADMIN, || post(node::drain)),
+    at_get("/v1/tasks", READ, || get(tasks::list)),
+    at_post("/v1/tasks", SUBMIT, || post(tasks::submit)),
+    at_get("/v1/tasks/{id}", READ, || get(tasks::get)),
+    at_post("/v1/tasks/{id}/cancel", SUBMIT, || post(tasks::cancel)),
+    at_get("/v1/tasks/{id}/logs", READ, || get(logs::logs)),
+    at_get("/v1/events", READ, || get(events::events)),
 ];
 
 /// The scope `method path` needs: `None` when open. A known path with a method it does not

@@ -13,6 +13,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::Shutdown;
 use crate::tls::TlsConfig;
 
 /// How long one TLS handshake may take before the connection is dropped.
@@ -46,15 +49,25 @@ impl Default for ConnLimits {
     }
 }
 
-/// Accepts connections on `listener` (TLS ones if `tls` is set) and serves `router` on each until
-/// `shutdown` resolves, then waits (up to [`DRAIN_TIMEOUT`]) for requests in flight.
-pub(crate) async fn serve(
+/// Serves `router` on `listener` (HTTPS with HTTP/1.1 and HTTP/2 if `tls` is set) under `limits`
+/// until `shutdown` resolves.
+///
+/// When `shutdown` resolves the listener stops accepting, every SSE stream ends, and the call
+/// returns once the requests in flight are answered (or after [`DRAIN_TIMEOUT`]).
+pub async fn serve_with(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     tls: Option<TlsConfig>,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let token = CancellationToken::new();
+    let router = router.layer(axum::Extension(Shutdown::new(token.clone())));
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("api: shutting down");
+        token.cancel();
+    };
     let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.0));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));

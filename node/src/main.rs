@@ -26,36 +26,29 @@ fn init_logging(format: &str) {
 
 async fn up(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref(), |k| std::env::var(k).ok())?;
-    let node = std::sync::Arc::new(orgmesh_node::run::start(config).await?);
+    let node = orgmesh_node::run::start(config).await?;
     let token = node.shutdown_token();
-    let done = token.clone();
-    let stopper = node.clone();
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        // Stopped from inside (a fatal error in one of its parts).
+        _ = token.cancelled() => {
+            node.stop().await;
+            return Ok(());
         }
-        // First signal: a graceful stop. A second one stops at once (results stay durable).
-        tracing::info!(
-            grace_s = stopper.stop_grace.as_secs(),
-            "stopping gracefully (signal again to stop now)"
-        );
-        tokio::select! {
-            report = stopper.stop_gracefully() => {
-                tracing::info!(handed_back = report.handed_back, undelivered = report.undelivered, "stopped");
-            }
-            _ = tokio::signal::ctrl_c() => tracing::warn!("stopping now"),
-            _ = term.recv() => tracing::warn!("stopping now"),
+    }
+    // First signal: a graceful stop. A second one stops at once (results stay durable).
+    tracing::info!(grace_s = node.stop_grace.as_secs(), "stopping gracefully (signal again to stop now)");
+    tokio::select! {
+        report = node.stop_gracefully() => {
+            tracing::info!(handed_back = report.handed_back, undelivered = report.undelivered, "stopped");
         }
-        token.cancel();
-    });
-    done.cancelled().await;
-    // Give the loop and the API a moment to wind down (processes are stopped by the loop).
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        _ = tokio::signal::ctrl_c() => tracing::warn!("stopping now"),
+        _ = term.recv() => tracing::warn!("stopping now"),
+    }
+    // Waits for the event loop (which stops its processes) and the API to finish.
+    node.stop().await;
     Ok(())
 }
 
