@@ -490,6 +490,11 @@ impl Config {
         number("ORGMESH_PEER_REQUESTS_PER_S", &mut rate)?;
         number("ORGMESH_PEER_BURST", &mut burst)?;
         self.limits.peer_requests_per_s = u32::try_from(rate).unwrap_or(u32::MAX);
+        let (mut api_rate, mut api_burst) = (u64::from(self.api.rate_per_s), u64::from(self.api.burst));
+        number("ORGMESH_API_RATE_PER_S", &mut api_rate)?;
+        number("ORGMESH_API_BURST", &mut api_burst)?;
+        self.api.rate_per_s = u32::try_from(api_rate).unwrap_or(u32::MAX);
+        self.api.burst = u32::try_from(api_burst).unwrap_or(u32::MAX);
         self.limits.peer_burst = u32::try_from(burst).unwrap_or(u32::MAX);
         number("ORGMESH_BAN_S", &mut self.limits.ban_s)?;
         number("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
