@@ -223,3 +223,19 @@ async fn cors_preflight_and_body_limit() {
     let big = format!(r#"{{"command":["echo","{}"]}}"#, "x".repeat(4096));
     post_json(&s.router, "/v1/tasks", &big, &[("authorization", sub.as_str())]).await.problem(413);
 }
+
+/// The browser guard lets a cross-site write through only from a `cors_origins` origin, and
+/// never touches a client that sends no browser headers (curl, the CLI).
+#[tokio::test]
+async fn cross_site_writes_pass_only_from_allowed_origins() {
+    let s = setup("127.0.0.1:7070", true, None);
+    let sub = bearer("t-submit");
+    let browser = |origin: &'static str| {
+        [("origin", origin), ("sec-fetch-site", "cross-site"), ("authorization", sub.as_str())]
+    };
+    let allowed = post_json(&s.router, "/v1/tasks", SPEC, &browser("https://dash.example.com")).await;
+    assert_eq!(allowed.status, StatusCode::ACCEPTED, "an allowed origin submits");
+    post_json(&s.router, "/v1/tasks", SPEC, &browser("https://evil.example.com")).await.problem(403);
+    let plain = post_json(&s.router, "/v1/tasks", SPEC, &[("authorization", sub.as_str())]).await;
+    assert_eq!(plain.status, StatusCode::ACCEPTED, "no browser headers: not a browser, not refused");
+}
