@@ -64,20 +64,21 @@ pub(crate) async fn run(bin: &Path, p: &Params) -> anyhow::Result<Vec<Figure>> {
     let load_ticks = cpu_ticks(pid).unwrap_or(0);
     let limit = p.load_limit;
     let progress = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<bool> = futures::stream::iter(0..p.stored_tasks)
+    let results: Vec<Result<String, String>> = futures::stream::iter(0..p.stored_tasks)
         .take_while(|_| std::future::ready(start.elapsed() < limit))
         .map(|_| async {
-            let ok = submit(&http, &node.api, &spec).await.is_ok();
+            let result = submit(&http, &node.api, &spec).await.map_err(|e| format!("{e:#}"));
             let done = progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if done.is_multiple_of(50_000) {
                 eprintln!("resources: {done} submitted in {:.0} s", start.elapsed().as_secs_f64());
             }
-            ok
+            result
         })
         .buffer_unordered(p.in_flight)
         .collect()
         .await;
-    let submitted = results.iter().filter(|ok| **ok).count();
+    let submitted = results.iter().filter(|r| r.is_ok()).count();
+    report_failures(results.iter().filter_map(|r| r.as_ref().err()));
     let submit_time = start.elapsed();
     let wait_end = Instant::now() + Duration::from_secs(600);
     while !all_terminal(&http, &node.api).await {
@@ -145,6 +146,18 @@ pub(crate) async fn run(bin: &Path, p: &Params) -> anyhow::Result<Vec<Figure>> {
     figures.push(Figure::info("store_repeats", p.store_repeats as f64, "times"));
     figures.push(Figure::info("store_on_disk", dir_bytes(node.dir()) as f64 / MB, "MB"));
     Ok(figures)
+}
+
+/// Prints how many load submissions failed, grouped by reason, so a short store is explained.
+fn report_failures<'a>(errors: impl Iterator<Item = &'a String>) {
+    let mut by_reason = std::collections::BTreeMap::<String, usize>::new();
+    for e in errors {
+        // Task ids and timings differ per failure; the first 120 characters name the reason.
+        *by_reason.entry(e.chars().take(120).collect()).or_default() += 1;
+    }
+    for (reason, n) in by_reason {
+        eprintln!("resources: {n} submissions failed: {reason}");
+    }
 }
 
 /// Total size of the files under `dir`.
