@@ -7,17 +7,19 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
-use orgmesh_store::{Notification, Store, StoredEvent};
-use tokio::sync::broadcast::{self, error::RecvError};
+use orgmesh_store::{Store, StoredEvent};
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use crate::ApiState;
+use crate::fanout::{Batch, encode};
 use crate::logs::KEEP_ALIVE;
 use crate::problem::Problem;
 use crate::shutdown::Shutdown;
@@ -27,6 +29,13 @@ const PAGE: usize = 1000;
 
 /// Most events `?tail=` replays.
 const MAX_TAIL: u64 = 10_000;
+
+/// A client's pending frames are written together up to this size (one write, not one per
+/// event: with a thousand clients the per-event writes were the cost).
+const MAX_CHUNK: usize = 256 * 1024;
+
+/// What an idle stream sends every [`KEEP_ALIVE`]: an SSE comment.
+const KEEP_ALIVE_COMMENT: &[u8] = b":\n\n";
 
 /// `GET /v1/events[?since=SEQ|?tail=N][&kinds=...]`, honouring `Last-Event-ID`.
 #[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = ["read"])),
@@ -68,20 +77,21 @@ pub(crate) async fn events(
     };
     let filter = KindFilter::parse(query.get("kinds").map(String::as_str));
     // Subscribe before reading the cursor or the log: every later commit reaches `rx`.
-    let rx = state.store.subscribe();
+    let rx = state.events.subscribe(&state.store)?;
     let cursor = match last_event_id.or(since) {
         Some(seq) => seq,
         // `tail` counts events before filtering: it says how far back to start, not how many match.
         None => state.store.last_seq()?.saturating_sub(tail.unwrap_or(0)),
     };
     let tail = Tail { store: state.store, rx, cursor, catching_up: true, queue: VecDeque::new(), filter };
-    let events =
-        stream::unfold(
-            tail,
-            |mut t| async move { t.next_event().await.map(|e| (Ok::<_, Infallible>(e), t)) },
-        )
-        .take_until(shutdown.wait());
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+    let chunks =
+        stream::unfold(tail, |mut t| async move { t.next_chunk().await.map(|c| (Ok::<_, Infallible>(c), t)) })
+            .take_until(shutdown.wait());
+    let mut response = Body::from_stream(chunks).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
 /// Which event kinds a client asked for.
@@ -103,6 +113,10 @@ impl KindFilter {
         Self { entries }
     }
 
+    fn is_all(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     fn matches(&self, kind: &str) -> bool {
         self.entries.is_empty()
             || self.entries.iter().any(|e| {
@@ -119,7 +133,7 @@ impl KindFilter {
 /// One subscriber's position in the event log.
 struct Tail {
     store: Store,
-    rx: broadcast::Receiver<Notification>,
+    rx: broadcast::Receiver<Arc<Batch>>,
     /// Sequence number of the last event passed on (sent or filtered out).
     cursor: u64,
     /// Whether the store may hold events after `cursor` that the channel will not bring.
@@ -129,8 +143,44 @@ struct Tail {
     filter: KindFilter,
 }
 
+/// Frames gathered for one write.
+#[derive(Default)]
+struct Chunk {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunk {
+    fn push(&mut self, bytes: Bytes) {
+        self.len += bytes.len();
+        self.parts.push(bytes);
+    }
+
+    fn full(&self) -> bool {
+        self.len >= MAX_CHUNK
+    }
+
+    /// The gathered frames as one buffer (the shared frame itself when there is one).
+    fn take(&mut self) -> Option<Bytes> {
+        match self.parts.len() {
+            0 => None,
+            1 => self.parts.pop(),
+            _ => {
+                let mut out = Vec::with_capacity(self.len);
+                for p in self.parts.drain(..) {
+                    out.extend_from_slice(&p);
+                }
+                Some(Bytes::from(out))
+            }
+        }
+    }
+}
+
 impl Tail {
-    async fn next_event(&mut self) -> Option<Event> {
+    /// Every event that is ready, as one chunk; waits only when none is. `None`: the stream
+    /// ends (the store closed or failed).
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut chunk = Chunk::default();
         loop {
             while let Some(e) = self.queue.pop_front() {
                 if e.seq <= self.cursor {
@@ -138,7 +188,10 @@ impl Tail {
                 }
                 self.cursor = e.seq;
                 if self.filter.matches(&e.kind) {
-                    return Some(to_sse(&e));
+                    chunk.push(encode(&e));
+                    if chunk.full() {
+                        return chunk.take();
+                    }
                 }
             }
             if self.catching_up {
@@ -146,41 +199,58 @@ impl Tail {
                     Ok(page) if page.is_empty() => self.catching_up = false,
                     Ok(page) => {
                         self.queue.extend(page);
+                        if !chunk.parts.is_empty() {
+                            return chunk.take();
+                        }
                         // A long filtered catch-up must not hog this runtime thread.
                         tokio::task::yield_now().await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "event stream: store read failed");
-                        return None;
+                        return chunk.take();
                     }
                 }
                 continue;
             }
-            match self.rx.recv().await {
-                Ok(Notification::Event(e)) => {
-                    if e.seq == self.cursor + 1 {
-                        self.queue.push_back(StoredEvent::clone(&e));
-                    } else if e.seq > self.cursor {
-                        // A hole between us and this event: the store has it all, in order.
+            let received = match self.rx.try_recv() {
+                Ok(batch) => Ok(batch),
+                Err(TryRecvError::Empty) if !chunk.parts.is_empty() => return chunk.take(),
+                Err(TryRecvError::Empty) => match tokio::time::timeout(KEEP_ALIVE, self.rx.recv()).await {
+                    Err(_) => return Some(Bytes::from_static(KEEP_ALIVE_COMMENT)),
+                    Ok(r) => r,
+                },
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
+            match received {
+                Ok(batch) => {
+                    if batch.last_seq() <= self.cursor {
+                        // Already passed on (read from the store while catching up).
+                    } else if batch.first_seq() > self.cursor + 1 {
+                        // A hole between us and this batch: the store has it all, in order.
                         self.catching_up = true;
+                    } else if batch.first_seq() == self.cursor + 1 && self.filter.is_all() {
+                        self.cursor = batch.last_seq();
+                        chunk.push(batch.joined.clone());
+                    } else {
+                        let after = self.cursor;
+                        for frame in batch.frames.iter().filter(|f| f.seq > after) {
+                            self.cursor = frame.seq;
+                            if self.filter.matches(&frame.kind) {
+                                chunk.push(frame.bytes.clone());
+                            }
+                        }
+                    }
+                    if chunk.full() {
+                        return chunk.take();
                     }
                 }
-                Ok(_) => {}
-                // Dropped notifications may have been events: read them from the store.
+                // Dropped frames: read them from the store.
                 Err(RecvError::Lagged(_)) => self.catching_up = true,
-                Err(RecvError::Closed) => return None,
+                Err(RecvError::Closed) => return chunk.take(),
             }
         }
     }
-}
-
-/// An event as SSE. Kinds come from the node; a line break in one would break framing (and
-/// panic axum), so it is replaced.
-fn to_sse(e: &StoredEvent) -> Event {
-    let kind: String = e.kind.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
-    // axum turns a lone CR into a line break of its own; JSON whitespace means the same either way.
-    let data = if e.data.contains('\r') { e.data.replace("\r\n", "\n") } else { e.data.clone() };
-    Event::default().id(e.seq.to_string()).event(kind).data(data)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod auth;
 mod control;
 mod dashboard;
 mod events;
+mod fanout;
 mod logs;
 mod metrics;
 mod node;
@@ -85,6 +86,8 @@ pub struct ApiState {
     pub(crate) max_body_bytes: usize,
     /// Browser origins allowed by CORS; empty: none.
     pub(crate) cors_origins: Vec<HeaderValue>,
+    /// Encoded events for `/v1/events` clients.
+    pub(crate) events: fanout::Fanout,
 }
 
 impl ApiState {
@@ -97,6 +100,7 @@ impl ApiState {
             security: Arc::new(Security::open()),
             max_body_bytes: MAX_BODY_BYTES,
             cors_origins: Vec::new(),
+            events: fanout::Fanout::default(),
         }
     }
 
