@@ -85,8 +85,11 @@ pub(crate) async fn events(
     };
     let tail = Tail { store: state.store, rx, cursor, catching_up: true, queue: VecDeque::new(), filter };
     let chunks =
-        stream::unfold(tail, |mut t| async move { t.next_chunk().await.map(|c| (Ok::<_, Infallible>(c), t)) })
-            .take_until(shutdown.wait());
+        stream::unfold(
+            tail,
+            |mut t| async move { t.next_chunk().await.map(|c| (Ok::<_, Infallible>(c), t)) },
+        )
+        .take_until(shutdown.wait());
     let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -103,3 +103,29 @@ async fn a_node_declines_orgs_outside_its_policy() -> anyhow::Result<()> {
     drop(globex);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freed_slot_goes_to_the_highest_priority_waiting_task() -> anyhow::Result<()> {
+    let acme = Node::start("acme", &NodeOptions { slots: Some(1), ..Default::default() }).await?;
+    let filler = acme.submit(&json!({"command": ["sleep", "2"]})).await?;
+    wait_for("the filler runs", Duration::from_secs(10), async || {
+        (acme.task(&filler).await.ok()?["status"] == "running").then_some(())
+    })
+    .await?;
+    // Queued behind the filler, oldest first; the last one submitted has the highest priority.
+    let mut queued = Vec::new();
+    for priority in [0, 0, 10, 5] {
+        queued.push(acme.submit(&json!({"command": ["true"], "priority": priority})).await?);
+    }
+    let mut placed = Vec::new();
+    for id in &queued {
+        let task = acme.wait_terminal(id, Duration::from_secs(30)).await?;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        placed.push((task["history"][0]["placed_at"].as_str().unwrap_or_default().to_string(), id.clone()));
+    }
+    placed.sort();
+    let order: Vec<&String> = placed.iter().map(|(_, id)| id).collect();
+    let want = vec![&queued[2], &queued[3], &queued[0], &queued[1]];
+    assert_eq!(order, want, "placed in priority order, then oldest first");
+    Ok(())
+}

@@ -8,6 +8,7 @@ mod guard;
 mod host;
 mod origin;
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -248,10 +249,14 @@ pub struct EventLoop {
     task_out: HashMap<OutboundRequestId, (PeerId, TaskOut)>,
     /// Origin side: tasks submitted here and not yet ended.
     active: BTreeMap<TaskId, Active>,
-    /// Origin side: tasks waiting for a placement (pending, or caught mid-placement by a crash).
-    waiting: BTreeSet<TaskId>,
+    /// Origin side: tasks waiting for a placement (pending, or caught mid-placement by a crash),
+    /// in the order they get a freed slot: highest priority first, then oldest.
+    waiting: BTreeSet<(Reverse<i32>, TaskId)>,
     /// Capacity may have freed somewhere: retry waiting tasks once, at the end of this turn.
     wake_waiting: bool,
+    /// Slots this node's attempts freed since the last turn: each starts a waiting task at once,
+    /// instead of at the next retry pass.
+    freed_slots: usize,
     /// Host side: attempts running (or reporting) here.
     runs: BTreeMap<(TaskId, Attempt), Run>,
     /// Discovery: each source's latest complete list.
@@ -356,6 +361,7 @@ impl EventLoop {
             active: BTreeMap::new(),
             waiting: BTreeSet::new(),
             wake_waiting: false,
+            freed_slots: 0,
             runs: BTreeMap::new(),
             discovered: BTreeMap::new(),
             addr_peers: HashMap::new(),
@@ -918,6 +924,9 @@ impl EventLoop {
         let now = self.now();
         if std::mem::take(&mut self.wake_waiting) {
             self.retry_pending(now);
+        }
+        if self.freed_slots > 0 {
+            self.start_in_freed_slots(now);
         }
         let capacity = self.host.capacity();
         if self.membership.local().capacity != capacity {

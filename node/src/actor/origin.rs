@@ -4,6 +4,7 @@
 //! current attempt, on the host it was committed to, may report or renew its lease; a lost attempt
 //! (lease given up, host restarted) is placed again after a back-off, up to `max_attempts`.
 
+use std::cmp::Reverse;
 use std::time::Duration;
 
 use orgmesh_api::CancelError;
@@ -81,7 +82,7 @@ impl EventLoop {
                 TaskStatus::Pending | TaskStatus::Placing => {
                     active.commit_sent = active.task.attempt.0 > 0;
                     active.queued_at = active.task.updated_at;
-                    self.waiting.insert(active.task.id);
+                    self.waiting.insert((Reverse(active.task.spec.priority), active.task.id));
                 }
                 // The host keeps running and re-sends its reports; it gets a fresh lease to renew.
                 _ => {
@@ -115,10 +116,16 @@ impl EventLoop {
             Vec::new()
         };
         // The only place a task's status is written, so the waiting index cannot drift from it.
+        let key = (Reverse(active.task.spec.priority), id);
         if matches!(active.task.status, TaskStatus::Pending | TaskStatus::Placing) {
-            self.waiting.insert(id);
+            self.waiting.insert(key);
         } else {
-            self.waiting.remove(&id);
+            self.waiting.remove(&key);
+        }
+        // An attempt that held a slot ended: that slot can take the next waiting task now.
+        let held = |s: TaskStatus| matches!(s, TaskStatus::Placed | TaskStatus::Running);
+        if held(old_status) && !held(active.task.status) && active.task.status != TaskStatus::Unreachable {
+            self.freed_slots += 1;
         }
         let task = active.task.clone();
         if task.status.is_terminal() {
@@ -245,7 +252,7 @@ impl EventLoop {
         let wall = wall_clock();
         let mut due: Vec<(i32, TaskId)> = Vec::new();
         let mut expired = Vec::new();
-        for id in &self.waiting {
+        for (_, id) in &self.waiting {
             let Some(a) = self.active.get(id) else { continue };
             if self.negotiator.is_placing(*id) {
                 continue;
@@ -268,6 +275,24 @@ impl EventLoop {
         }
         due.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, id) in due.into_iter().take(RETRY_BATCH) {
+            self.place(id, now);
+        }
+    }
+
+    /// Starts as many waiting tasks as slots were freed, in queue order, whether or not their
+    /// retry is due: a finished attempt is the surest sign of room, and waiting for the next retry
+    /// pass would leave the slot idle (with the noop executor, for nearly all of the pass).
+    /// Walks the queue only as far as it takes, so a long backlog costs nothing here.
+    pub(super) fn start_in_freed_slots(&mut self, now: Time) {
+        let freed = std::mem::take(&mut self.freed_slots);
+        let next: Vec<TaskId> = self
+            .waiting
+            .iter()
+            .map(|(_, id)| *id)
+            .filter(|id| !self.negotiator.is_placing(*id))
+            .take(freed)
+            .collect();
+        for id in next {
             self.place(id, now);
         }
     }
