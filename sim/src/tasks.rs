@@ -92,6 +92,9 @@ pub struct Origin {
     pub waiting: BTreeSet<TaskId>,
     /// Reports refused by fencing.
     pub stale_reports: u64,
+    /// Slots freed by attempts that ended since the driver last looked: each starts a waiting
+    /// task at once (as the node does), not at the next retry pass.
+    pub freed_slots: usize,
 }
 
 impl Origin {
@@ -214,6 +217,23 @@ impl Origin {
         due.into_iter().take(RETRY_BATCH).map(|(_, id)| id).collect()
     }
 
+    /// The waiting tasks that take the slots freed since the last call, in the node's order
+    /// (highest priority, then oldest), whether or not their retry is due.
+    pub fn take_freed(&mut self, placing: impl Fn(TaskId) -> bool) -> Vec<TaskId> {
+        let freed = std::mem::take(&mut self.freed_slots);
+        if freed == 0 {
+            return Vec::new();
+        }
+        let mut queue: Vec<(std::cmp::Reverse<i32>, TaskId)> = self
+            .waiting
+            .iter()
+            .filter(|id| !placing(**id))
+            .filter_map(|id| self.tasks.get(id).map(|t| (std::cmp::Reverse(t.spec.priority), *id)))
+            .collect();
+        queue.sort();
+        queue.into_iter().take(freed).map(|(_, id)| id).collect()
+    }
+
     /// The earliest retry of a waiting task.
     pub fn next_retry(&self) -> Option<Time> {
         self.waiting.iter().filter_map(|id| self.tasks.get(id)).map(|t| t.next_try).min()
@@ -298,6 +318,9 @@ impl Origin {
                 (TaskResponse::Ack, None)
             }
             TaskRequest::Finished { outcome, .. } => {
+                if matches!(t.status, Status::Placed | Status::Running) {
+                    self.freed_slots += 1;
+                }
                 t.status = if outcome.succeeded() {
                     Status::Succeeded
                 } else {

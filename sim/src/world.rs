@@ -773,6 +773,13 @@ impl World {
                 }
             }
             let node = &mut self.nodes[i];
+            if let Some(live) = node.live.as_ref() {
+                let negotiator = &live.negotiator;
+                for id in node.origin.take_freed(|id| negotiator.is_placing(id)) {
+                    self.place(i, id);
+                }
+            }
+            let node = &mut self.nodes[i];
             let Some(live) = node.live.as_mut() else { return };
             let capacity = live.host.capacity();
             if live.membership.local().capacity != capacity {
