@@ -345,7 +345,7 @@ pub struct GossipSection {
 
 impl Default for GossipSection {
     fn default() -> Self {
-        Self { interval_ms: 500, suspect_after_ms: 3000, dead_after_ms: 6000 }
+        Self { interval_ms: 500, suspect_after_ms: 1500, dead_after_ms: 2000 }
     }
 }
 
