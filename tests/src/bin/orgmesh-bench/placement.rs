@@ -24,6 +24,35 @@ pub(crate) fn globex_spec() -> Value {
 }
 
 /// Submits `spec` and returns the task id.
+/// Submits like a well-behaved client: a 429 is retried after its `Retry-After` (at most 60
+/// times). Returns the id and how many 429s it took.
+pub(crate) async fn submit_patiently(
+    http: &reqwest::Client,
+    api: &str,
+    spec: &Value,
+) -> anyhow::Result<(String, usize)> {
+    for refused in 0..60 {
+        let resp = http.post(format!("{api}/v1/tasks")).json(spec).send().await?;
+        let status = resp.status();
+        if status.as_u16() == 429 {
+            let wait = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait.clamp(1, 10))).await;
+            continue;
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.as_u16() != 202 {
+            bail!("submit gave {status}: {body}");
+        }
+        return Ok((body["id"].as_str().context("no id in the 202")?.to_string(), refused));
+    }
+    bail!("submit refused 60 times (429)")
+}
+
 pub(crate) async fn submit(http: &reqwest::Client, api: &str, spec: &Value) -> anyhow::Result<String> {
     let resp = http.post(format!("{api}/v1/tasks")).json(spec).send().await?;
     let status = resp.status();
@@ -98,8 +127,8 @@ pub(crate) async fn run(bin: &Path, p: &Params) -> anyhow::Result<Vec<Figure>> {
     let submitter = {
         let (http, api, spec, in_flight) = (http.clone(), acme.api.clone(), spec.clone(), p.in_flight);
         tokio::spawn(async move {
-            let results: Vec<anyhow::Result<String>> = futures::stream::iter(0..n)
-                .map(|_| submit(&http, &api, &spec))
+            let results: Vec<anyhow::Result<(String, usize)>> = futures::stream::iter(0..n)
+                .map(|_| submit_patiently(&http, &api, &spec))
                 .buffer_unordered(in_flight)
                 .collect()
                 .await;
@@ -134,6 +163,7 @@ pub(crate) async fn run(bin: &Path, p: &Params) -> anyhow::Result<Vec<Figure>> {
     }
     let (results, submit_time) = submitter.await?;
     let refused = results.iter().filter(|r| r.is_err()).count();
+    let rate_limited: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(|(_, n)| n).sum();
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
         eprintln!("placement: {refused} submissions failed, e.g. {e:#}");
     }
@@ -156,5 +186,6 @@ pub(crate) async fn run(bin: &Path, p: &Params) -> anyhow::Result<Vec<Figure>> {
         Figure::info("throughput_finished", succeeded.len() as f64, "tasks"),
         Figure::info("accepted_rate", (n - refused) as f64 / submit_time.as_secs_f64(), "tasks/s"),
         Figure::info("failed", (failed + refused) as f64, "tasks"),
+        Figure::info("rate_limited_retries", rate_limited as f64, "requests"),
     ])
 }
