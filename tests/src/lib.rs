@@ -50,11 +50,14 @@ pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
+    // Picks are this far apart: callers such as `orgmesh demo` use the ports after the one they
+    // are given (one per node), and must not run into the next pick.
+    const STRIDE: u32 = 16;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     // Test binaries run side by side: each starts at its own offset.
     let base = std::process::id().wrapping_mul(7919) % SPAN;
-    for _ in 0..SPAN {
-        let port = LOW + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+    for _ in 0..SPAN / STRIDE {
+        let port = LOW + (base + STRIDE * NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
         let Ok(port) = u16::try_from(port) else { continue };
         // Nodes listen on 0.0.0.0 (p2p) and 127.0.0.1 (API): free on both.
         if TcpListener::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
