@@ -246,11 +246,11 @@ impl EventLoop {
         }
     }
 
-    /// Retries waiting tasks (highest priority first) and fails those past their queue timeout.
-    /// Scans only the waiting index, not every active task.
+    /// Retries waiting tasks (in queue order: highest priority first, then oldest) and fails
+    /// those past their queue timeout. Scans only the waiting index, not every active task.
     pub(super) fn retry_pending(&mut self, now: Time) {
         let wall = wall_clock();
-        let mut due: Vec<(i32, TaskId)> = Vec::new();
+        let mut due: Vec<TaskId> = Vec::new();
         let mut expired = Vec::new();
         for (_, id) in &self.waiting {
             let Some(a) = self.active.get(id) else { continue };
@@ -261,7 +261,7 @@ impl EventLoop {
             if wall.0 >= deadline {
                 expired.push(*id);
             } else if a.next_try <= now {
-                due.push((a.task.spec.priority, *id));
+                due.push(*id);
             }
         }
         for id in expired {
@@ -273,8 +273,7 @@ impl EventLoop {
                 ));
             }));
         }
-        due.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (_, id) in due.into_iter().take(RETRY_BATCH) {
+        for id in due.into_iter().take(RETRY_BATCH) {
             self.place(id, now);
         }
     }
