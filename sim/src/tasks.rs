@@ -9,6 +9,7 @@
 //! those two types over the lifecycle machines, nothing else. Reports do travel as real
 //! `wire::task` bytes.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -83,13 +84,19 @@ pub struct Result {
     pub attempt: Attempt,
 }
 
+/// A waiting task's place in the queue: highest priority first, then oldest (ids grow with time).
+fn queue_key(id: TaskId, t: &OriginTask) -> (Reverse<i32>, TaskId) {
+    (Reverse(t.spec.priority), id)
+}
+
 /// The origin side: durable (it survives a crash of its node, as the store does).
 #[derive(Debug, Default)]
 pub struct Origin {
     /// Tasks submitted here, ended ones included.
     pub tasks: BTreeMap<TaskId, OriginTask>,
-    /// Tasks waiting for a placement.
-    pub waiting: BTreeSet<TaskId>,
+    /// Tasks waiting for a placement, in the order the node's index keeps them: highest
+    /// priority first, then oldest (see [`queue_key`]).
+    pub waiting: BTreeSet<(Reverse<i32>, TaskId)>,
     /// Reports refused by fencing.
     pub stale_reports: u64,
     /// Slots freed by attempts that ended since the driver last looked: each starts a waiting
@@ -113,8 +120,8 @@ impl Origin {
             next_try: Time::ZERO,
             queue_deadline_ms,
         };
+        self.waiting.insert(queue_key(id, &task));
         self.tasks.insert(id, task);
-        self.waiting.insert(id);
     }
 
     /// After a restart: negotiations died with the process; tasks caught placing wait again,
@@ -132,7 +139,7 @@ impl Origin {
                 t.commit_sent = t.attempt.0 > 0;
                 t.status = Status::Pending;
                 t.next_try = Time::ZERO;
-                self.waiting.insert(*id);
+                self.waiting.insert(queue_key(*id, t));
             }
         }
     }
@@ -150,7 +157,7 @@ impl Origin {
         }
         t.next_try = now + PENDING_RETRY;
         t.status = Status::Placing;
-        self.waiting.remove(&id);
+        self.waiting.remove(&queue_key(id, t));
         Some((t.attempt, t.spec.clone()))
     }
 
@@ -182,7 +189,7 @@ impl Origin {
         if let Some(t) = self.tasks.get_mut(&id).filter(|t| t.attempt == attempt && !t.status.is_terminal()) {
             t.next_try = now + PENDING_RETRY;
             t.status = Status::Pending;
-            self.waiting.insert(id);
+            self.waiting.insert(queue_key(id, t));
         }
     }
 
@@ -190,7 +197,7 @@ impl Origin {
     pub fn fail(&mut self, id: TaskId, reason: String) {
         if let Some(t) = self.tasks.get_mut(&id).filter(|t| !t.status.is_terminal()) {
             t.status = Status::Failed(reason);
-            self.waiting.remove(&id);
+            self.waiting.remove(&queue_key(id, t));
         }
     }
 
@@ -199,44 +206,33 @@ impl Origin {
     pub fn due(&mut self, now: Time, wall_ms: u64, placing: impl Fn(TaskId) -> bool) -> Vec<TaskId> {
         let mut due = Vec::new();
         let mut expired = Vec::new();
-        for id in &self.waiting {
+        for (_, id) in &self.waiting {
             let Some(t) = self.tasks.get(id) else { continue };
             if placing(*id) {
                 continue;
             }
             if wall_ms >= t.queue_deadline_ms {
                 expired.push(*id);
-            } else if t.next_try <= now {
-                due.push((t.spec.priority, *id));
+            } else if t.next_try <= now && due.len() < RETRY_BATCH {
+                due.push(*id);
             }
         }
         for id in expired {
             self.fail(id, "queue timeout".into());
         }
-        due.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        due.into_iter().take(RETRY_BATCH).map(|(_, id)| id).collect()
+        due
     }
 
     /// The waiting tasks that take the slots freed since the last call, in the node's order
     /// (highest priority, then oldest), whether or not their retry is due.
     pub fn take_freed(&mut self, placing: impl Fn(TaskId) -> bool) -> Vec<TaskId> {
         let freed = std::mem::take(&mut self.freed_slots);
-        if freed == 0 {
-            return Vec::new();
-        }
-        let mut queue: Vec<(std::cmp::Reverse<i32>, TaskId)> = self
-            .waiting
-            .iter()
-            .filter(|id| !placing(**id))
-            .filter_map(|id| self.tasks.get(id).map(|t| (std::cmp::Reverse(t.spec.priority), *id)))
-            .collect();
-        queue.sort();
-        queue.into_iter().take(freed).map(|(_, id)| id).collect()
+        self.waiting.iter().map(|(_, id)| *id).filter(|id| !placing(*id)).take(freed).collect()
     }
 
     /// The earliest retry of a waiting task.
     pub fn next_retry(&self) -> Option<Time> {
-        self.waiting.iter().filter_map(|id| self.tasks.get(id)).map(|t| t.next_try).min()
+        self.waiting.iter().filter_map(|(_, id)| self.tasks.get(id)).map(|t| t.next_try).min()
     }
 
     /// A host was declared dead: its attempts are lost. Returns the tasks to place again.
@@ -326,7 +322,7 @@ impl Origin {
                 } else {
                     Status::Failed(outcome.error.clone().unwrap_or_default())
                 };
-                self.waiting.remove(&id);
+                self.waiting.remove(&queue_key(id, t));
                 (TaskResponse::Ack, Some(Result { task: id, attempt }))
             }
             TaskRequest::Log { .. } | TaskRequest::Cancel { .. } | TaskRequest::Renew { .. } => {
@@ -488,6 +484,36 @@ mod tests {
         );
         assert_eq!(o.on_report(&h2, &wrong_host), (TaskResponse::Ack, None), "a resend is no second result");
         assert_eq!(o.stale_reports, 2);
+    }
+
+    #[test]
+    fn a_freed_slot_goes_to_the_first_waiting_task_even_before_its_retry_is_due() {
+        let host = peer("12D3KooWhostA");
+        let mut o = Origin::default();
+        let with_priority = |p: i32| {
+            let mut spec = TaskSpec::new(vec!["x".into()]);
+            spec.priority = p;
+            spec
+        };
+        let (running, low, high) = (TaskId::new(1, 1), TaskId::new(2, 2), TaskId::new(3, 3));
+        o.submit(running, 0, with_priority(0), u64::MAX);
+        let (a, _) = o.begin_placement(running, Time(0)).unwrap();
+        o.note_commit(running, a, &host);
+        assert!(o.placed(running, a, &host, Some(1)));
+        // Both others tried and found no room: their next retry is 250 ms away.
+        for (i, id) in [low, high].into_iter().enumerate() {
+            o.submit(id, i + 1, with_priority(if id == high { 5 } else { 0 }), u64::MAX);
+            let (attempt, _) = o.begin_placement(id, Time(0)).unwrap();
+            o.waiting(id, attempt, Time(0));
+        }
+        assert!(o.take_freed(|_| false).is_empty(), "no slot freed yet");
+        assert!(o.due(Time(1), 0, |_| false).is_empty(), "no retry due yet");
+        let ok = Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 };
+        let finished = TaskRequest::Finished { task: running, attempt: a, outcome: ok };
+        assert_eq!(o.on_report(&host, &finished).0, TaskResponse::Ack);
+        assert_eq!(o.take_freed(|_| false), vec![high], "the freed slot goes to the highest priority");
+        assert!(o.take_freed(|_| false).is_empty(), "one slot freed, one task started");
+        assert_eq!(o.due(Time(250), 0, |_| false), vec![high, low], "retries keep the same order");
     }
 
     #[test]
