@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -16,10 +17,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
 use orgmesh_store::{Store, StoredEvent};
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Instant, Sleep};
 
 use crate::ApiState;
-use crate::fanout::{Batch, encode};
+use crate::fanout::{Batch, encode, ready};
 use crate::logs::KEEP_ALIVE;
 use crate::problem::Problem;
 use crate::shutdown::Shutdown;
@@ -83,7 +85,16 @@ pub(crate) async fn events(
         // `tail` counts events before filtering: it says how far back to start, not how many match.
         None => state.store.last_seq()?.saturating_sub(tail.unwrap_or(0)),
     };
-    let tail = Tail { store: state.store, rx, cursor, catching_up: true, queue: VecDeque::new(), filter };
+    let tail = Tail {
+        store: state.store,
+        rx,
+        cursor,
+        catching_up: true,
+        queue: VecDeque::new(),
+        filter,
+        last_write: Instant::now(),
+        keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+    };
     let chunks =
         stream::unfold(
             tail,
@@ -144,6 +155,10 @@ struct Tail {
     /// Read from the store, not yet passed on.
     queue: VecDeque<StoredEvent>,
     filter: KindFilter,
+    /// When this stream last wrote anything.
+    last_write: Instant,
+    /// Fires when a keep-alive may be due (see [`Tail::wait`]).
+    keep_alive: Pin<Box<Sleep>>,
 }
 
 /// Frames gathered for one write.
@@ -180,9 +195,35 @@ impl Chunk {
 }
 
 impl Tail {
-    /// Every event that is ready, as one chunk; waits only when none is. `None`: the stream
-    /// ends (the store closed or failed).
+    /// What to write next: every event that is ready, as one chunk, or a keep-alive comment
+    /// after [`KEEP_ALIVE`] of silence. `None`: the stream ends (the store closed or failed).
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        let chunk = self.gather().await;
+        self.last_write = Instant::now();
+        chunk
+    }
+
+    /// The next batch; `None` once nothing was written for [`KEEP_ALIVE`]. The keep-alive timer
+    /// is armed once per interval and re-armed only when it fires early, not per wait: with a
+    /// thousand clients a timer per wait was a timer per client per commit.
+    async fn wait(&mut self) -> Option<Result<Arc<Batch>, RecvError>> {
+        loop {
+            tokio::select! {
+                received = self.rx.recv() => return Some(received),
+                () = &mut self.keep_alive => {
+                    let due = self.last_write + KEEP_ALIVE;
+                    if Instant::now() >= due {
+                        self.keep_alive.as_mut().reset(Instant::now() + KEEP_ALIVE);
+                        return None;
+                    }
+                    self.keep_alive.as_mut().reset(due);
+                }
+            }
+        }
+    }
+
+    /// Every event that is ready, as one chunk; waits only when none is.
+    async fn gather(&mut self) -> Option<Bytes> {
         let mut chunk = Chunk::default();
         loop {
             while let Some(e) = self.queue.pop_front() {
@@ -215,15 +256,13 @@ impl Tail {
                 }
                 continue;
             }
-            let received = match self.rx.try_recv() {
-                Ok(batch) => Ok(batch),
-                Err(TryRecvError::Empty) if !chunk.parts.is_empty() => return chunk.take(),
-                Err(TryRecvError::Empty) => match tokio::time::timeout(KEEP_ALIVE, self.rx.recv()).await {
-                    Err(_) => return Some(Bytes::from_static(KEEP_ALIVE_COMMENT)),
-                    Ok(r) => r,
+            let received = match ready(&mut self.rx) {
+                Some(r) => r,
+                None if !chunk.parts.is_empty() => return chunk.take(),
+                None => match self.wait().await {
+                    Some(r) => r,
+                    None => return Some(Bytes::from_static(KEEP_ALIVE_COMMENT)),
                 },
-                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                Err(TryRecvError::Closed) => Err(RecvError::Closed),
             };
             match received {
                 Ok(batch) => {

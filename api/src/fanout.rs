@@ -100,9 +100,9 @@ impl Relay {
     async fn run(mut self, mut rx: broadcast::Receiver<Notification>) {
         loop {
             let mut hole = false;
-            let mut next = Some(rx.recv().await);
-            while let Some(received) = next.take() {
-                match received {
+            let mut received = Some(rx.recv().await);
+            while let Some(r) = received {
+                match r {
                     Ok(Notification::Event(e)) if e.seq <= self.cursor => {}
                     Ok(Notification::Event(e)) if e.seq == self.cursor + 1 => {
                         self.cursor = e.seq;
@@ -111,22 +111,17 @@ impl Relay {
                             self.flush();
                         }
                     }
-                    Ok(Notification::Event(_)) | Err(RecvError::Lagged(_)) => hole = true,
+                    Ok(Notification::Event(_)) | Err(RecvError::Lagged(_)) => {
+                        hole = true;
+                        break;
+                    }
                     Ok(_) => {}
                     Err(RecvError::Closed) => {
                         self.flush();
                         return;
                     }
                 }
-                if hole {
-                    break;
-                }
-                next = match rx.try_recv() {
-                    Ok(n) => Some(Ok(n)),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-                };
+                received = ready(&mut rx);
             }
             self.flush();
             if hole {
@@ -162,6 +157,17 @@ impl Relay {
             self.cursor = batch.last_seq();
             let _ = self.tx.send(Arc::new(batch));
         }
+    }
+}
+
+/// What `rx` holds now, without waiting; `None` when nothing is ready. Lets a receiver take
+/// everything already sent in one wake-up.
+pub(crate) fn ready<T: Clone>(rx: &mut broadcast::Receiver<T>) -> Option<Result<T, RecvError>> {
+    match rx.try_recv() {
+        Ok(v) => Some(Ok(v)),
+        Err(TryRecvError::Empty) => None,
+        Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+        Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
     }
 }
 

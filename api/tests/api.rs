@@ -459,6 +459,35 @@ async fn events_survive_a_lagging_subscriber_without_gaps() {
     let _ = stop.send(());
 }
 
+/// An idle stream sends an SSE comment every 15 s, only when nothing else was written for that
+/// long, and goes on delivering events after it. Time is virtual while the stream is idle; it
+/// runs for real while the store's writer thread commits (a paused clock would race ahead of it).
+#[tokio::test]
+async fn an_idle_event_stream_sends_keep_alive_comments() {
+    let h = harness();
+    let (addr, stop, _server) = spawn_server(h.router.clone()).await;
+    let mut c = SseClient::open(addr, "/v1/events", &[]).await;
+    let comments = |c: &SseClient| String::from_utf8_lossy(&c.transcript).matches(":\n\n").count();
+    tokio::time::pause();
+    assert_eq!(c.try_next(Duration::from_secs(14)).await, None);
+    assert_eq!(comments(&c), 0, "nothing before 15 s of silence");
+    assert_eq!(c.try_next(Duration::from_secs(2)).await, None);
+    assert_eq!(comments(&c), 1, "one comment after 15 s of silence");
+    // An event every 10 s: the stream is never silent for 15 s, so no comment.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::resume();
+        append(&h.store, &["test.a"]).await;
+        assert_eq!(c.next(WAIT).await.unwrap().event.as_deref(), Some("test.a"));
+        tokio::time::pause();
+    }
+    assert_eq!(comments(&c), 1, "no comment while events flow");
+    assert_eq!(c.try_next(Duration::from_secs(31)).await, None);
+    assert_eq!(comments(&c), 3, "the stream keeps sending them while idle");
+    tokio::time::resume();
+    let _ = stop.send(());
+}
+
 #[tokio::test]
 async fn live_events_are_filtered_within_a_commit() {
     let h = harness();
