@@ -391,6 +391,22 @@ impl Default for ExecutorSection {
     }
 }
 
+/// A numeric setting an `ORGMESH_*` variable can override: parsed as the setting's own type, so
+/// a value out of its range is an error, not silently clamped.
+trait SetFromEnv {
+    fn set(&mut self, text: &str) -> Result<(), String>;
+}
+
+impl<T: std::str::FromStr> SetFromEnv for T
+where
+    T::Err: std::fmt::Display,
+{
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = text.parse().map_err(|e: T::Err| e.to_string())?;
+        Ok(())
+    }
+}
+
 impl Config {
     /// Loads `path` if given (else defaults with `./orgmesh-data` as data dir), then applies
     /// `ORGMESH_*` overrides from `env`.
@@ -479,23 +495,16 @@ impl Config {
         if let Some(v) = env("ORGMESH_DNS_DOMAIN") {
             self.discovery.dns.get_or_insert_with(DnsSection::default).domain = v;
         }
-        let number = |key: &str, slot: &mut u64| -> Result<(), ConfigError> {
-            if let Some(v) = env(key) {
-                *slot = v.parse().map_err(|e| invalid(key, format!("{e}")))?;
+        let number = |key: &str, slot: &mut dyn SetFromEnv| -> Result<(), ConfigError> {
+            match env(key) {
+                Some(v) => slot.set(&v).map_err(|e| invalid(key, e)),
+                None => Ok(()),
             }
-            Ok(())
         };
-        let mut rate = u64::from(self.limits.peer_requests_per_s);
-        let mut burst = u64::from(self.limits.peer_burst);
-        number("ORGMESH_PEER_REQUESTS_PER_S", &mut rate)?;
-        number("ORGMESH_PEER_BURST", &mut burst)?;
-        self.limits.peer_requests_per_s = u32::try_from(rate).unwrap_or(u32::MAX);
-        let (mut api_rate, mut api_burst) = (u64::from(self.api.rate_per_s), u64::from(self.api.burst));
-        number("ORGMESH_API_RATE_PER_S", &mut api_rate)?;
-        number("ORGMESH_API_BURST", &mut api_burst)?;
-        self.api.rate_per_s = u32::try_from(api_rate).unwrap_or(u32::MAX);
-        self.api.burst = u32::try_from(api_burst).unwrap_or(u32::MAX);
-        self.limits.peer_burst = u32::try_from(burst).unwrap_or(u32::MAX);
+        number("ORGMESH_PEER_REQUESTS_PER_S", &mut self.limits.peer_requests_per_s)?;
+        number("ORGMESH_PEER_BURST", &mut self.limits.peer_burst)?;
+        number("ORGMESH_API_RATE_PER_S", &mut self.api.rate_per_s)?;
+        number("ORGMESH_API_BURST", &mut self.api.burst)?;
         number("ORGMESH_BAN_S", &mut self.limits.ban_s)?;
         number("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
         number("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
@@ -714,6 +723,12 @@ mod tests {
         assert!(err.contains("orgg"), "{err}");
         let e = Config::load(None, |k| (k == "ORGMESH_ORG").then(|| "Bad Org".to_string())).unwrap_err();
         assert!(e.to_string().contains("node.org"), "{e}");
+        // Numbers are parsed as the setting's own type: out of range is an error, not a clamp.
+        let e =
+            Config::load(None, |k| (k == "ORGMESH_API_RATE_PER_S").then(|| "5000000000".into())).unwrap_err();
+        assert!(e.to_string().contains("ORGMESH_API_RATE_PER_S"), "{e}");
+        let c = Config::load(None, |k| (k == "ORGMESH_API_BURST").then(|| "17".into())).unwrap();
+        assert_eq!(c.api.burst, 17);
     }
 
     #[test]
