@@ -24,6 +24,32 @@ pub(crate) fn globex_spec() -> Value {
 }
 
 /// Submits `spec` and returns the task id.
+/// What one `POST /v1/tasks` got.
+enum Submitted {
+    Accepted(String),
+    /// 429: try again after this long.
+    RateLimited(Duration),
+}
+
+async fn submit_once(http: &reqwest::Client, api: &str, spec: &Value) -> anyhow::Result<Submitted> {
+    let resp = http.post(format!("{api}/v1/tasks")).json(spec).send().await?;
+    let status = resp.status();
+    if status.as_u16() == 429 {
+        let wait = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1);
+        return Ok(Submitted::RateLimited(Duration::from_secs(wait.clamp(1, 10))));
+    }
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.as_u16() != 202 {
+        bail!("submit gave {status}: {body}");
+    }
+    Ok(Submitted::Accepted(body["id"].as_str().context("no id in the 202")?.to_string()))
+}
+
 /// Submits like a well-behaved client: a 429 is retried after its `Retry-After` (at most 60
 /// times). Returns the id and how many 429s it took.
 pub(crate) async fn submit_patiently(
@@ -32,35 +58,20 @@ pub(crate) async fn submit_patiently(
     spec: &Value,
 ) -> anyhow::Result<(String, usize)> {
     for refused in 0..60 {
-        let resp = http.post(format!("{api}/v1/tasks")).json(spec).send().await?;
-        let status = resp.status();
-        if status.as_u16() == 429 {
-            let wait = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(1);
-            tokio::time::sleep(Duration::from_secs(wait.clamp(1, 10))).await;
-            continue;
+        match submit_once(http, api, spec).await? {
+            Submitted::Accepted(id) => return Ok((id, refused)),
+            Submitted::RateLimited(wait) => tokio::time::sleep(wait).await,
         }
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status.as_u16() != 202 {
-            bail!("submit gave {status}: {body}");
-        }
-        return Ok((body["id"].as_str().context("no id in the 202")?.to_string(), refused));
     }
     bail!("submit refused 60 times (429)")
 }
 
+/// Submits once: a 429 is a failure (the caller counts it).
 pub(crate) async fn submit(http: &reqwest::Client, api: &str, spec: &Value) -> anyhow::Result<String> {
-    let resp = http.post(format!("{api}/v1/tasks")).json(spec).send().await?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if status.as_u16() != 202 {
-        bail!("submit gave {status}: {body}");
+    match submit_once(http, api, spec).await? {
+        Submitted::Accepted(id) => Ok(id),
+        Submitted::RateLimited(_) => bail!("submit gave 429 Too Many Requests"),
     }
-    Ok(body["id"].as_str().context("no id in the 202")?.to_string())
 }
 
 /// Forwards every event of `reader` into a channel until the receiver goes away.

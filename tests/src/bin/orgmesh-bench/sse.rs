@@ -33,9 +33,6 @@ pub(crate) struct SseReader {
     resp: reqwest::Response,
     buf: Vec<u8>,
     pending: std::collections::VecDeque<SseEvent>,
-    seq: u64,
-    kind: String,
-    data: String,
 }
 
 impl std::fmt::Debug for SseReader {
@@ -52,57 +49,27 @@ impl SseReader {
         if !resp.status().is_success() {
             bail!("GET {url} gave {}", resp.status());
         }
-        Ok(Self {
-            resp,
-            buf: Vec::new(),
-            pending: Default::default(),
-            seq: 0,
-            kind: String::new(),
-            data: String::new(),
-        })
+        Ok(Self { resp, buf: Vec::new(), pending: Default::default() })
     }
 
-    /// The next event; `None` when the stream ends or fails.
+    /// The next event, owned; `None` when the stream ends or fails. Built on [`scan`](Self::scan)
+    /// for the readers that keep events (a few streams, not a thousand).
     pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(e) = self.pending.pop_front() {
                 return Some(e);
             }
-            let chunk = self.resp.chunk().await.ok()??;
-            let at = Instant::now();
-            self.buf.extend_from_slice(&chunk);
-            let mut start = 0;
-            while let Some(nl) = self.buf[start..].iter().position(|b| *b == b'\n') {
-                let line = &self.buf[start..start + nl];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                start += nl + 1;
-                if line.is_empty() {
-                    if !self.kind.is_empty() || !self.data.is_empty() {
-                        self.pending.push_back(SseEvent {
-                            seq: self.seq,
-                            kind: std::mem::take(&mut self.kind),
-                            data: std::mem::take(&mut self.data),
-                            at,
-                        });
-                    }
-                    continue;
-                }
-                let text = String::from_utf8_lossy(line);
-                let (field, value) = text.split_once(':').unwrap_or((&text, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "id" => self.seq = value.parse().unwrap_or(0),
-                    "event" => self.kind = value.to_string(),
-                    "data" => {
-                        if !self.data.is_empty() {
-                            self.data.push('\n');
-                        }
-                        self.data.push_str(value);
-                    }
-                    _ => {}
-                }
+            let mut got = Vec::new();
+            let more = self
+                .scan(|seq, kind, data, at| {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    got.push(SseEvent { seq, kind: text(kind), data: text(data), at });
+                })
+                .await;
+            self.pending.extend(got);
+            if !more && self.pending.is_empty() {
+                return None;
             }
-            self.buf.drain(..start);
         }
     }
 
