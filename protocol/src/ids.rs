@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -23,9 +24,11 @@ pub enum IdError {
 
 /// A node's identity: the base58 form of its libp2p peer id (derived from its ed25519 key).
 ///
-/// Kept as text so `protocol` needs no libp2p; the node converts at the boundary.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct PeerId(String);
+/// Kept as text so `protocol` needs no libp2p; the node converts at the boundary. Shared, not
+/// copied: every record, digest entry and map key naming a peer points at one allocation, which
+/// is what lets a node (or a simulator of ten thousand of them) hold a large mesh's ids cheaply.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(Arc<str>);
 
 impl PeerId {
     /// Longest accepted textual peer id; libp2p ed25519 ids are 52 characters.
@@ -38,7 +41,7 @@ impl PeerId {
         if text.is_empty() || text.len() > Self::MAX_LEN || !text.chars().all(base58) {
             return Err(IdError::Peer(text));
         }
-        Ok(Self(text))
+        Ok(Self(text.into()))
     }
 
     /// The full base58 text.
@@ -50,6 +53,12 @@ impl PeerId {
     pub fn short(&self) -> &str {
         let n = self.0.len();
         &self.0[n.saturating_sub(8)..]
+    }
+}
+
+impl Serialize for PeerId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
@@ -292,5 +301,17 @@ mod tests {
         assert!(PeerId::new("12D3KooWabc").is_ok());
         assert!(PeerId::new("has space").is_err());
         assert!(PeerId::new("0OIl").is_err());
+    }
+
+    #[test]
+    fn a_shared_peer_id_is_encoded_exactly_as_the_text_it_was() {
+        // The wire carried `PeerId(String)` before ids were shared; old peers must still agree.
+        let text = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+        let id = PeerId::new(text).unwrap();
+        assert_eq!(postcard::to_allocvec(&id).unwrap(), postcard::to_allocvec(&text.to_string()).unwrap());
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
+        let back: PeerId = postcard::from_bytes(&postcard::to_allocvec(&id).unwrap()).unwrap();
+        assert_eq!(back, id);
+        assert!(postcard::from_bytes::<PeerId>(&postcard::to_allocvec(&"has space").unwrap()).is_err());
     }
 }

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -180,7 +181,7 @@ pub enum MembershipOutput {
 /// What this node holds about one peer.
 #[derive(Debug)]
 struct Entry {
-    record: SignedRecord,
+    record: Arc<SignedRecord>,
     /// Latest heartbeat seen in `record`'s generation.
     heartbeat: u64,
     state: PeerState,
@@ -208,7 +209,7 @@ pub struct Membership<R: Rng> {
     config: MembershipConfig,
     keyring: Box<dyn Keyring>,
     rng: R,
-    local: SignedRecord,
+    local: Arc<SignedRecord>,
     /// The local heartbeat, bumped once per `gossip_interval`.
     heartbeat: u64,
     peers: BTreeMap<PeerId, Entry>,
@@ -261,7 +262,7 @@ impl<R: Rng> Membership<R> {
         let mut config = config;
         // A zero interval would keep `poll_timeout` due forever.
         config.gossip_interval = config.gossip_interval.max(Duration::from_millis(1));
-        let local = SignedRecord::sign(local, &*keyring);
+        let local = Arc::new(SignedRecord::sign(local, &*keyring));
         Self {
             next_round: now + config.gossip_interval,
             config,
@@ -303,7 +304,7 @@ impl<R: Rng> Membership<R> {
             return;
         }
         record.version.version = record.version.version.saturating_add(1);
-        self.local = SignedRecord::sign(record, &*self.keyring);
+        self.local = Arc::new(SignedRecord::sign(record, &*self.keyring));
         self.local_changed_at = now;
         // Placement reads capacity from gossip: spread changes before the next periodic round.
         self.schedule_early_round(now);
@@ -400,7 +401,7 @@ impl<R: Rng> Membership<R> {
 
     /// A peer's latest verified record with its signature, e.g. to remember it across restarts.
     pub fn signed_record(&self, id: &PeerId) -> Option<&SignedRecord> {
-        self.peers.get(id).map(|e| &e.record)
+        self.peers.get(id).map(|e| &*e.record)
     }
 
     /// Every known peer except this node, in peer-id order.
@@ -774,7 +775,7 @@ impl<R: Rng> Membership<R> {
         record.version =
             RecordVersion { generation: seen.generation, version: seen.version.saturating_add(1) };
         self.heartbeat = self.heartbeat.max(heartbeat);
-        self.local = SignedRecord::sign(record, &*self.keyring);
+        self.local = Arc::new(SignedRecord::sign(record, &*self.keyring));
     }
 
     /// Whether a record of a peer we hold nothing of is welcome: always, unless we forgot it
@@ -908,7 +909,7 @@ mod tests {
 
     fn update(record: NodeRecord, signer: &PeerId, heartbeat: u64) -> GossipUpdate {
         let keyring = InsecureTestKeyring::new(signer.clone());
-        GossipUpdate { record: SignedRecord::sign(record, &keyring), heartbeat }
+        GossipUpdate { record: SignedRecord::sign(record, &keyring).into(), heartbeat }
     }
 
     fn entry(peer: &PeerId, generation: u64, version: u64, heartbeat: u64) -> DigestEntry {
@@ -1172,9 +1173,9 @@ mod tests {
         let reject = |reason| MembershipOutput::Event(MembershipEvent::Rejected { from: y.clone(), reason });
         let forged = update(record(&x, 1), &y, 1);
         let mut tampered = update(record(&x, 1), &x, 1);
-        tampered.record.record.capacity.free_slots = 99;
+        Arc::make_mut(&mut tampered.record).record.capacity.free_slots = 99;
         let mut bad_bytes = update(record(&x, 1), &x, 1);
-        bad_bytes.record.signature.push(0);
+        Arc::make_mut(&mut bad_bytes.record).signature.push(0);
         let bad = reject(RejectReason::BadSignature);
         assert_eq!(push(&mut m, &y, vec![forged, tampered, bad_bytes]), [bad.clone(), bad.clone(), bad]);
         assert!(m.peer(&x).is_none());
@@ -1279,8 +1280,10 @@ mod tests {
         assert!(drain(&mut m).contains(&MembershipOutput::Event(dead)));
 
         // Unsigned records, nonsense heartbeats, duplicate and unknown wants.
-        let unsigned =
-            GossipUpdate { record: SignedRecord { record: record(&z, 1), signature: vec![] }, heartbeat: 1 };
+        let unsigned = GossipUpdate {
+            record: SignedRecord { record: record(&z, 1), signature: vec![] }.into(),
+            heartbeat: 1,
+        };
         let heartbeats = vec![entry(&z, 3, 3, 3), entry(&a, 0, 0, u64::MAX), entry(&b, 9, 9, 9)];
         let wanted = vec![a.clone(), a.clone(), z.clone(), b.clone(), b.clone()];
         let ack = GossipResponse::Ack { updates: vec![unsigned], heartbeats, wanted };

@@ -8,6 +8,7 @@
 //! Layout:
 //! - [`queue`]: the event queue, ordered by (time, sequence).
 //! - [`net`]: latency, jitter, bandwidth, loss, partitions.
+//! - `pool`: one shared copy of each record for all simulated nodes (memory, not behaviour).
 //! - [`scenario`]: the TOML scenario format.
 //! - [`workload`]: arrivals and the omniscient scheduler used as a yardstick.
 //! - [`tasks`]: the origin's and the host's task life after placement (a stand-in until
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod net;
+mod pool;
 pub mod queue;
 pub mod report;
 pub mod scenario;

@@ -31,9 +31,13 @@ enum Command {
         /// Overrides the number of nodes.
         #[arg(long)]
         nodes: Option<usize>,
-        /// Overrides the simulated duration (seconds, before the drain).
+        /// Overrides the simulated duration (seconds from the start, warm-up included, before
+        /// the drain).
         #[arg(long)]
         duration: Option<f64>,
+        /// Overrides the drain (seconds without arrivals or faults at the end).
+        #[arg(long)]
+        drain: Option<f64>,
         /// Stops before event index K (to replay up to a violation).
         #[arg(long)]
         until_event: Option<u64>,
@@ -55,7 +59,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<bool> {
-    let Command::Run { scenario, seed, json, load, nodes, duration, until_event, trace } =
+    let Command::Run { scenario, seed, json, load, nodes, duration, drain, until_event, trace } =
         Cli::parse().command;
     let mut s = orgmesh_sim::scenario::Scenario::load(&scenario)?;
     if let Some(load) = load {
@@ -67,6 +71,9 @@ fn run() -> anyhow::Result<bool> {
     }
     if let Some(d) = duration {
         s.duration_s = d;
+    }
+    if let Some(d) = drain {
+        s.drain_s = d;
     }
     let report = orgmesh_sim::run(s, seed, until_event, trace)?;
     print!("{report}");

@@ -28,6 +28,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::net::{Network, Transit};
+use crate::pool::RecordPool;
 use crate::queue::EventQueue;
 use crate::report::{Report, Violation};
 use crate::scenario::Scenario;
@@ -226,6 +227,8 @@ pub(crate) struct World {
     trace: bool,
     end_us: u64,
     faults_end_us: u64,
+    /// Every message is still encoded and decoded in full; decoded records are then shared.
+    records: RecordPool,
 }
 
 impl std::fmt::Debug for World {
@@ -352,6 +355,7 @@ impl World {
             trace,
             end_us,
             faults_end_us,
+            records: RecordPool::default(),
             nodes,
             s,
         };
@@ -672,9 +676,12 @@ impl World {
         let from_id = self.nodes[from].id.clone();
         match msg.body {
             Body::GossipReq(bytes) => {
-                let Ok(request) = wire::decode::<GossipRequest>(&bytes, limits::GOSSIP) else {
+                let Ok(mut request) = wire::decode::<GossipRequest>(&bytes, limits::GOSSIP) else {
                     return self.stats.malformed();
                 };
+                if let GossipRequest::Push { updates } = &mut request {
+                    self.records.share(updates);
+                }
                 let Some(live) = self.nodes[to].live.as_mut() else { return };
                 let response = live.membership.handle_request(&from_id, request, now);
                 match wire::encode(&response, limits::GOSSIP) {
@@ -683,9 +690,12 @@ impl World {
                 }
             }
             Body::GossipResp(bytes) => {
-                let Ok(response) = wire::decode::<GossipResponse>(&bytes, limits::GOSSIP) else {
+                let Ok(mut response) = wire::decode::<GossipResponse>(&bytes, limits::GOSSIP) else {
                     return self.stats.malformed();
                 };
+                if let GossipResponse::Ack { updates, .. } = &mut response {
+                    self.records.share(updates);
+                }
                 let Some(live) = self.nodes[to].live.as_mut() else { return };
                 live.membership.handle_response(&from_id, response, now);
             }

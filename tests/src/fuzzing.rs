@@ -111,7 +111,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     match name {
         "wire_gossip" => {
             let digest = vec![DigestEntry { peer: peer(1), version: record().record.version, heartbeat: 5 }];
-            let updates = vec![GossipUpdate { record: record(), heartbeat: 5 }];
+            let updates = vec![GossipUpdate { record: record().into(), heartbeat: 5 }];
             vec![
                 enc(&GossipRequest::Syn { digest: digest.clone() }, limits::GOSSIP),
                 enc(&GossipRequest::Push { updates: updates.clone() }, limits::GOSSIP),

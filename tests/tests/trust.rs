@@ -167,7 +167,8 @@ async fn forged_records_garbage_oversize_and_floods_leave_the_node_serving() -> 
     // A forged record: globex's id and org, signed with the rogue's key.
     let signed =
         SignedRecord::sign(forged_record(&globex.peer_id, "globex"), &RogueSigner(rogue.key.clone()));
-    let push = GossipRequest::Push { updates: vec![GossipUpdate { record: signed, heartbeat: 1 << 40 }] };
+    let push =
+        GossipRequest::Push { updates: vec![GossipUpdate { record: signed.into(), heartbeat: 1 << 40 }] };
     let out = rogue.send_all(target, vec![push], 1, Duration::from_secs(5)).await;
     assert_eq!(out.answered, 1);
     let (_, peers) = acme.get("/v1/peers").await?;

@@ -3,6 +3,8 @@
 //! initiator lacks and the peers it wants (`Ack`), and the initiator pushes those (`Push`).
 //! Heartbeats ride in the digests, so liveness spreads without re-sending records.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::PeerId;
@@ -22,8 +24,9 @@ pub struct DigestEntry {
 /// A record and its latest heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipUpdate {
-    /// The signed record.
-    pub record: SignedRecord,
+    /// The signed record; shared, so a record travels to many peers (and, in the simulator, sits
+    /// in many nodes' tables) without being copied. Encoded exactly as the record itself.
+    pub record: Arc<SignedRecord>,
     /// The newest heartbeat the sender has seen for it.
     pub heartbeat: u64,
 }
