@@ -36,10 +36,13 @@ impl PeerId {
 
     /// Parses and validates a base58 peer id.
     pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
-        let text = text.into();
-        let base58 = |c: char| c.is_ascii_alphanumeric() && !matches!(c, '0' | 'O' | 'I' | 'l');
-        if text.is_empty() || text.len() > Self::MAX_LEN || !text.chars().all(base58) {
-            return Err(IdError::Peer(text));
+        Self::parse(&text.into())
+    }
+
+    fn parse(text: &str) -> Result<Self, IdError> {
+        let base58 = |c: u8| c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l');
+        if text.is_empty() || text.len() > Self::MAX_LEN || !text.bytes().all(base58) {
+            return Err(IdError::Peer(text.to_owned()));
         }
         Ok(Self(text.into()))
     }
@@ -64,8 +67,19 @@ impl Serialize for PeerId {
 
 impl<'de> Deserialize<'de> for PeerId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        PeerId::new(s).map_err(serde::de::Error::custom)
+        // Straight from the borrowed bytes into the shared allocation: a gossip digest holds
+        // hundreds of ids, and an intermediate `String` per id doubled the cost of decoding one.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = PeerId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base58 peer id")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<PeerId, E> {
+                PeerId::parse(text).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 

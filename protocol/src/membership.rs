@@ -600,73 +600,77 @@ impl<R: Rng> Membership<R> {
     fn on_syn(&mut self, digest: &[DigestEntry], now: Time) -> GossipResponse {
         // A long digest may be partial: what it does not name, the initiator may well hold.
         let partial = digest.len() >= MIN_DIGEST;
-        // Of duplicate entries, the most advanced counts.
-        let mut theirs: BTreeMap<&PeerId, (RecordVersion, u64)> = BTreeMap::new();
-        for e in digest {
-            let seen = theirs.entry(&e.peer).or_insert((e.version, e.heartbeat));
-            *seen = (*seen).max((e.version, e.heartbeat));
+        // By peer; of duplicate entries, the most advanced counts. A sorted vector, not a map:
+        // this runs for every Syn, with hundreds of entries at a large mesh.
+        let mut theirs: Vec<(&PeerId, (RecordVersion, u64))> =
+            digest.iter().map(|e| (&e.peer, (e.version, e.heartbeat))).collect();
+        theirs.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+        theirs.dedup_by(|later, first| later.0 == first.0);
+        let seen = |peer: &PeerId| theirs.binary_search_by(|(p, _)| (*p).cmp(peer)).ok().map(|i| theirs[i].1);
+        let rumour_for = self.rumour_for();
+        let local = Arc::clone(&self.local);
+        let local_id = &local.record.peer_id;
+        // Liveness spreads here, without any record changing hands; ours first, so our answer
+        // below carries a heartbeat past any the mesh still has of ours.
+        let of_local = seen(local_id);
+        if let Some((version, heartbeat)) = of_local {
+            self.observe_heartbeat(local_id, version.generation, heartbeat, now);
         }
-        let mut wanted = Vec::new();
-        for (&peer, &(version, heartbeat)) in &theirs {
-            // Liveness spreads here, without any record changing hands.
-            self.observe_heartbeat(peer, version.generation, heartbeat, now);
-            let held = if *peer == self.local.record.peer_id {
+        let (mut candidates, mut heartbeats, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
+        let mut consider = |peer: &PeerId, seen: Option<(RecordVersion, u64)>, version, heartbeat, rumour| {
+            if seen.is_none_or(|(v, _)| v < version) && (seen.is_some() || !partial || rumour) {
+                candidates.push(peer.clone());
+            }
+            // Sent apart from the record too, so it gets across even if the record does not fit.
+            if seen.is_some_and(|(v, hb)| v.generation == version.generation && heartbeat > hb) {
+                heartbeats.push(DigestEntry { peer: peer.clone(), version, heartbeat });
+            }
+        };
+        if partial {
+            let rumour = now.since(self.local_changed_at) < rumour_for;
+            consider(local_id, of_local, local.record.version, self.heartbeat, rumour);
+        }
+        // One lookup per named peer: observe its heartbeat, decide whether we want its record,
+        // and (partial digests) whether they need ours.
+        for &(peer, (version, heartbeat)) in &theirs {
+            let want = if peer == local_id {
                 // A newer record of ours out there is wanted too, to be overtaken.
-                Some(self.local.record.version)
+                version > local.record.version
+            } else if let Some(e) = self.peers.get_mut(peer) {
+                if let Some(changed) = e.observe(peer, version.generation, heartbeat, now) {
+                    self.out.push_back(MembershipOutput::Event(changed));
+                }
+                if partial {
+                    consider(peer, Some((version, heartbeat)), e.record.record.version, e.heartbeat, false);
+                }
+                version > e.record.record.version
             } else {
-                self.peers.get(peer).map(|e| e.record.record.version)
-            };
-            let want = match held {
-                Some(held) => version > held,
-                None => self.accepts_unknown(peer, version.generation, heartbeat),
+                self.accepts_unknown(peer, version.generation, heartbeat)
             };
             if want && wanted.len() < MAX_UPDATES {
                 wanted.push(peer.clone());
             }
         }
-        let (mut candidates, mut heartbeats) = (Vec::new(), Vec::new());
-        let mut consider = |peer: &PeerId, version: RecordVersion, heartbeat: u64, rumour: bool| {
-            let seen = theirs.get(peer);
-            if seen.is_none_or(|&(v, _)| v < version) && (seen.is_some() || !partial || rumour) {
-                candidates.push(peer.clone());
-            }
-            // Sent apart from the record too, so it gets across even if the record does not fit.
-            if seen.is_some_and(|&(v, hb)| v.generation == version.generation && heartbeat > hb) {
-                heartbeats.push(DigestEntry { peer: peer.clone(), version, heartbeat });
-            }
-        };
         if partial {
             // Only what the digest names, plus our own rumours: O(digest), not O(N).
-            let local = &self.local.record;
-            consider(
-                &local.peer_id,
-                local.version,
-                self.heartbeat,
-                now.since(self.local_changed_at) < self.rumour_for(),
-            );
-            for &peer in theirs.keys() {
-                if let Some(e) = self.peers.get(peer) {
-                    consider(peer, e.record.record.version, e.heartbeat, false);
-                }
-            }
-            let (rumour_for, budget) = (self.rumour_for(), self.digest_budget() / 4);
+            let budget = self.digest_budget() / 4;
             let mut rumours = 0;
             for (_, peer) in self.recent.iter().rev().take_while(|(at, _)| now.since(*at) < rumour_for) {
                 if rumours >= budget {
                     break;
                 }
-                if !theirs.contains_key(peer)
+                if seen(peer).is_none()
                     && let Some(e) = self.peers.get(peer)
                 {
                     rumours += 1;
-                    consider(peer, e.record.record.version, e.heartbeat, true);
+                    consider(peer, None, e.record.record.version, e.heartbeat, true);
                 }
             }
             candidates.sort();
             candidates.dedup();
         } else {
             for (peer, version, heartbeat) in self.held() {
-                consider(peer, version, heartbeat, false);
+                consider(peer, seen(peer), version, heartbeat, false);
             }
         }
         let updates = self.select_updates(candidates);
@@ -795,9 +799,8 @@ impl<R: Rng> Membership<R> {
             return;
         }
         let Some(e) = self.peers.get_mut(peer) else { return };
-        if generation == e.record.record.version.generation && heartbeat > e.heartbeat {
-            e.heartbeat = heartbeat;
-            self.mark_alive(peer, now);
+        if let Some(changed) = e.observe(peer, generation, heartbeat, now) {
+            self.out.push_back(MembershipOutput::Event(changed));
         }
     }
 
@@ -809,12 +812,8 @@ impl<R: Rng> Membership<R> {
 
     fn mark_alive(&mut self, peer: &PeerId, now: Time) {
         let Some(e) = self.peers.get_mut(peer) else { return };
-        e.last_seen = now;
-        if e.state != PeerState::Alive {
-            let changed =
-                MembershipEvent::StateChanged { peer: peer.clone(), from: e.state, to: PeerState::Alive };
+        if let Some(changed) = e.alive(peer, now) {
             self.out.push_back(MembershipOutput::Event(changed));
-            e.state = PeerState::Alive;
         }
     }
 
@@ -861,6 +860,32 @@ impl<R: Rng> Membership<R> {
 }
 
 impl Entry {
+    /// A heartbeat of `peer` seen anywhere: if it moved in the generation held, it is alive.
+    fn observe(
+        &mut self,
+        peer: &PeerId,
+        generation: u64,
+        heartbeat: u64,
+        now: Time,
+    ) -> Option<MembershipEvent> {
+        if generation == self.record.record.version.generation && heartbeat > self.heartbeat {
+            self.heartbeat = heartbeat;
+            return self.alive(peer, now);
+        }
+        None
+    }
+
+    /// Proof of life: the change of verdict to report, if any.
+    fn alive(&mut self, peer: &PeerId, now: Time) -> Option<MembershipEvent> {
+        self.last_seen = now;
+        let from = std::mem::replace(&mut self.state, PeerState::Alive);
+        (from != PeerState::Alive).then(|| MembershipEvent::StateChanged {
+            peer: peer.clone(),
+            from,
+            to: PeerState::Alive,
+        })
+    }
+
     fn info(&self) -> PeerInfo {
         PeerInfo {
             record: self.record.record.clone(),
