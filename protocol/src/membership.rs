@@ -364,6 +364,7 @@ impl<R: Rng> Membership<R> {
         // cannot reach may well be reachable by others.
         if *to != self.local.record.peer_id {
             self.unreachable.insert(to.clone(), now);
+            self.next_detect = self.next_detect.min(now + self.config.dead_after);
         }
     }
 
@@ -371,8 +372,8 @@ impl<R: Rng> Membership<R> {
     pub fn handle_timeout(&mut self, now: Time) {
         self.discount_deafness(now);
         if now >= self.next_detect {
-            self.next_detect = now + self.config.gossip_interval;
-            self.detect_failures(now);
+            let next_change = self.detect_failures(now);
+            self.next_detect = next_change.max(now + self.config.gossip_interval);
         }
         if now >= self.next_round {
             self.heartbeat = self.heartbeat.saturating_add(1);
@@ -568,6 +569,8 @@ impl<R: Rng> Membership<R> {
         if let Some(last) = self.last_timeout.replace(now) {
             let gap = now.since(last);
             if gap > expected * 2 {
+                // Every deadline moved: look again now rather than at the old next change.
+                self.next_detect = now;
                 let deaf = gap - expected;
                 for e in self.peers.values_mut() {
                     e.last_seen = (e.last_seen + deaf).min(now);
@@ -743,6 +746,8 @@ impl<R: Rng> Membership<R> {
             self.fresh.remove(&peer);
             let joined = record.record.clone();
             let entry = Entry { record, heartbeat, state: PeerState::Alive, last_seen: now, changed_at: now };
+            // Any other live peer falls silent sooner, unless every other peer is long dead.
+            self.next_detect = self.next_detect.min(now + self.config.suspect_after);
             self.note_change(&peer, now);
             self.peers.insert(peer, entry);
             self.out.push_back(MembershipOutput::Event(MembershipEvent::Joined { record: joined }));
@@ -821,12 +826,19 @@ impl<R: Rng> Membership<R> {
         self.out.push_back(MembershipOutput::Event(MembershipEvent::Rejected { from: from.clone(), reason }));
     }
 
-    fn detect_failures(&mut self, now: Time) {
+    /// Gives every silent peer its verdict and forgets the long dead; returns when the next
+    /// verdict, forgetting or expiry can fall due, so a large mesh is not scanned every round
+    /// for nothing (at 10,000 peers the scan was the largest cost of an idle node). A peer heard
+    /// from meanwhile only moves its own deadline later; a new peer or a deaf spell brings the
+    /// next scan forward (see their callers).
+    fn detect_failures(&mut self, now: Time) -> Time {
         let evidence = self.evidence_window();
         let c = &self.config;
         let (suspect_after, dead_after) = (c.suspect_after + evidence, c.dead_after + evidence);
         let forget_after = dead_after.saturating_add(c.forget_after);
         let mut forgotten = Vec::new();
+        let mut next_change: Option<Time> = None;
+        let mut due = |at: Time| next_change = Some(next_change.map_or(at, |n| n.min(at)));
         for (peer, e) in &mut self.peers {
             let silent = now.since(e.last_seen);
             let state = if silent >= dead_after {
@@ -844,6 +856,16 @@ impl<R: Rng> Membership<R> {
             if state == PeerState::Dead && silent >= forget_after {
                 forgotten.push(peer.clone());
             }
+            due(e.last_seen
+                + match state {
+                    PeerState::Alive => suspect_after,
+                    PeerState::Suspect => dead_after,
+                    PeerState::Dead => forget_after,
+                });
+        }
+        if !forgotten.is_empty() {
+            // Fewer peers shorten the evidence window, and with it everyone's deadline.
+            due(now);
         }
         for peer in forgotten {
             if let Some(e) = self.peers.remove(&peer) {
@@ -856,6 +878,9 @@ impl<R: Rng> Membership<R> {
         }
         self.tombstones.retain(|_, t| t.expires > now);
         self.unreachable.retain(|_, at| now.since(*at) < c.dead_after);
+        self.tombstones.values().for_each(|t| due(t.expires));
+        self.unreachable.values().for_each(|&at| due(at + c.dead_after));
+        next_change.unwrap_or(now + c.suspect_after)
     }
 }
 
@@ -1480,6 +1505,38 @@ mod tests {
             m.handle_timeout(t);
         }
         assert_eq!(state(&m), Some(PeerState::Suspect));
+        drain(&mut m);
+    }
+
+    #[test]
+    fn failure_detection_waits_for_the_next_verdict_that_can_fall_due() {
+        let config =
+            MembershipConfig { forget_after: Duration::from_secs(60), ..MembershipConfig::default() };
+        let (mut m, ids) = node_with_peers(600, config.clone());
+        let t = Time(1) + config.gossip_interval;
+        m.handle_timeout(t);
+        // Everyone was heard at Time(1): nothing can change before the suspicion threshold, so
+        // the 600-peer scan does not run every round meanwhile.
+        assert_eq!(m.next_detect, Time(1) + config.suspect_after + m.evidence_window());
+
+        // Everyone falls silent and dies; then a newcomer arrives and falls silent too. Its
+        // verdict must come on its own schedule, not at the old peers' forgetting time.
+        let mut t = t;
+        while m.peer(&ids[0]).map(|p| p.state) != Some(PeerState::Dead) {
+            t = t + config.gossip_interval;
+            m.handle_timeout(t);
+        }
+        let late = peer_id(9999);
+        let updates = vec![update(record(&late, 1), &late, 1)];
+        m.handle_request(&late, GossipRequest::Push { updates }, t);
+        let joined = t;
+        let threshold = config.suspect_after + m.evidence_window();
+        while m.peer(&late).map(|p| p.state) == Some(PeerState::Alive) {
+            t = t + config.gossip_interval;
+            m.handle_timeout(t);
+            assert!(t.since(joined) <= threshold + config.gossip_interval, "suspected late, at {t:?}");
+        }
+        assert!(t.since(joined) >= threshold, "suspected early, at {t:?}");
         drain(&mut m);
     }
 
