@@ -333,7 +333,7 @@ impl<R: Rng> Membership<R> {
     pub fn handle_request(&mut self, from: &PeerId, request: GossipRequest, now: Time) -> GossipResponse {
         self.heard_from(from, now);
         match request {
-            GossipRequest::Syn { digest } => self.on_syn(&digest, now),
+            GossipRequest::Syn { digest } => self.on_syn(from, &digest, now),
             GossipRequest::Push { updates } => {
                 self.apply_updates(from, updates, now);
                 GossipResponse::Done
@@ -510,8 +510,9 @@ impl<R: Rng> Membership<R> {
         self.config.gossip_interval.saturating_mul(EVIDENCE_MARGIN.saturating_mul(rounds))
     }
 
-    /// The local entry, then the rumours (recent changes, newest first, up to half the budget),
-    /// then a window rotating through all other records. Whole if it fits the budget.
+    /// The rumours (recent changes, newest first, up to half the budget), then the local entry,
+    /// then a window rotating through all other records in id order. Whole if it fits the
+    /// budget. Old versions put the local entry first; the order carries no meaning for them.
     fn digest(&mut self, now: Time) -> Vec<DigestEntry> {
         let budget = self.digest_budget();
         if self.peers.len() < budget {
@@ -520,16 +521,11 @@ impl<R: Rng> Membership<R> {
                 .map(|(peer, version, heartbeat)| DigestEntry { peer: peer.clone(), version, heartbeat })
                 .collect();
         }
-        let local = &self.local.record;
-        let mut out = vec![DigestEntry {
-            peer: local.peer_id.clone(),
-            version: local.version,
-            heartbeat: self.heartbeat,
-        }];
+        let mut out = Vec::with_capacity(budget);
         let mut named: BTreeSet<&PeerId> = BTreeSet::new();
         let rumour_for = self.rumour_for();
         for (_, peer) in self.recent.iter().rev().take_while(|(at, _)| now.since(*at) < rumour_for) {
-            if out.len() > budget / 2 {
+            if out.len() >= budget / 2 {
                 break;
             }
             if let Some(e) = self.peers.get(peer)
@@ -539,6 +535,14 @@ impl<R: Rng> Membership<R> {
                 out.push(DigestEntry { peer: peer.clone(), version, heartbeat: e.heartbeat });
             }
         }
+        // The local entry separates the rumours from the window: a responder can tell that the
+        // window names *every* record this node holds in the id range it covers (see `fill`).
+        let local = &self.local.record;
+        out.push(DigestEntry {
+            peer: local.peer_id.clone(),
+            version: local.version,
+            heartbeat: self.heartbeat,
+        });
         let after = match &self.cursor {
             Some(c) => self.peers.range::<PeerId, _>((Bound::Excluded(c), Bound::Unbounded)),
             None => self.peers.range::<PeerId, _>(..),
@@ -600,7 +604,7 @@ impl<R: Rng> Membership<R> {
             .chain(self.peers.iter().map(|(p, e)| (p, e.record.record.version, e.heartbeat)))
     }
 
-    fn on_syn(&mut self, digest: &[DigestEntry], now: Time) -> GossipResponse {
+    fn on_syn(&mut self, from: &PeerId, digest: &[DigestEntry], now: Time) -> GossipResponse {
         // A long digest may be partial: what it does not name, the initiator may well hold.
         let partial = digest.len() >= MIN_DIGEST;
         // By peer; of duplicate entries, the most advanced counts. A sorted vector, not a map:
@@ -669,6 +673,7 @@ impl<R: Rng> Membership<R> {
                     consider(peer, None, e.record.record.version, e.heartbeat, true);
                 }
             }
+            self.fill(from, digest, &seen, &mut candidates);
             candidates.sort();
             candidates.dedup();
         } else {
@@ -678,6 +683,48 @@ impl<R: Rng> Membership<R> {
         }
         let updates = self.select_updates(candidates);
         GossipResponse::Ack { updates, heartbeats, wanted }
+    }
+
+    /// Records the sender of a partial digest lacks and could not name. Its window (the entries
+    /// after its own) names every record it holds between the window's first and last ids, so
+    /// any live record we hold in that range and it did not name anywhere, it lacks: a node
+    /// booting into a large mesh, or one that missed a join, gets those in this answer instead of
+    /// waiting for a rumour or for someone's window to name them (measured: the last records of
+    /// a 300-node cold start took 10 more seconds). If the window wrapped past the end of its
+    /// table, it covers from its first id to the end and from the start to its last id.
+    /// An old sender (local entry first) is read the same way; at worst a few records it holds
+    /// are sent again.
+    fn fill(
+        &self,
+        from: &PeerId,
+        digest: &[DigestEntry],
+        named: &dyn Fn(&PeerId) -> Option<(RecordVersion, u64)>,
+        out: &mut Vec<PeerId>,
+    ) {
+        let Some(at) = digest.iter().position(|e| e.peer == *from) else { return };
+        let window = &digest[at + 1..];
+        let (Some(first), Some(last)) = (window.first(), window.last()) else { return };
+        let wraps = window.windows(2).any(|w| w[1].peer <= w[0].peer);
+        let ranges = if wraps {
+            vec![
+                (Bound::Included(&first.peer), Bound::Unbounded),
+                (Bound::Unbounded, Bound::Included(&last.peer)),
+            ]
+        } else {
+            vec![(Bound::Included(&first.peer), Bound::Included(&last.peer))]
+        };
+        let mut room = MAX_UPDATES;
+        for range in ranges {
+            for (peer, e) in self.peers.range::<PeerId, _>(range) {
+                if room == 0 {
+                    return;
+                }
+                if e.state != PeerState::Dead && *peer != *from && named(peer).is_none() {
+                    out.push(peer.clone());
+                    room -= 1;
+                }
+            }
+        }
     }
 
     /// The records of `peers` that fit in one message (random ones when there are too many).
@@ -1403,18 +1450,19 @@ mod tests {
         let (mut m, ids) = node_with_peers(600, MembershipConfig::default());
         let budget = m.digest_budget();
         assert_eq!(budget, 99, "max(64, 4·√601)");
-        // Just after 600 joins: the local entry, then rumours (newest first) up to half the budget.
+        // Just after 600 joins: rumours (newest first) up to half the budget, then the local
+        // entry, then the window.
         let d = m.digest(Time(1));
         assert_eq!(d.len(), budget);
-        assert_eq!(d[0].peer, peer_id(0));
-        assert_eq!(d[1].peer, ids[599], "the newest change first");
+        assert_eq!(d[0].peer, ids[599], "the newest change first");
+        assert_eq!(d[budget / 2].peer, peer_id(0), "the local entry ends the rumours");
         // Once the rumours are old, a window rotates through every record.
         let later = Time(1) + m.rumour_for();
         let mut seen = BTreeSet::new();
         for round in 0..7 {
             let d = m.digest(later + STEP * round);
             assert_eq!(d.len(), budget);
-            assert_eq!(d[0].peer, peer_id(0), "the local entry always leads");
+            assert_eq!(d[0].peer, peer_id(0), "no rumours: the local entry leads");
             seen.extend(d.into_iter().skip(1).map(|e| e.peer));
         }
         assert_eq!(seen.len(), 600, "every record named within ceil(600 / 98) rounds");
@@ -1506,6 +1554,42 @@ mod tests {
         }
         assert_eq!(state(&m), Some(PeerState::Suspect));
         drain(&mut m);
+    }
+
+    #[test]
+    fn a_responder_sends_what_a_partial_digest_window_skipped() {
+        // 600 peers each; ours lacks every tenth. A window covers an id range completely, so the
+        // responder can tell what it lacks there without a list of everything it holds.
+        let (mut full, ids) = node_with_peers(600, MembershipConfig::default());
+        let mut sparse = node(&peer_id(9000), 1, 2, MembershipConfig::default());
+        let held: Vec<GossipUpdate> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 10 != 3)
+            .map(|(_, p)| update(record(p, 1), p, 1))
+            .collect();
+        for chunk in held.chunks(200) {
+            sparse.handle_request(&ids[0], GossipRequest::Push { updates: chunk.to_vec() }, Time(1));
+        }
+        let later = Time(1) + sparse.rumour_for();
+        let digest = sparse.digest(later);
+        let named: BTreeSet<&PeerId> = digest.iter().map(|e| &e.peer).collect();
+        let window = &digest[1..];
+        let (lo, hi) = (&window[0].peer, &window[window.len() - 1].peer);
+        assert!(lo < hi, "this window does not wrap");
+        let skipped: BTreeSet<PeerId> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| i % 10 == 3 && lo < *p && *p < hi)
+            .map(|(_, p)| p.clone())
+            .collect();
+        assert!(skipped.len() >= 8, "the window spans some of the missing records");
+        let response =
+            full.handle_request(&peer_id(9000), GossipRequest::Syn { digest: digest.clone() }, later);
+        let GossipResponse::Ack { updates, .. } = response else { panic!("Syn must be answered with Ack") };
+        let sent: BTreeSet<PeerId> = updates.iter().map(|u| u.record.record.peer_id.clone()).collect();
+        assert_eq!(sent, skipped, "exactly the records missing from the window's range");
+        assert!(sent.iter().all(|p| !named.contains(p)));
     }
 
     #[test]
