@@ -46,7 +46,11 @@ pub const MIN_DIGEST: usize = 64;
 /// A change is rumoured for this many times log2(N) rounds.
 const RUMOUR_ROUNDS_PER_LOG2N: u32 = 3;
 /// Margin of the evidence window over the expected rounds between two heartbeat sightings.
-const EVIDENCE_MARGIN: u32 = 3;
+/// 3 was too tight: the simulator's 1,000-node mesh under 50% load, with no fault, declared
+/// hundreds of live peers suspect (195 in 50 s, 21,025 in 180 s) and some dead; 4 gave none.
+/// Sightings that carry no newer heartbeat than the one held do not count, so the real gaps
+/// run longer than the nominal rate says.
+const EVIDENCE_MARGIN: u32 = 4;
 
 /// Tuning of gossip and failure detection.
 #[derive(Clone, Debug)]
@@ -1539,11 +1543,11 @@ mod tests {
         let config = MembershipConfig::default();
         let (mut m, ids) = node_with_peers(600, config.clone());
         // 601 nodes, 49-entry windows, fanout 2: a heartbeat is sighted every ~7 rounds; the
-        // verdicts wait three times that on top of the configured thresholds.
-        assert_eq!(m.evidence_window(), config.gossip_interval * 21);
+        // verdicts wait four times that on top of the configured thresholds.
+        assert_eq!(m.evidence_window(), config.gossip_interval * 28);
         let mut t = Time(1);
         let state = |m: &Node| m.peer(&ids[123]).map(|p| p.state);
-        while t < Time(1) + config.suspect_after + config.gossip_interval * 20 {
+        while t < Time(1) + config.suspect_after + config.gossip_interval * 27 {
             t = t + config.gossip_interval;
             m.handle_timeout(t);
             assert_eq!(state(&m), Some(PeerState::Alive), "at {t:?}");
