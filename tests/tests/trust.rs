@@ -145,9 +145,12 @@ impl Keyring for RogueSigner {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_records_garbage_oversize_and_floods_leave_the_node_serving() -> anyhow::Result<()> {
+    // Tight enough that the flood below outruns it even on a busy machine: with 1,000/s and a
+    // burst of 2,000, a flood slowed to 1,250/s by a concurrent load (CI, 8 s for 10,000) struck
+    // fewer than the 100 times that ban, and the test failed. Gossip needs a few per second.
     let tight = vec![
-        ("ORGMESH_PEER_REQUESTS_PER_S".to_string(), "1000".to_string()),
-        ("ORGMESH_PEER_BURST".to_string(), "2000".to_string()),
+        ("ORGMESH_PEER_REQUESTS_PER_S".to_string(), "200".to_string()),
+        ("ORGMESH_PEER_BURST".to_string(), "400".to_string()),
     ];
     let acme = Node::start("acme", &NodeOptions { env: tight, ..Default::default() }).await?;
     let globex = Node::start("globex", &opts(&acme)).await?;
