@@ -35,8 +35,8 @@ impl PeerId {
     pub const MAX_LEN: usize = 128;
 
     /// Parses and validates a base58 peer id.
-    pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
-        Self::parse(&text.into())
+    pub fn new(text: impl AsRef<str>) -> Result<Self, IdError> {
+        Self::parse(text.as_ref())
     }
 
     fn parse(text: &str) -> Result<Self, IdError> {
