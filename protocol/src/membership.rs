@@ -709,16 +709,17 @@ impl<R: Rng> Membership<R> {
         let window = &digest[at + 1..];
         let (Some(first), Some(last)) = (window.first(), window.last()) else { return };
         let wraps = window.windows(2).any(|w| w[1].peer <= w[0].peer);
-        let ranges = if wraps {
-            vec![
+        // Unwrapped: [first, last]. Wrapped: [first, end] then [start, last].
+        let (head, tail) = if wraps {
+            (
                 (Bound::Included(&first.peer), Bound::Unbounded),
-                (Bound::Unbounded, Bound::Included(&last.peer)),
-            ]
+                Some((Bound::Unbounded, Bound::Included(&last.peer))),
+            )
         } else {
-            vec![(Bound::Included(&first.peer), Bound::Included(&last.peer))]
+            ((Bound::Included(&first.peer), Bound::Included(&last.peer)), None)
         };
         let mut room = MAX_UPDATES;
-        for range in ranges {
+        for range in std::iter::once(head).chain(tail) {
             for (peer, e) in self.peers.range::<PeerId, _>(range) {
                 if room == 0 {
                     return;
@@ -1594,6 +1595,30 @@ mod tests {
         let sent: BTreeSet<PeerId> = updates.iter().map(|u| u.record.record.peer_id.clone()).collect();
         assert_eq!(sent, skipped, "exactly the records missing from the window's range");
         assert!(sent.iter().all(|p| !named.contains(p)));
+
+        // Once the window wraps past the end of the table it covers [first, end] and [start, last].
+        let (mut t, mut wrapped) = (later, None);
+        for _ in 0..20 {
+            t = t + STEP;
+            let d = sparse.digest(t);
+            if d[1..].windows(2).any(|w| w[1].peer < w[0].peer) {
+                wrapped = Some(d);
+                break;
+            }
+        }
+        let digest = wrapped.expect("the window wraps within 20 digests");
+        let (lo, hi) = (&digest[1].peer, &digest[digest.len() - 1].peer);
+        let skipped: BTreeSet<PeerId> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| i % 10 == 3 && (*p > lo || *p < hi))
+            .map(|(_, p)| p.clone())
+            .collect();
+        assert!(!skipped.is_empty());
+        let response = full.handle_request(&peer_id(9000), GossipRequest::Syn { digest }, t);
+        let GossipResponse::Ack { updates, .. } = response else { panic!("Syn must be answered with Ack") };
+        let sent: BTreeSet<PeerId> = updates.iter().map(|u| u.record.record.peer_id.clone()).collect();
+        assert_eq!(sent, skipped, "both ends of a wrapped window");
     }
 
     #[test]
