@@ -1,33 +1,45 @@
-//! One shared copy of each node's newest record, for every simulated node's table to point at.
-//! Memory only: it must never change what a node sees (a record is swapped only for an equal one).
+//! One shared copy of each version of each node's record, for every simulated node's table to
+//! point at. Memory only: it must never change what a node sees (a record is swapped only for an
+//! equal one).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use orgmesh_protocol::PeerId;
-use orgmesh_protocol::record::SignedRecord;
+use orgmesh_protocol::record::{RecordVersion, SignedRecord};
 use orgmesh_protocol::wire::gossip::GossipUpdate;
 
 /// Without it each of N nodes decodes and keeps its own copy of N records: N² records, tens of
-/// gigabytes at 10,000 nodes. With it a record exists about once per version in flight.
+/// gigabytes at 10,000 nodes. With it a record exists once per version still held somewhere.
+/// Every version, not only the newest: capacity spreads by anti-entropy, so at any instant the
+/// nodes hold many versions of a busy node's record (keeping only the newest shared doubled the
+/// 1,000-node run's memory).
 #[derive(Debug, Default)]
 pub(crate) struct RecordPool {
-    newest: HashMap<PeerId, Arc<SignedRecord>>,
+    held: HashMap<(PeerId, RecordVersion), Weak<SignedRecord>>,
+    /// Entries at the last sweep of versions nobody holds any more.
+    swept: usize,
 }
 
 impl RecordPool {
-    /// Swaps each decoded record for the pool's copy when they are equal; a newer one becomes
-    /// the pool's copy; an older one (still in flight) is left as decoded.
+    /// Swaps each decoded record for the pool's copy of that version when they are equal;
+    /// otherwise the decoded one becomes the pool's copy.
     pub(crate) fn share(&mut self, updates: &mut [GossipUpdate]) {
         for update in updates {
-            let peer = &update.record.record.peer_id;
-            match self.newest.get(peer) {
-                Some(shared) if **shared == *update.record => update.record = Arc::clone(shared),
-                Some(shared) if shared.record.version >= update.record.record.version => {}
-                _ => {
-                    self.newest.insert(peer.clone(), Arc::clone(&update.record));
+            let key = (update.record.record.peer_id.clone(), update.record.record.version);
+            match self.held.get(&key).and_then(Weak::upgrade) {
+                Some(shared) if *shared == *update.record => update.record = shared,
+                // Same version, other content (forged, or a bug): left alone, never shared.
+                Some(_) => {}
+                None => {
+                    self.held.insert(key, Arc::downgrade(&update.record));
                 }
             }
+        }
+        // A dead entry still pins its allocation: sweep them once the table has doubled.
+        if self.held.len() > 2 * self.swept.max(1024) {
+            self.held.retain(|_, record| record.strong_count() > 0);
+            self.swept = self.held.len();
         }
     }
 }
@@ -69,12 +81,13 @@ mod tests {
         assert!(Arc::ptr_eq(&first[0].record, &again[0].record), "equal copies are shared");
         assert_eq!(again[1].record.record.peer_id.as_str(), "b");
 
-        // A newer version replaces the pool's copy; the older one still in flight stays itself.
+        // Each version has its copy; an older one still held is shared too.
         let mut newer = [update("a", 2, 3)];
         pool.share(&mut newer);
         let mut late = [update("a", 1, 4)];
         pool.share(&mut late);
         assert!(!Arc::ptr_eq(&late[0].record, &newer[0].record));
+        assert!(Arc::ptr_eq(&late[0].record, &first[0].record));
         assert_eq!(late[0].record.record.capacity.free_slots, 4, "never swapped for another record");
         let mut newer_again = [update("a", 2, 3)];
         pool.share(&mut newer_again);
@@ -84,5 +97,15 @@ mod tests {
         let mut forged = [update("a", 2, 9)];
         pool.share(&mut forged);
         assert_eq!(forged[0].record.record.capacity.free_slots, 9);
+
+        // A version nobody holds any more is decoded afresh, and swept in time.
+        drop((first, again, late));
+        let mut back = [update("a", 1, 4)];
+        pool.share(&mut back);
+        assert_eq!(Arc::strong_count(&back[0].record), 1);
+        for i in 0..3000 {
+            pool.share(&mut [update(&format!("p{i}").replace('0', "z"), 1, 4)]);
+        }
+        assert!(pool.held.len() < 2100, "{} entries", pool.held.len());
     }
 }
