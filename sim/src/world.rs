@@ -1179,7 +1179,7 @@ impl World {
         }
         // Lost: not ended, and nobody will ever make it end: its origin thinks it placed on a
         // host that is up yet does not run it (the attempt died with an earlier process), and
-        // the origin still believes that host alive, so it will never place it again.
+        // the origin believes that very process alive, so it will never place it again.
         let (mut lost, mut never_finished, mut stranded) = (0u64, 0u64, 0u64);
         for (id, t) in &self.truths {
             let node = &self.nodes[t.origin];
@@ -1198,17 +1198,22 @@ impl World {
             let Some(&h) = ot.placement.as_ref().and_then(|p| self.index.get(p)) else { continue };
             let runs =
                 self.nodes[h].live.as_ref().is_some_and(|l| l.executor.runs.contains_key(&(*id, ot.attempt)));
+            // Not lost while the origin has yet to learn what became of the host (a crash not
+            // yet declared dead, a restart not yet heard of): its detector will get there and it
+            // re-places. Lost is when it knows the host's current process, believes it alive,
+            // and counts on an attempt that process does not have.
+            let host_now = self.nodes[h].live.as_ref().map(|l| l.membership.local().version.generation);
             let believed_alive = node
                 .live
                 .as_ref()
                 .and_then(|l| {
                     if h == t.origin {
-                        Some(PeerState::Alive)
+                        host_now.map(|g| (g, PeerState::Alive))
                     } else {
-                        l.membership.peer_view(&self.nodes[h].id).map(|v| v.1)
+                        l.membership.peer_view(&self.nodes[h].id).map(|(v, s)| (v.generation, s))
                     }
                 })
-                .is_some_and(|s| s != PeerState::Dead);
+                .is_some_and(|(seen, s)| Some(seen) == host_now && s != PeerState::Dead);
             if !runs && believed_alive {
                 lost += 1;
                 let (event, time_us, node_at) =
