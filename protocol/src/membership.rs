@@ -41,6 +41,9 @@ const MAX_UPDATE_BYTES: usize = 1024 * 1024;
 const DEAD_PROBE_ODDS: u32 = 10;
 /// Contacts remembered for good, to fall back on when every peer is dead or forgotten.
 const MAX_SEEDS: usize = 64;
+/// Round targets are drawn at random from a table at least this big (and with at most this many
+/// contacts besides) instead of walking it.
+const SAMPLE_ABOVE: usize = 64;
 /// The smallest digest budget; a digest this long or longer is taken as partial.
 pub const MIN_DIGEST: usize = 64;
 /// A change is rumoured for this many times log2(N) rounds.
@@ -217,6 +220,8 @@ pub struct Membership<R: Rng> {
     /// The local heartbeat, bumped once per `gossip_interval`.
     heartbeat: u64,
     peers: BTreeMap<PeerId, Entry>,
+    /// The keys of `peers`, in no meaningful order: what round targets are drawn from.
+    roster: Vec<PeerId>,
     /// Peers we were told about but hold no record of; they stay round targets until it arrives.
     contacts: BTreeSet<PeerId>,
     /// Contacts not tried yet: the next round goes to them first.
@@ -275,6 +280,7 @@ impl<R: Rng> Membership<R> {
             local,
             heartbeat: 0,
             peers: BTreeMap::new(),
+            roster: Vec::new(),
             contacts: BTreeSet::new(),
             fresh: BTreeSet::new(),
             seeds: BTreeSet::new(),
@@ -307,8 +313,15 @@ impl<R: Rng> Membership<R> {
         if record == self.local.record {
             return;
         }
+        let capacity_only = self.local.record.differs_only_in_capacity(&record);
         record.version.version = record.version.version.saturating_add(1);
         self.local = Arc::new(SignedRecord::sign(record, &*self.keyring));
+        if capacity_only && !self.whole_digests() {
+            // A big mesh learns capacity by anti-entropy (see `apply_update`): our own entry
+            // leads every digest we send, so each gossip partner still gets this version at
+            // once, and an extra round per task started or ended would double our messages.
+            return;
+        }
         self.local_changed_at = now;
         // Placement reads capacity from gossip: spread changes before the next periodic round.
         self.schedule_early_round(now);
@@ -462,6 +475,11 @@ impl<R: Rng> Membership<R> {
             let Some(peer) = self.fresh.pop_first() else { break };
             targets.push(peer);
         }
+        self.sample_targets(fanout, &mut targets);
+        if targets.len() >= fanout {
+            return self.maybe_probe_dead(targets);
+        }
+        // Few peers, most of them dead or unreachable, or many contacts: look at every one.
         let (mut preferred, mut fallback) = (Vec::new(), Vec::new());
         let live = self.peers.iter().filter(|(_, e)| e.state != PeerState::Dead).map(|(p, _)| p);
         for peer in live.chain(&self.contacts).filter(|p| !targets.contains(*p)) {
@@ -472,11 +490,59 @@ impl<R: Rng> Membership<R> {
             let (chosen, _) = pool.partial_shuffle(&mut self.rng, need);
             targets.extend(chosen.iter().map(|p| (*p).clone()));
         }
+        self.maybe_probe_dead(targets)
+    }
+
+    /// Random live, reachable peers drawn from the roster without walking the table: the walk
+    /// cost O(N) per round, 2·10⁸ entry visits per simulated second at 10,000 nodes. Draws are
+    /// uniform over the peers that qualify; it gives up after a few misses per target (the
+    /// caller then walks), and leaves remaining contacts, if many, to the walk.
+    fn sample_targets(&mut self, fanout: usize, targets: &mut Vec<PeerId>) {
+        const DRAWS_PER_TARGET: usize = 8;
+        let space = self.roster.len() + self.contacts.len();
+        if self.roster.len() < SAMPLE_ABOVE || self.contacts.len() > SAMPLE_ABOVE {
+            return;
+        }
+        for _ in 0..DRAWS_PER_TARGET * fanout {
+            if targets.len() >= fanout {
+                return;
+            }
+            let i = self.rng.random_range(0..space);
+            let peer = match self.roster.get(i) {
+                Some(peer) if self.peers.get(peer).is_some_and(|e| e.state != PeerState::Dead) => peer,
+                Some(_) => continue,
+                None => match self.contacts.iter().nth(i - self.roster.len()) {
+                    Some(peer) => peer,
+                    None => continue,
+                },
+            };
+            if !self.unreachable.contains_key(peer) && !targets.contains(peer) {
+                targets.push(peer.clone());
+            }
+        }
+    }
+
+    /// Now and then one dead peer on top; a seed when there is nobody else.
+    fn maybe_probe_dead(&mut self, mut targets: Vec<PeerId>) -> Vec<PeerId> {
         if targets.is_empty() || self.rng.random_ratio(1, DEAD_PROBE_ODDS) {
-            let dead: Vec<&PeerId> =
-                self.peers.iter().filter(|(_, e)| e.state == PeerState::Dead).map(|(p, _)| p).collect();
-            if let Some(peer) = dead.choose(&mut self.rng) {
-                targets.push((*peer).clone());
+            let is_dead = |p: &PeerId| self.peers.get(p).is_some_and(|e| e.state == PeerState::Dead);
+            // A big table is sampled: a few dead among thousands may go unprobed this round
+            // (they gossip to us themselves once back); many dead (a healed partition) are found.
+            let sampled = if self.roster.len() >= SAMPLE_ABOVE && !targets.is_empty() {
+                (0..16)
+                    .map(|_| self.rng.random_range(0..self.roster.len()))
+                    .find(|&i| is_dead(&self.roster[i]))
+            } else {
+                None
+            };
+            if let Some(i) = sampled {
+                targets.push(self.roster[i].clone());
+            } else if self.roster.len() < SAMPLE_ABOVE || targets.is_empty() {
+                let dead: Vec<&PeerId> =
+                    self.peers.iter().filter(|(_, e)| e.state == PeerState::Dead).map(|(p, _)| p).collect();
+                if let Some(peer) = dead.choose(&mut self.rng) {
+                    targets.push((*peer).clone());
+                }
             }
         }
         if targets.is_empty() {
@@ -486,6 +552,11 @@ impl<R: Rng> Membership<R> {
             }
         }
         targets
+    }
+
+    /// Whether every digest names every record held (a mesh small enough for one budget).
+    fn whole_digests(&self) -> bool {
+        self.peers.len() < self.digest_budget()
     }
 
     /// How many entries a digest may hold: `max(MIN_DIGEST, 4·√N)` unless configured.
@@ -519,7 +590,7 @@ impl<R: Rng> Membership<R> {
     /// budget. Old versions put the local entry first; the order carries no meaning for them.
     fn digest(&mut self, now: Time) -> Vec<DigestEntry> {
         let budget = self.digest_budget();
-        if self.peers.len() < budget {
+        if self.whole_digests() {
             return self
                 .held()
                 .map(|(peer, version, heartbeat)| DigestEntry { peer: peer.clone(), version, heartbeat })
@@ -801,6 +872,7 @@ impl<R: Rng> Membership<R> {
             // Any other live peer falls silent sooner, unless every other peer is long dead.
             self.next_detect = self.next_detect.min(now + self.config.suspect_after);
             self.note_change(&peer, now);
+            self.roster.push(peer.clone());
             self.peers.insert(peer, entry);
             self.out.push_back(MembershipOutput::Event(MembershipEvent::Joined { record: joined }));
             return;
@@ -817,12 +889,21 @@ impl<R: Rng> Membership<R> {
             entry.state = PeerState::Dead;
         }
         let advanced = restarted || heartbeat > entry.heartbeat;
+        // Capacity moves with every task started or ended: rumoured, every change would reach
+        // every node, Θ(N) records per node per second under load, crowding joins and restarts
+        // out of the digests' rumour share. So a capacity change is rumoured one hop only, by
+        // the nodes that got it from its owner (a neighbourhood of O(log N) nodes hears it
+        // within a round or two); the rotating windows carry it to the rest. Joins, restarts,
+        // draining, addresses and policy are rumoured by everyone, in O(log N) rounds.
+        let news = !entry.record.record.differs_only_in_capacity(&record.record) || *from == peer;
         entry.heartbeat = if restarted { heartbeat } else { entry.heartbeat.max(heartbeat) };
         entry.record = record;
         entry.changed_at = now;
         let updated = MembershipEvent::Updated { record: entry.record.record.clone() };
         self.out.push_back(MembershipOutput::Event(updated));
-        self.note_change(&peer, now);
+        if news {
+            self.note_change(&peer, now);
+        }
         if restarted {
             self.unreachable.remove(&peer);
         }
@@ -918,6 +999,10 @@ impl<R: Rng> Membership<R> {
         if !forgotten.is_empty() {
             // Fewer peers shorten the evidence window, and with it everyone's deadline.
             due(now);
+        }
+        if !forgotten.is_empty() {
+            let peers = &self.peers;
+            self.roster.retain(|p| !forgotten.contains(p) && peers.contains_key(p));
         }
         for peer in forgotten {
             if let Some(e) = self.peers.remove(&peer) {
@@ -1481,6 +1566,93 @@ mod tests {
     }
 
     #[test]
+    fn in_a_big_mesh_capacity_is_not_rumoured_but_membership_news_is() {
+        let (mut m, ids) = node_with_peers(600, MembershipConfig::default());
+        let later = Time(1) + m.rumour_for();
+        let rumours = |m: &mut Node, at: Time| -> Vec<PeerId> {
+            m.digest(at).into_iter().take_while(|e| e.peer != peer_id(0)).map(|e| e.peer).collect()
+        };
+        assert!(rumours(&mut m, later).is_empty(), "the joins are old news");
+        let mut busier = record(&ids[300], 1);
+        busier.version.version = 1;
+        busier.capacity.free_slots = 3;
+        m.handle_request(
+            &ids[5],
+            GossipRequest::Push { updates: vec![update(busier.clone(), &ids[300], 2)] },
+            later,
+        );
+        assert_eq!(m.peer(&ids[300]).unwrap().record.capacity.free_slots, 3, "taken all the same");
+        assert!(rumours(&mut m, later).is_empty(), "a capacity change is not rumoured");
+        // ... unless it came from its owner: one hop of rumour around the owner.
+        let mut busiest = busier.clone();
+        busiest.version.version = 2;
+        busiest.capacity.free_slots = 2;
+        let first_hand = GossipRequest::Push { updates: vec![update(busiest, &ids[300], 3)] };
+        m.handle_request(&ids[300], first_hand, later);
+        assert_eq!(rumours(&mut m, later), vec![ids[300].clone()], "first hand: rumoured");
+        let later = later + m.rumour_for();
+        assert!(rumours(&mut m, later).is_empty());
+        let mut draining = busier;
+        draining.version.version = 3;
+        draining.draining = true;
+        let second_hand = GossipRequest::Push { updates: vec![update(draining, &ids[300], 4)] };
+        m.handle_request(&ids[5], second_hand, later);
+        assert_eq!(rumours(&mut m, later), vec![ids[300].clone()], "draining is news, whoever tells it");
+
+        // Our own capacity: no early round, and not rumoured to a digest that does not name us;
+        // a digest naming an older version of us still gets the new one.
+        let before = m.poll_timeout();
+        m.update_local(|r| r.capacity.free_slots = 1, later);
+        assert_eq!(m.poll_timeout(), before, "no extra round for a capacity change");
+        let stranger: Vec<DigestEntry> = ids[..70].iter().map(|p| entry(p, 1, 0, 1)).collect();
+        let ack = m.handle_request(&ids[0], GossipRequest::Syn { digest: stranger.clone() }, later);
+        let GossipResponse::Ack { updates, .. } = ack else { panic!("{ack:?}") };
+        assert!(updates.iter().all(|u| u.record.record.peer_id != peer_id(0)));
+        let mut knows_us = stranger;
+        knows_us.push(entry(&peer_id(0), 1, 0, 1));
+        let ack = m.handle_request(&ids[0], GossipRequest::Syn { digest: knows_us }, later);
+        let GossipResponse::Ack { updates, .. } = ack else { panic!("{ack:?}") };
+        let ours = updates.iter().find(|u| u.record.record.peer_id == peer_id(0)).expect("our record");
+        assert_eq!(ours.record.record.capacity.free_slots, 1);
+    }
+
+    #[test]
+    fn round_targets_in_a_big_table_are_drawn_from_live_reachable_peers() {
+        let (mut m, ids) = node_with_peers(600, MembershipConfig::default());
+        for p in &ids[..100] {
+            m.peers.get_mut(p).unwrap().state = PeerState::Dead;
+        }
+        for p in &ids[100..200] {
+            m.unreachable.insert(p.clone(), Time(1));
+        }
+        let mut picked: BTreeMap<PeerId, usize> = BTreeMap::new();
+        let mut dead_probes = 0;
+        for _ in 0..4000 {
+            let targets = m.pick_targets();
+            let (live, dead) = targets.split_at(2);
+            assert!(live[0] != live[1], "{targets:?}");
+            assert!(dead.len() <= 1);
+            for p in live {
+                assert!(!ids[..200].contains(p), "{p:?} is dead or unreachable");
+                *picked.entry(p.clone()).or_default() += 1;
+            }
+            for p in dead {
+                assert!(ids[..100].contains(p), "{p:?} probed as dead");
+                dead_probes += 1;
+            }
+        }
+        assert_eq!(picked.len(), 400, "every live, reachable peer gets picked");
+        let (least, most) = (picked.values().min().unwrap(), picked.values().max().unwrap());
+        assert!(*least >= 5 && *most <= 45, "uniform draws: 20 expected each, {least}..{most}");
+        assert!((300..500).contains(&dead_probes), "one round in 10 probes a dead peer: {dead_probes}");
+        // With every peer unreachable, the walk still finds targets among them.
+        for p in &ids[200..] {
+            m.unreachable.insert(p.clone(), Time(1));
+        }
+        assert_eq!(m.pick_targets().len().min(2), 2);
+    }
+
+    #[test]
     fn a_partial_digest_is_not_read_as_missing_everything() {
         let (mut m, ids) = node_with_peers(600, MembershipConfig::default());
         let later = Time(1) + m.rumour_for();
@@ -1660,13 +1832,21 @@ mod tests {
             let rounds = sim.run_until(40, "convergence", Sim::converged);
             let max = sim.log.iter().filter(|l| l.contains("Syn")).count();
             assert!(max > 0);
+            sim.nodes[17].update_local(|r| r.draining = true, sim.now);
+            let spread = sim.run_until(20, "rumour", |s| {
+                s.others(17).all(|i| s.nodes[i].peer(&s.ids[17]).is_some_and(|p| p.record.draining))
+            });
+            assert!(spread <= 12, "O(log N) rounds for a rumour, took {spread}");
+            // Capacity is not rumoured here (partial digests): the windows carry it.
             sim.nodes[17].update_local(|r| r.capacity.free_slots = 1, sim.now);
-            let spread = sim.run_until(20, "capacity spread", |s| {
+            let capacity = sim.run_until(20, "capacity spread", |s| {
                 s.others(17)
                     .all(|i| s.nodes[i].peer(&s.ids[17]).is_some_and(|p| p.record.capacity.free_slots == 1))
             });
-            eprintln!("seed {seed}: 100 nodes converged in {rounds} rounds; a change spread in {spread}");
-            assert!(spread <= 12, "O(log N) rounds for a rumour, took {spread}");
+            eprintln!(
+                "seed {seed}: 100 nodes converged in {rounds} rounds; draining spread in {spread}, capacity in {capacity}"
+            );
+            assert!(capacity <= 16, "a window sweep or two, took {capacity}");
         }
     }
 

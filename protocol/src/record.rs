@@ -127,6 +127,35 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// Whether `newer` differs from this record in capacity alone (same generation): news that
+    /// placement wants but membership need not rush to every node. Capacity moves with every
+    /// task that starts or ends, so rumouring it to the whole mesh costs every node Θ(N) records
+    /// per second under load.
+    pub fn differs_only_in_capacity(&self, newer: &NodeRecord) -> bool {
+        // Destructured so that a new field has to be classified here.
+        let NodeRecord {
+            peer_id,
+            org,
+            name,
+            addrs,
+            labels,
+            capacity: _,
+            accepts,
+            draining,
+            software,
+            version,
+        } = self;
+        *peer_id == newer.peer_id
+            && *org == newer.org
+            && *name == newer.name
+            && *addrs == newer.addrs
+            && *labels == newer.labels
+            && *accepts == newer.accepts
+            && *draining == newer.draining
+            && *software == newer.software
+            && version.generation == newer.version.generation
+    }
+
     /// Whether this node may ever run a task from node `origin_peer` of `origin_org` with these
     /// constraints and resources (ignoring what is free right now). `Err` says why not.
     pub fn may_ever_run(
@@ -276,6 +305,38 @@ mod tests {
             };
             let bytes = postcard::to_allocvec(&record).unwrap();
             assert_eq!(postcard::from_bytes::<NodeRecord>(&bytes).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn only_a_capacity_change_within_one_generation_counts_as_capacity_only() {
+        let base = NodeRecord {
+            peer_id: PeerId::new("12D3KooWx").unwrap(),
+            org: Org::new("acme").unwrap(),
+            name: "a".into(),
+            addrs: vec![],
+            labels: BTreeMap::new(),
+            capacity: Capacity { slots: 4, free_slots: 4, ..Capacity::default() },
+            accepts: AcceptPolicy::AnyOrg,
+            draining: false,
+            software: "0.1.0".into(),
+            version: RecordVersion { generation: 1, version: 2 },
+        };
+        let mut busier = base.clone();
+        busier.capacity.free_slots = 3;
+        busier.version.version = 3;
+        assert!(base.differs_only_in_capacity(&busier));
+        let changes: [fn(&mut NodeRecord); 5] = [
+            |r| r.draining = true,
+            |r| r.addrs.push("/ip4/10.0.0.1/tcp/1".into()),
+            |r| drop(r.labels.insert("gpu".into(), "a100".into())),
+            |r| r.accepts = AcceptPolicy::orgs(vec![]),
+            |r| r.version.generation = 2,
+        ];
+        for change in changes {
+            let mut other = busier.clone();
+            change(&mut other);
+            assert!(!base.differs_only_in_capacity(&other), "{other:?}");
         }
     }
 }
