@@ -11,7 +11,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::ids::{Attempt, Org, PeerId, ReservationId, TaskId};
-use crate::record::NodeRecord;
+use crate::record::{NodeRecord, RecordVersion};
 use crate::task::{Resources, TaskSpec};
 use crate::time::Time;
 use crate::wire::place::{
@@ -103,6 +103,12 @@ pub enum NegotiatorOutput {
     Event(PlacementEvent),
 }
 
+/// How long a `Busy` answer demotes its host in later rankings, unless a newer record of it
+/// arrives first. Capacity reaches big meshes by anti-entropy, seconds late under load; without
+/// this, every retry of a waiting task asks the same full hosts first.
+const BUSY_MEMORY: Duration = Duration::from_secs(5);
+/// The `Busy` answers remembered before expired ones are pruned.
+const BUSY_MEMORY_PRUNE_ABOVE: usize = 1024;
 /// How many times a negotiation starts over after a failed commit before it reports `Waiting`.
 const MAX_RESTARTS: u32 = 2;
 
@@ -130,6 +136,8 @@ pub struct Negotiator<R: Rng> {
     config: PlacementConfig,
     rng: R,
     negotiations: BTreeMap<TaskId, Negotiation>,
+    /// Hosts that declined a bid as `Busy`: the record version they were ranked by, and when.
+    busy: BTreeMap<PeerId, (RecordVersion, Time)>,
     outputs: VecDeque<NegotiatorOutput>,
 }
 
@@ -138,6 +146,8 @@ pub struct Negotiator<R: Rng> {
 struct Candidate {
     host: PlacedOn,
     idle: f64,
+    /// The version of its record the rank was read from.
+    version: RecordVersion,
 }
 
 /// What a candidate asked in the current round said.
@@ -236,7 +246,15 @@ impl<R: Rng> std::fmt::Debug for Negotiator<R> {
 impl<R: Rng> Negotiator<R> {
     /// A negotiator for the node `local` of `org`.
     pub fn new(local: PeerId, org: Org, config: PlacementConfig, rng: R) -> Self {
-        Self { local, org, config, rng, negotiations: BTreeMap::new(), outputs: VecDeque::new() }
+        Self {
+            local,
+            org,
+            config,
+            rng,
+            negotiations: BTreeMap::new(),
+            busy: BTreeMap::new(),
+            outputs: VecDeque::new(),
+        }
     }
 
     /// Starts placing `attempt` of `task`. `candidates` is the current view: alive peers' records
@@ -269,7 +287,10 @@ impl<R: Rng> Negotiator<R> {
             self.emit(PlacementEvent::Unplaceable { task, attempt, reason });
             return;
         }
-        let ranked = self.rank(&eligible, &spec.resources);
+        if self.busy.len() > BUSY_MEMORY_PRUNE_ABOVE {
+            self.busy.retain(|_, &mut (_, at)| now.since(at) < BUSY_MEMORY);
+        }
+        let ranked = self.rank(&eligible, &spec.resources, now);
         if ranked.is_empty() {
             let draining = eligible.iter().filter(|n| n.draining).count();
             let mut reason = format!("no node with free capacity right now ({} could run it", eligible.len());
@@ -344,6 +365,9 @@ impl<R: Rng> Negotiator<R> {
                         }
                         BidResponse::Decline { reason } => {
                             a.answer = Answer::Declined;
+                            if let (DeclineReason::Busy, Some(c)) = (&reason, n.ranked.get(a.rank)) {
+                                self.busy.insert(from.clone(), (c.version, now));
+                            }
                             n.misses.push((a.rank, Miss::Declined(reason)));
                         }
                     }
@@ -529,17 +553,41 @@ impl<R: Rng> Negotiator<R> {
 
     /// Candidates that may run the task and look free enough now, most idle first. Ties are
     /// broken by the seeded RNG so equal nodes share the load.
-    fn rank(&mut self, eligible: &[NodeRecord], resources: &Resources) -> Vec<Candidate> {
+    fn rank(&mut self, eligible: &[NodeRecord], resources: &Resources, now: Time) -> Vec<Candidate> {
         let mut ranked: Vec<Candidate> = eligible
             .iter()
             .filter(|n| !n.draining && n.capacity.fits_now(resources))
             .map(|n| Candidate {
                 host: PlacedOn { peer: n.peer_id.clone(), org: n.org.clone(), name: n.name.clone() },
                 idle: n.capacity.idle_fraction(),
+                version: n.version,
             })
             .collect();
         ranked.shuffle(&mut self.rng);
         ranked.sort_by(|a, b| b.idle.total_cmp(&a.idle));
+        // Hosts that said `Busy` since the record we hold was published go last (stable sort):
+        // that record is stale, and asking them first again is a wasted bid round.
+        let busy = &self.busy;
+        let declined = |c: &Candidate| {
+            busy.get(&c.host.peer)
+                .is_some_and(|&(version, at)| c.version <= version && now.since(at) < BUSY_MEMORY)
+        };
+        ranked.sort_by_key(declined);
+        // Gossiped capacity is a hint, and in a big mesh a stale one: a node the view shows full
+        // may have freed a slot seconds ago. A few of those are asked last (at random, not those
+        // that just said `Busy`), so a task waits for real capacity rather than for gossip.
+        let mut probes: Vec<Candidate> = eligible
+            .iter()
+            .filter(|n| !n.draining && !n.capacity.fits_now(resources))
+            .map(|n| Candidate {
+                host: PlacedOn { peer: n.peer_id.clone(), org: n.org.clone(), name: n.name.clone() },
+                idle: n.capacity.idle_fraction(),
+                version: n.version,
+            })
+            .filter(|c| !declined(c))
+            .collect();
+        let (probes, _) = probes.partial_shuffle(&mut self.rng, self.config.fanout.max(1));
+        ranked.extend(probes.iter().cloned());
         ranked
     }
 
@@ -665,7 +713,7 @@ impl<R: Rng> Negotiator<R> {
             return Flow::Done;
         }
         n.restarts += 1;
-        n.ranked = self.rank(&n.eligible, &n.spec.resources);
+        n.ranked = self.rank(&n.eligible, &n.spec.resources, now);
         n.next = 0;
         n.misses.clear();
         if self.ask_next_batch(task, n, now) {

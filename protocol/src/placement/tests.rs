@@ -463,6 +463,16 @@ fn busy_everywhere_waits_until_a_slot_frees() {
     m.add(ORIGIN, "acme", config(1)).add(A, "globex", config(1));
     m.load(ORIGIN, 1);
     m.load(A, 1);
+    // The view says full, but views lag: each is asked once.
+    m.place(task(1), &spec());
+    let reason = "2 candidate nodes could run it but none can right now: acme (node-acme): no free capacity; \
+                  globex (node-globex): no free capacity";
+    assert_eq!(m.reason(), ("waiting", reason.to_owned()));
+    assert_eq!(m.sends(), sends(&[("bid", ORIGIN), ("bid", A)]));
+    // Both said busy and nothing newer is known of them: not asked again.
+    m.log.clear();
+    m.events.clear();
+    m.advance(250);
     m.place(task(1), &spec());
     assert_eq!(m.reason(), ("waiting", "no node with free capacity right now (2 could run it)".to_owned()));
     assert!(m.sends().is_empty());
@@ -472,6 +482,19 @@ fn busy_everywhere_waits_until_a_slot_frees() {
     m.events.clear();
     m.place(task(1), &spec());
     assert_eq!(m.placed_on().as_deref(), Some(A));
+}
+
+#[test]
+fn a_host_the_stale_view_shows_full_is_asked_and_gets_the_task() {
+    let mut m = Mesh::new(1);
+    m.add(A, "globex", config(1)).add(B, "initech", config(1));
+    m.load(A, 1);
+    m.load(B, 1);
+    // B's slot freed, but the news has not reached the origin yet.
+    assert!(m.node(B).host.finished(TaskId::new(1, 1000), Attempt::FIRST));
+    m.place(task(1), &spec());
+    assert_eq!(m.placed_on().as_deref(), Some(B));
+    assert!(m.sends().contains(&("bid", A.to_string())), "at most `fanout` such probes: both here");
 }
 
 #[test]
@@ -506,6 +529,34 @@ fn next_batch_is_asked_when_the_first_has_no_offer() {
     m.place(task(1), &spec());
     assert_eq!(m.sends(), sends(&[("bid", A), ("bid", B), ("commit", B)]));
     assert_eq!(m.placed_on().as_deref(), Some(B));
+}
+
+#[test]
+fn a_host_that_said_busy_is_asked_last_until_its_record_changes() {
+    let config = PlacementConfig { fanout: 1, ..PlacementConfig::default() };
+    let mut m = Mesh::with_config(1, config);
+    m.add(A, "globex", self::config(4)).add(B, "initech", self::config(4));
+    m.load(B, 1);
+    // A looks best (its record is stale) but is full.
+    let full = Resources { cpu_millis: 4000, ..Resources::default() };
+    m.node(A).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full);
+    m.place(task(1), &spec());
+    assert_eq!(m.sends(), sends(&[("bid", A), ("bid", B), ("commit", B)]));
+    // The next task, with the same stale view: B first, A is not asked at all.
+    m.log.clear();
+    m.advance(100);
+    m.place(task(2), &spec());
+    assert_eq!(m.sends(), sends(&[("bid", B), ("commit", B)]));
+    // A newer record of A (whatever it says) or enough time makes A first again.
+    m.log.clear();
+    m.node(A).record.version.version += 1;
+    m.place(task(3), &spec());
+    assert_eq!(m.sends()[0], ("bid", A.to_string()));
+    m.log.clear();
+    m.node(A).record.version.version -= 1;
+    m.advance(5000);
+    m.place(task(4), &spec());
+    assert_eq!(m.sends()[0], ("bid", A.to_string()));
 }
 
 #[test]
