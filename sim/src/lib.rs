@@ -43,5 +43,17 @@ pub fn run(
     until: Option<u64>,
     trace: bool,
 ) -> anyhow::Result<Report> {
-    Ok(world::World::new(scenario, seed, trace)?.run(until))
+    run_with_progress(scenario, seed, until, trace, None)
+}
+
+/// `run`, printing a progress line to stderr every `progress_s` simulated seconds. The lines
+/// carry wall and CPU time, so they differ between runs; the report does not.
+pub fn run_with_progress(
+    scenario: scenario::Scenario,
+    seed: u64,
+    until: Option<u64>,
+    trace: bool,
+    progress_s: Option<f64>,
+) -> anyhow::Result<Report> {
+    Ok(world::World::new(scenario, seed, trace)?.run(until, progress_s))
 }

@@ -49,6 +49,10 @@ enum Command {
         /// Prints every event (index, time, node, kind) to stderr.
         #[arg(long)]
         trace: bool,
+        /// Prints a line to stderr every this many simulated seconds: events so far, wall and
+        /// CPU time (to see what a long run costs per simulated second, phase by phase).
+        #[arg(long)]
+        progress: Option<f64>,
     },
 }
 
@@ -64,7 +68,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<bool> {
-    let Command::Run { scenario, seed, json, load, nodes, duration, drain, until_event, trace } =
+    let Command::Run { scenario, seed, json, load, nodes, duration, drain, until_event, trace, progress } =
         Cli::parse().command;
     let mut s = orgmesh_sim::scenario::Scenario::load(&scenario)?;
     if let Some(load) = load {
@@ -80,7 +84,7 @@ fn run() -> anyhow::Result<bool> {
     if let Some(d) = drain {
         s.drain_s = d;
     }
-    let report = orgmesh_sim::run(s, seed, until_event, trace)?;
+    let report = orgmesh_sim::run_with_progress(s, seed, until_event, trace, progress)?;
     print!("{report}");
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;

@@ -469,11 +469,22 @@ impl World {
     }
 
     /// Runs to the end (or to event `until`); returns the report.
-    pub(crate) fn run(mut self, until: Option<u64>) -> Report {
+    pub(crate) fn run(mut self, until: Option<u64>, progress_s: Option<f64>) -> Report {
         let wall = std::time::Instant::now();
+        let every_us = progress_s.filter(|s| *s > 0.0).map(|s| (s * 1e6) as u64);
+        let mut next_progress = every_us.unwrap_or(u64::MAX);
         while let Some((at, index, ev)) = self.q.pop() {
             if at > self.end_us || until.is_some_and(|u| index >= u) {
                 break;
+            }
+            while at >= next_progress {
+                eprintln!(
+                    "progress: t={:.0}s events={index} wall={:.1}s cpu={}",
+                    next_progress as f64 / 1e6,
+                    wall.elapsed().as_secs_f64(),
+                    cpu_seconds().map_or("?".into(), |c| format!("{c:.1}s")),
+                );
+                next_progress = next_progress.saturating_add(every_us.unwrap_or(u64::MAX));
             }
             self.now = at;
             self.event_index = index;
@@ -1296,6 +1307,13 @@ fn body_kind(b: &Body) -> &'static str {
         Body::PlaceReq(..) | Body::PlaceResp(..) => "place",
         Body::TaskReq(..) | Body::TaskResp(..) => "task",
     }
+}
+
+/// This process's CPU time so far (Linux `/proc/self/schedstat`), for progress lines only.
+fn cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
 }
 
 #[cfg(test)]
