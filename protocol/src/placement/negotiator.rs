@@ -109,6 +109,8 @@ pub enum NegotiatorOutput {
 const BUSY_MEMORY: Duration = Duration::from_secs(5);
 /// The `Busy` answers remembered before expired ones are pruned.
 const BUSY_MEMORY_PRUNE_ABOVE: usize = 1024;
+/// The most candidates asked in one bid round.
+const MAX_BATCH: usize = 24;
 /// How many times a negotiation starts over after a failed commit before it reports `Waiting`.
 const MAX_RESTARTS: u32 = 2;
 
@@ -121,7 +123,8 @@ const MAX_RESTARTS: u32 = 2;
 ///
 /// A negotiation runs in bid rounds: the best `fanout` untried candidates are asked; once all
 /// answered (or the bid deadline passed) the best offer gets a `Commit`, every other offer a
-/// `Release`. With no offer the next `fanout` are asked; when none are left it ends `Waiting`
+/// `Release`. With no offer the next untried are asked, as many as were asked before (the total
+/// doubles each round); when none are left it ends `Waiting`
 /// (someone was busy, draining or silent) or `Unplaceable` (everyone refused for good).
 ///
 /// A commit that was rejected, failed or timed out starts the negotiation over (at most
@@ -591,9 +594,13 @@ impl<R: Rng> Negotiator<R> {
         ranked
     }
 
-    /// Asks the next `fanout` untried candidates for a bid. `false` if none are left.
+    /// Asks the next untried candidates for a bid: `fanout` at first, then as many as were asked
+    /// before (so the number asked doubles each round, up to `MAX_BATCH` a round). A round with
+    /// no offer means the view is stale; a negotiation walking a big mesh three hosts per
+    /// round trip took seconds. `false` if none are left.
     fn ask_next_batch(&mut self, task: TaskId, n: &mut Negotiation, now: Time) -> bool {
-        let end = n.ranked.len().min(n.next.saturating_add(self.config.fanout.max(1)));
+        let size = self.config.fanout.max(1).max(n.next.min(MAX_BATCH));
+        let end = n.ranked.len().min(n.next.saturating_add(size));
         if n.next >= end {
             return false;
         }

@@ -560,6 +560,38 @@ fn a_host_that_said_busy_is_asked_last_until_its_record_changes() {
 }
 
 #[test]
+fn rounds_without_an_offer_ask_twice_as_many_hosts() {
+    let config = PlacementConfig { fanout: 2, ..PlacementConfig::default() };
+    let mut m = Mesh::with_config(1, config);
+    let ids: Vec<String> = (1..=40).map(|i| format!("12D3KooWhost{}", "x".repeat(i))).collect();
+    for id in &ids {
+        m.add(id, "globex", self::config(2));
+    }
+    // Every host but one is full, though the view says they are all idle.
+    let full = Resources { cpu_millis: 4000, ..Resources::default() };
+    for id in &ids {
+        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full.clone());
+    }
+    let free = ids.iter().find(|id| id.len() == 12 + 33).unwrap().clone();
+    m.node(&free).host = Host::new(self::config(2), org("globex"), BTreeMap::new(), AcceptPolicy::AnyOrg);
+    // Silent hosts hold each round's requests, so the rounds can be told apart.
+    for id in &ids {
+        m.node(id).silent = true;
+    }
+    m.place(task(1), &spec());
+    let mut rounds = Vec::new();
+    while m.placed_on().is_none() && !m.held.is_empty() {
+        let bids = m.held.iter().filter(|(_, _, _, r)| matches!(r, PlaceRequest::Bid(_))).count();
+        rounds.push(bids);
+        m.deliver_held();
+    }
+    assert_eq!(m.placed_on().as_deref(), Some(free.as_str()));
+    let asked: usize = rounds.iter().sum();
+    assert_eq!(&rounds[..4], &[2, 2, 4, 8], "doubling: {rounds:?}");
+    assert!(rounds.iter().all(|&r| r <= 24) && asked <= 40, "{rounds:?}");
+}
+
+#[test]
 fn the_origin_is_a_candidate_like_any_other() {
     let mut m = Mesh::new(1);
     m.add(ORIGIN, "acme", config(8)).add(A, "globex", config(4)).add(B, "initech", config(4));
