@@ -5,7 +5,8 @@
 //!
 //! Scale. A digest names at most `digest_budget` nodes (√N-ish, never fewer than
 //! `MIN_DIGEST`): the local node, the records that changed recently (rumours, spread for about
-//! 3·log2 N rounds, so a change reaches everyone in O(log N) rounds as in SWIM's dissemination),
+//! 3·log2 N rounds, so a change reaches everyone in O(log N) rounds as in SWIM's dissemination;
+//! a change of capacity alone is rumoured one hop around its owner, see `apply_update`),
 //! then a window that rotates through every other record (anti-entropy, so nothing is missed
 //! for good). Meshes small enough for one budget still send the whole digest, as before. A digest
 //! of `MIN_DIGEST` entries or more is read as partial: its absent entries are not taken as
