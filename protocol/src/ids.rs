@@ -33,32 +33,8 @@ pub enum IdError {
 /// comparing text went through `memcmp` for every step of every map lookup (13% of the
 /// simulator's time at 1,000 nodes). The prefix is read, not stored: a 10,000-node simulation
 /// holds 10⁸ ids, and 16 more bytes each cost 1.6 GB.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PeerId(Arc<str>);
-
-impl PeerId {
-    /// The first 16 bytes of the text, big-endian, zero-padded: base58 has no NUL, so the
-    /// padding sorts a shorter text before a longer one exactly as the text does.
-    fn prefix(&self) -> u128 {
-        let bytes = self.0.as_bytes();
-        match bytes.first_chunk::<16>() {
-            Some(head) => u128::from_be_bytes(*head),
-            None => {
-                let mut head = [0u8; 16];
-                head[..bytes.len()].copy_from_slice(bytes);
-                u128::from_be_bytes(head)
-            }
-        }
-    }
-}
-
-impl PartialEq for PeerId {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for PeerId {}
 
 impl PartialOrd for PeerId {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -69,12 +45,6 @@ impl PartialOrd for PeerId {
 impl Ord for PeerId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.prefix().cmp(&other.prefix()).then_with(|| self.0.cmp(&other.0))
-    }
-}
-
-impl std::hash::Hash for PeerId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
     }
 }
 
@@ -104,6 +74,20 @@ impl PeerId {
     pub fn short(&self) -> &str {
         let n = self.0.len();
         &self.0[n.saturating_sub(8)..]
+    }
+
+    /// The first 16 bytes of the text, big-endian, zero-padded: base58 has no NUL, so the
+    /// padding sorts a shorter text before a longer one exactly as the text does.
+    fn prefix(&self) -> u128 {
+        let bytes = self.0.as_bytes();
+        match bytes.first_chunk::<16>() {
+            Some(head) => u128::from_be_bytes(*head),
+            None => {
+                let mut head = [0u8; 16];
+                head[..bytes.len()].copy_from_slice(bytes);
+                u128::from_be_bytes(head)
+            }
+        }
     }
 }
 
