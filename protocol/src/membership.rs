@@ -195,8 +195,6 @@ struct Entry {
     state: PeerState,
     /// When `heartbeat` last moved or the peer last spoke to us directly.
     last_seen: Time,
-    /// When its record last changed here (joined, or a newer version arrived).
-    changed_at: Time,
 }
 
 /// A forgotten peer. Others may forget it a little later than we do and keep gossiping its
@@ -527,23 +525,19 @@ impl<R: Rng> Membership<R> {
     fn maybe_probe_dead(&mut self, mut targets: Vec<PeerId>) -> Vec<PeerId> {
         if targets.is_empty() || self.rng.random_ratio(1, DEAD_PROBE_ODDS) {
             let is_dead = |p: &PeerId| self.peers.get(p).is_some_and(|e| e.state == PeerState::Dead);
-            // A big table is sampled: a few dead among thousands may go unprobed this round
-            // (they gossip to us themselves once back); many dead (a healed partition) are found.
-            let sampled = if self.roster.len() >= SAMPLE_ABOVE && !targets.is_empty() {
+            let dead = if self.roster.len() >= SAMPLE_ABOVE && !targets.is_empty() {
+                // A big table is sampled: a few dead among thousands may go unprobed this round
+                // (they gossip to us themselves once back); many dead (a healed partition) are
+                // found. A node with nobody else to ask walks, below.
                 (0..16)
                     .map(|_| self.rng.random_range(0..self.roster.len()))
                     .find(|&i| is_dead(&self.roster[i]))
             } else {
-                None
+                let dead: Vec<usize> = (0..self.roster.len()).filter(|&i| is_dead(&self.roster[i])).collect();
+                dead.choose(&mut self.rng).copied()
             };
-            if let Some(i) = sampled {
+            if let Some(i) = dead {
                 targets.push(self.roster[i].clone());
-            } else if self.roster.len() < SAMPLE_ABOVE || targets.is_empty() {
-                let dead: Vec<&PeerId> =
-                    self.peers.iter().filter(|(_, e)| e.state == PeerState::Dead).map(|(p, _)| p).collect();
-                if let Some(peer) = dead.choose(&mut self.rng) {
-                    targets.push((*peer).clone());
-                }
             }
         }
         if targets.is_empty() {
@@ -869,7 +863,7 @@ impl<R: Rng> Membership<R> {
             self.contacts.remove(&peer);
             self.fresh.remove(&peer);
             let joined = record.record.clone();
-            let entry = Entry { record, heartbeat, state: PeerState::Alive, last_seen: now, changed_at: now };
+            let entry = Entry { record, heartbeat, state: PeerState::Alive, last_seen: now };
             // Any other live peer falls silent sooner, unless every other peer is long dead.
             self.next_detect = self.next_detect.min(now + self.config.suspect_after);
             self.note_change(&peer, now);
@@ -899,7 +893,6 @@ impl<R: Rng> Membership<R> {
         let news = !entry.record.record.differs_only_in_capacity(&record.record) || *from == peer;
         entry.heartbeat = if restarted { heartbeat } else { entry.heartbeat.max(heartbeat) };
         entry.record = record;
-        entry.changed_at = now;
         let updated = MembershipEvent::Updated { record: entry.record.record.clone() };
         self.out.push_back(MembershipOutput::Event(updated));
         if news {
@@ -1001,10 +994,7 @@ impl<R: Rng> Membership<R> {
             // Fewer peers shorten the evidence window, and with it everyone's deadline.
             due(now);
         }
-        if !forgotten.is_empty() {
-            let peers = &self.peers;
-            self.roster.retain(|p| !forgotten.contains(p) && peers.contains_key(p));
-        }
+        let forgot_any = !forgotten.is_empty();
         for peer in forgotten {
             if let Some(e) = self.peers.remove(&peer) {
                 self.unreachable.remove(&peer);
@@ -1013,6 +1003,12 @@ impl<R: Rng> Membership<R> {
                     Tombstone { generation, heartbeat: e.heartbeat, expires: now + c.forget_after };
                 self.tombstones.insert(peer, tombstone);
             }
+        }
+        if forgot_any {
+            // One pass over the roster, not one per forgotten peer (a long partition forgets
+            // thousands at once).
+            let peers = &self.peers;
+            self.roster.retain(|p| peers.contains_key(p));
         }
         self.tombstones.retain(|_, t| t.expires > now);
         self.unreachable.retain(|_, at| now.since(*at) < c.dead_after);
@@ -1615,6 +1611,15 @@ mod tests {
         let GossipResponse::Ack { updates, .. } = ack else { panic!("{ack:?}") };
         let ours = updates.iter().find(|u| u.record.record.peer_id == peer_id(0)).expect("our record");
         assert_eq!(ours.record.record.capacity.free_slots, 1);
+
+        // A mesh small enough for whole digests still gossips a capacity change at once.
+        let (mut small, _) = node_with_peers(40, MembershipConfig::default());
+        small.handle_timeout(Time(1));
+        drain(&mut small);
+        let at = Time(1) + STEP;
+        let before = small.poll_timeout();
+        small.update_local(|r| r.capacity.free_slots = 1, at);
+        assert!(small.poll_timeout() < before, "{:?} then {:?}", before, small.poll_timeout());
     }
 
     #[test]
