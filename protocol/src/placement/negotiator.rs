@@ -153,6 +153,22 @@ struct Candidate {
     version: RecordVersion,
 }
 
+impl Candidate {
+    fn of(record: &NodeRecord) -> Self {
+        Candidate {
+            host: PlacedOn::of(record),
+            idle: record.capacity.idle_fraction(),
+            version: record.version,
+        }
+    }
+}
+
+impl PlacedOn {
+    fn of(record: &NodeRecord) -> Self {
+        PlacedOn { peer: record.peer_id.clone(), org: record.org.clone(), name: record.name.clone() }
+    }
+}
+
 /// What a candidate asked in the current round said.
 #[derive(Clone, Debug)]
 enum Answer {
@@ -434,10 +450,8 @@ impl<R: Rng> Negotiator<R> {
             {
                 match n.eligible.iter().find(|r| &r.peer_id == from) {
                     Some(r) => {
-                        let host =
-                            PlacedOn { peer: r.peer_id.clone(), org: r.org.clone(), name: r.name.clone() };
                         self.release_offers(task, attempt, asked);
-                        self.emit(PlacementEvent::Placed { task, attempt, host });
+                        self.emit(PlacementEvent::Placed { task, attempt, host: PlacedOn::of(r) });
                         Flow::Done
                     }
                     None => Flow::Continue,
@@ -557,39 +571,26 @@ impl<R: Rng> Negotiator<R> {
     /// Candidates that may run the task and look free enough now, most idle first. Ties are
     /// broken by the seeded RNG so equal nodes share the load.
     fn rank(&mut self, eligible: &[NodeRecord], resources: &Resources, now: Time) -> Vec<Candidate> {
-        let mut ranked: Vec<Candidate> = eligible
-            .iter()
-            .filter(|n| !n.draining && n.capacity.fits_now(resources))
-            .map(|n| Candidate {
-                host: PlacedOn { peer: n.peer_id.clone(), org: n.org.clone(), name: n.name.clone() },
-                idle: n.capacity.idle_fraction(),
-                version: n.version,
-            })
-            .collect();
-        ranked.shuffle(&mut self.rng);
-        ranked.sort_by(|a, b| b.idle.total_cmp(&a.idle));
-        // Hosts that said `Busy` since the record we hold was published go last (stable sort):
-        // that record is stale, and asking them first again is a wasted bid round.
         let busy = &self.busy;
         let declined = |c: &Candidate| {
             busy.get(&c.host.peer)
                 .is_some_and(|&(version, at)| c.version <= version && now.since(at) < BUSY_MEMORY)
         };
+        let (mut ranked, mut looks_full) = (Vec::new(), Vec::new());
+        for n in eligible.iter().filter(|n| !n.draining) {
+            let pile = if n.capacity.fits_now(resources) { &mut ranked } else { &mut looks_full };
+            pile.push(Candidate::of(n));
+        }
+        ranked.shuffle(&mut self.rng);
+        ranked.sort_by(|a, b| b.idle.total_cmp(&a.idle));
+        // Hosts that said `Busy` since the record we hold was published go last (stable sort):
+        // that record is stale, and asking them first again is a wasted bid round.
         ranked.sort_by_key(declined);
         // Gossiped capacity is a hint, and in a big mesh a stale one: a node the view shows full
         // may have freed a slot seconds ago. A few of those are asked last (at random, not those
         // that just said `Busy`), so a task waits for real capacity rather than for gossip.
-        let mut probes: Vec<Candidate> = eligible
-            .iter()
-            .filter(|n| !n.draining && !n.capacity.fits_now(resources))
-            .map(|n| Candidate {
-                host: PlacedOn { peer: n.peer_id.clone(), org: n.org.clone(), name: n.name.clone() },
-                idle: n.capacity.idle_fraction(),
-                version: n.version,
-            })
-            .filter(|c| !declined(c))
-            .collect();
-        let (probes, _) = probes.partial_shuffle(&mut self.rng, self.config.fanout.max(1));
+        looks_full.retain(|c| !declined(c));
+        let (probes, _) = looks_full.partial_shuffle(&mut self.rng, self.config.fanout.max(1));
         ranked.extend(probes.iter().cloned());
         ranked
     }
