@@ -127,6 +127,9 @@ pub struct TaskReport {
     pub never_finished: u64,
     /// Not ended because their origin is down at the end.
     pub stranded_at_down_origin: u64,
+    /// Not ended, placed on a host whose process is gone (crashed, or restarted) too recently
+    /// for the origin to know: its failure detector will re-place them. Not lost.
+    pub awaiting_detection: u64,
     /// Lost: nobody will ever end them (must be 0).
     pub lost: u64,
     /// Reports refused by fencing.
@@ -189,6 +192,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) failed: u64,
     pub(crate) never_finished: u64,
     pub(crate) stranded: u64,
+    pub(crate) awaiting_detection: u64,
     pub(crate) lost: u64,
     pub(crate) stale_reports: u64,
     pub(crate) waits: Vec<u64>,
@@ -261,6 +265,7 @@ impl Report {
                 failed: i.failed,
                 never_finished: i.never_finished,
                 stranded_at_down_origin: i.stranded,
+                awaiting_detection: i.awaiting_detection,
                 lost: i.lost,
                 stale_reports: i.stale_reports,
                 submissions_refused: s.submissions_refused,
@@ -374,13 +379,14 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin), {} LOST, {} stale reports",
+            "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin, {} on a host lost too recently to know), {} LOST, {} stale reports",
             k.load,
             k.submitted,
             k.finished,
             k.failed,
             k.never_finished,
             k.stranded_at_down_origin,
+            k.awaiting_detection,
             k.lost,
             k.stale_reports
         )?;

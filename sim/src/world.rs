@@ -471,20 +471,20 @@ impl World {
     /// Runs to the end (or to event `until`); returns the report.
     pub(crate) fn run(mut self, until: Option<u64>, progress_s: Option<f64>) -> Report {
         let wall = std::time::Instant::now();
-        let every_us = progress_s.filter(|s| *s > 0.0).map(|s| (s * 1e6) as u64);
-        let mut next_progress = every_us.unwrap_or(u64::MAX);
+        // (every, next line due), both in simulated µs.
+        let mut progress = progress_s.filter(|s| *s > 0.0).map(|s| ((s * 1e6) as u64).max(1)).map(|e| (e, e));
         while let Some((at, index, ev)) = self.q.pop() {
             if at > self.end_us || until.is_some_and(|u| index >= u) {
                 break;
             }
-            while at >= next_progress {
+            while let Some((every, due)) = progress.as_mut().filter(|(_, due)| at >= *due) {
                 eprintln!(
                     "progress: t={:.0}s events={index} wall={:.1}s cpu={}",
-                    next_progress as f64 / 1e6,
+                    *due as f64 / 1e6,
                     wall.elapsed().as_secs_f64(),
                     cpu_seconds().map_or("?".into(), |c| format!("{c:.1}s")),
                 );
-                next_progress = next_progress.saturating_add(every_us.unwrap_or(u64::MAX));
+                *due += *every;
             }
             self.now = at;
             self.event_index = index;
@@ -1191,7 +1191,7 @@ impl World {
         // Lost: not ended, and nobody will ever make it end: its origin thinks it placed on a
         // host that is up yet does not run it (the attempt died with an earlier process), and
         // the origin believes that very process alive, so it will never place it again.
-        let (mut lost, mut never_finished, mut stranded) = (0u64, 0u64, 0u64);
+        let (mut lost, mut never_finished, mut stranded, mut awaiting_detection) = (0u64, 0u64, 0u64, 0u64);
         for (id, t) in &self.truths {
             let node = &self.nodes[t.origin];
             let Some(ot) = node.origin.tasks.get(id) else { continue };
@@ -1225,6 +1225,9 @@ impl World {
                     }
                 })
                 .is_some_and(|(seen, s)| Some(seen) == host_now && s != PeerState::Dead);
+            if !runs && !believed_alive {
+                awaiting_detection += 1;
+            }
             if !runs && believed_alive {
                 lost += 1;
                 let (event, time_us, node_at) =
@@ -1285,6 +1288,7 @@ impl World {
             failed,
             never_finished,
             stranded,
+            awaiting_detection,
             lost,
             stale_reports: stale,
             waits,
