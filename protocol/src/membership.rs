@@ -433,7 +433,7 @@ impl<R: Rng> Membership<R> {
     }
 
     /// The records of the peers judged alive, in peer-id order, without copying them.
-    pub fn alive_records(&self) -> impl Iterator<Item = &NodeRecord> {
+    pub fn alive_records(&self) -> impl Iterator<Item = &NodeRecord> + Clone {
         self.peers.values().filter(|e| e.state == PeerState::Alive).map(|e| &e.record.record)
     }
 

@@ -3,7 +3,6 @@
 //! signing and verifying go through the `Keyring` the driver passes in.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -157,51 +156,19 @@ impl NodeRecord {
     }
 
     /// Whether this node may ever run a task from node `origin_peer` of `origin_org` with these
-    /// constraints and resources (ignoring what is free right now). `Err` says why not.
+    /// constraints and resources (ignoring what is free right now). Allocates nothing: placement
+    /// asks it of every known node.
     pub fn may_ever_run(
         &self,
         origin_org: &Org,
         origin_peer: &PeerId,
         c: &Constraints,
         r: &Resources,
-    ) -> Result<(), Unfit> {
-        if !c.orgs.is_empty() && !c.orgs.contains(&self.org) {
-            return Err(Unfit::Org);
-        }
-        if let Some((k, v)) = c.node_labels.iter().find(|(k, v)| self.labels.get(*k) != Some(*v)) {
-            return Err(Unfit::Label(format!("{k}={v}")));
-        }
-        if !self.accepts.accepts(origin_org, origin_peer) {
-            return Err(Unfit::Policy);
-        }
-        if !self.capacity.fits_ever(r) {
-            return Err(Unfit::TooBig);
-        }
-        Ok(())
-    }
-}
-
-/// Why a node can never run a given task.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Unfit {
-    /// The node's org is not among `constraints.orgs`.
-    Org,
-    /// The node lacks this `key=value` label.
-    Label(String),
-    /// The node does not accept work from the origin's org.
-    Policy,
-    /// The node is too small even when idle.
-    TooBig,
-}
-
-impl fmt::Display for Unfit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Unfit::Org => f.write_str("not in the requested orgs"),
-            Unfit::Label(l) => write!(f, "lacks label {l}"),
-            Unfit::Policy => f.write_str("does not accept tasks from this org"),
-            Unfit::TooBig => f.write_str("too small for the requested resources"),
-        }
+    ) -> bool {
+        (c.orgs.is_empty() || c.orgs.contains(&self.org))
+            && c.node_labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+            && self.accepts.accepts(origin_org, origin_peer)
+            && self.capacity.fits_ever(r)
     }
 }
 

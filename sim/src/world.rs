@@ -932,12 +932,11 @@ impl World {
         let node = &mut self.nodes[i];
         let Some(live) = node.live.as_mut() else { return };
         let Some((attempt, spec)) = node.origin.begin_placement(id, now) else { return };
-        let mut candidates: Vec<NodeRecord> = live.membership.alive_records().cloned().collect();
         let mut local = live.membership.local().clone();
         local.capacity = live.host.capacity();
-        candidates.push(local);
         live.place_started.entry(id).or_insert(self.now);
-        live.negotiator.place(id, attempt, &spec, &candidates, now);
+        let candidates = live.membership.alive_records().chain(std::iter::once(&local));
+        live.negotiator.place(id, attempt, &spec, candidates, now);
     }
 
     fn on_negotiator_output(&mut self, i: usize, out: NegotiatorOutput) {

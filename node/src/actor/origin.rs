@@ -12,7 +12,7 @@ use orgmesh_protocol::lifecycle::{self, LeaseEvent};
 use orgmesh_protocol::placement::PlacementEvent;
 use orgmesh_protocol::task::{AttemptRecord, TaskPlacement};
 use orgmesh_protocol::wire::task::{Outcome, TaskRequest, TaskResponse};
-use orgmesh_protocol::{Attempt, NodeRecord, PeerId, Task, TaskId, TaskStatus, Time, Timestamp};
+use orgmesh_protocol::{Attempt, PeerId, Task, TaskId, TaskStatus, Time, Timestamp};
 use orgmesh_store::{AppendError, Pending};
 
 use super::{Completion, EventLoop, Reply, TaskOut};
@@ -149,24 +149,8 @@ impl EventLoop {
         self.place(id, now);
     }
 
-    fn candidates(&self) -> Vec<NodeRecord> {
-        use orgmesh_protocol::membership::PeerState;
-        let mut out: Vec<NodeRecord> = self
-            .membership
-            .peers()
-            .into_iter()
-            .filter(|p| p.state == PeerState::Alive)
-            .map(|p| p.record)
-            .collect();
-        let mut local = self.membership.local().clone();
-        local.capacity = self.host.capacity();
-        out.push(local);
-        out
-    }
-
     /// Starts a negotiation for a task that is pending or being (re)placed.
     fn place(&mut self, id: TaskId, now: Time) {
-        let candidates = self.candidates();
         let Some(active) = self.active.get_mut(&id) else { return };
         let is_new = active.task.attempt.0 == 0;
         if is_new || active.commit_sent {
@@ -180,7 +164,10 @@ impl EventLoop {
         if is_new {
             drop(self.update(id, |t| t.status = TaskStatus::Placing));
         }
-        self.negotiator.place(id, attempt, &spec, &candidates, now);
+        let mut local = self.membership.local().clone();
+        local.capacity = self.host.capacity();
+        let candidates = self.membership.alive_records().chain(std::iter::once(&local));
+        self.negotiator.place(id, attempt, &spec, candidates, now);
     }
 
     pub(super) fn note_commit(&mut self, task: TaskId, attempt: Attempt, to: &PeerId) {

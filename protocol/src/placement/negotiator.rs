@@ -8,11 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use rand::Rng;
-use rand::seq::SliceRandom;
 
 use crate::ids::{Attempt, Org, PeerId, ReservationId, TaskId};
 use crate::record::{NodeRecord, RecordVersion};
-use crate::task::{Resources, TaskSpec};
+use crate::task::TaskSpec;
 use crate::time::Time;
 use crate::wire::place::{
     BidRequest, BidResponse, CommitRequest, CommitResponse, DeclineReason, PlaceRequest,
@@ -113,6 +112,10 @@ const BUSY_MEMORY_PRUNE_ABOVE: usize = 1024;
 const MAX_BATCH: usize = 24;
 /// How many times a negotiation starts over after a failed commit before it reports `Waiting`.
 const MAX_RESTARTS: u32 = 2;
+/// The most hosts that look free a negotiation keeps, best first: seven bid rounds (3, 3, 6,
+/// 12, 24, 24, 24). A task none of them takes waits and is placed again with a fresh view;
+/// keeping every eligible host made each placement cost O(N) allocations.
+pub(super) const MAX_KEPT: usize = 96;
 
 /// The origin-side negotiator.
 ///
@@ -144,23 +147,64 @@ pub struct Negotiator<R: Rng> {
     outputs: VecDeque<NegotiatorOutput>,
 }
 
-/// One candidate that passed every filter, in rank order.
+/// One candidate that passed every filter, with what its rank is read from.
 #[derive(Clone, Debug)]
 struct Candidate {
     host: PlacedOn,
     idle: f64,
+    /// Whether its record shows room for the task now; those that do not are only probed.
+    looks_free: bool,
+    /// Seeded per placement, so equal hosts share the load whatever order the view lists them in.
+    tiebreak: u64,
     /// The version of its record the rank was read from.
     version: RecordVersion,
 }
 
 impl Candidate {
-    fn of(record: &NodeRecord) -> Self {
+    fn of(record: &NodeRecord, looks_free: bool, tiebreak: u64) -> Self {
         Candidate {
             host: PlacedOn::of(record),
             idle: record.capacity.idle_fraction(),
+            looks_free,
+            tiebreak,
             version: record.version,
         }
     }
+}
+
+/// A host's rank key: hosts that just said `Busy` last, then most idle first, then the seeded
+/// tiebreak; peer id and version make it total, so the order never depends on input order.
+#[derive(Clone, Copy, Debug)]
+struct RankKey<'a> {
+    declined: bool,
+    idle: f64,
+    tiebreak: u64,
+    peer: &'a PeerId,
+    version: RecordVersion,
+}
+
+impl RankKey<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.declined
+            .cmp(&other.declined)
+            .then(other.idle.total_cmp(&self.idle))
+            .then(self.tiebreak.cmp(&other.tiebreak))
+            .then_with(|| self.peer.cmp(other.peer))
+            .then(other.version.cmp(&self.version))
+    }
+}
+
+/// A per-placement tiebreak for `peer`: its last 8 characters (which differ between ed25519 ids)
+/// mixed with `salt` by the SplitMix64 finaliser. Cheap, because it runs for every eligible host.
+fn tiebreak(salt: u64, peer: &PeerId) -> u64 {
+    let text = peer.as_str().as_bytes();
+    let mut tail = [0u8; 8];
+    let n = text.len().min(8);
+    tail[8 - n..].copy_from_slice(&text[text.len() - n..]);
+    let mut z = salt ^ u64::from_le_bytes(tail);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl PlacedOn {
@@ -223,9 +267,9 @@ impl std::fmt::Display for Miss {
 struct Negotiation {
     attempt: Attempt,
     spec: TaskSpec,
-    /// Every candidate that could ever run the task, kept for starting over.
-    eligible: Vec<NodeRecord>,
-    /// Those with room right now, best first.
+    /// The best hosts that look free and a few that look full, kept for starting over.
+    kept: Vec<Candidate>,
+    /// `kept` in the order they are asked.
     ranked: Vec<Candidate>,
     /// The first candidate of `ranked` not asked yet.
     next: usize,
@@ -277,42 +321,65 @@ impl<R: Rng> Negotiator<R> {
     }
 
     /// Starts placing `attempt` of `task`. `candidates` is the current view: alive peers' records
-    /// and the local node's own record.
-    pub fn place(
-        &mut self,
-        task: TaskId,
-        attempt: Attempt,
-        spec: &TaskSpec,
-        candidates: &[NodeRecord],
-        now: Time,
-    ) {
+    /// and the local node's own record, each peer once. The view is walked once (twice if no
+    /// host could ever run the task) and nothing of it is copied but the hosts kept.
+    pub fn place<'a, I>(&mut self, task: TaskId, attempt: Attempt, spec: &TaskSpec, candidates: I, now: Time)
+    where
+        I: IntoIterator<Item = &'a NodeRecord>,
+        I::IntoIter: Clone,
+    {
         if self.negotiations.contains_key(&task) {
             self.abort(task, now);
-        }
-        // Sorted and deduplicated so the outcome depends on the view, not on how the driver
-        // happened to list it.
-        let mut nodes: Vec<&NodeRecord> = candidates.iter().collect();
-        nodes.sort_by(|a, b| a.peer_id.cmp(&b.peer_id).then(b.version.cmp(&a.version)));
-        nodes.dedup_by(|later, kept| later.peer_id == kept.peer_id);
-
-        let c = &spec.constraints;
-        let eligible: Vec<NodeRecord> = nodes
-            .iter()
-            .filter(|n| n.may_ever_run(&self.org, &self.local, c, &spec.resources).is_ok())
-            .map(|n| (*n).clone())
-            .collect();
-        if eligible.is_empty() {
-            let reason = self.unplaceable_reason(&nodes, spec);
-            self.emit(PlacementEvent::Unplaceable { task, attempt, reason });
-            return;
         }
         if self.busy.len() > BUSY_MEMORY_PRUNE_ABOVE {
             self.busy.retain(|_, &mut (_, at)| now.since(at) < BUSY_MEMORY);
         }
-        let ranked = self.rank(&eligible, &spec.resources, now);
+        let candidates = candidates.into_iter();
+        let salt = self.rng.random::<u64>();
+        let (c, r) = (&spec.constraints, &spec.resources);
+        let (mut eligible, mut draining) = (0usize, 0usize);
+        let (mut free, mut full) = (Vec::new(), Vec::new());
+        for n in candidates.clone() {
+            if !n.may_ever_run(&self.org, &self.local, c, r) {
+                continue;
+            }
+            eligible += 1;
+            if n.draining {
+                draining += 1;
+                continue;
+            }
+            let key = RankKey {
+                declined: self.declined(&n.peer_id, n.version, now),
+                idle: n.capacity.idle_fraction(),
+                tiebreak: tiebreak(salt, &n.peer_id),
+                peer: &n.peer_id,
+                version: n.version,
+            };
+            if n.capacity.fits_now(r) {
+                free.push((key, n));
+            } else if !key.declined {
+                // Gossiped capacity is a hint, and in a big mesh a stale one: a node the view
+                // shows full may have freed a slot seconds ago. A few of those, drawn by the
+                // tiebreak, are asked last, so a task waits for real capacity, not for gossip.
+                full.push((RankKey { idle: 0.0, ..key }, n));
+            }
+        }
+        if eligible == 0 {
+            let nodes: Vec<&NodeRecord> = candidates.collect();
+            let reason = self.unplaceable_reason(&nodes, spec);
+            self.emit(PlacementEvent::Unplaceable { task, attempt, reason });
+            return;
+        }
+        let probes = self.config.fanout.max(1);
+        let mut kept: Vec<Candidate> = best(&mut free, MAX_KEPT)
+            .iter()
+            .map(|(k, n)| Candidate::of(n, true, k.tiebreak))
+            .chain(best(&mut full, probes).iter().map(|(k, n)| Candidate::of(n, false, k.tiebreak)))
+            .collect();
+        kept.shrink_to_fit();
+        let ranked = self.rank(&kept, now);
         if ranked.is_empty() {
-            let draining = eligible.iter().filter(|n| n.draining).count();
-            let mut reason = format!("no node with free capacity right now ({} could run it", eligible.len());
+            let mut reason = format!("no node with free capacity right now ({eligible} could run it");
             if draining > 0 {
                 reason.push_str(&format!(", {draining} of them draining"));
             }
@@ -323,7 +390,7 @@ impl<R: Rng> Negotiator<R> {
         let mut n = Negotiation {
             attempt,
             spec: spec.clone(),
-            eligible,
+            kept,
             ranked,
             next: 0,
             phase: Phase::Bidding { deadline: now, asked: BTreeMap::new() },
@@ -448,10 +515,11 @@ impl<R: Rng> Negotiator<R> {
             (Phase::Bidding { asked, .. }, _, CommitResponse::Accepted)
                 if n.maybe_committed.contains(from) =>
             {
-                match n.eligible.iter().find(|r| &r.peer_id == from) {
-                    Some(r) => {
+                match n.kept.iter().find(|c| &c.host.peer == from) {
+                    Some(c) => {
+                        let host = c.host.clone();
                         self.release_offers(task, attempt, asked);
-                        self.emit(PlacementEvent::Placed { task, attempt, host: PlacedOn::of(r) });
+                        self.emit(PlacementEvent::Placed { task, attempt, host });
                         Flow::Done
                     }
                     None => Flow::Continue,
@@ -568,31 +636,32 @@ impl<R: Rng> Negotiator<R> {
         }
     }
 
-    /// Candidates that may run the task and look free enough now, most idle first. Ties are
-    /// broken by the seeded RNG so equal nodes share the load.
-    fn rank(&mut self, eligible: &[NodeRecord], resources: &Resources, now: Time) -> Vec<Candidate> {
-        let busy = &self.busy;
-        let declined = |c: &Candidate| {
-            busy.get(&c.host.peer)
-                .is_some_and(|&(version, at)| c.version <= version && now.since(at) < BUSY_MEMORY)
-        };
-        let (mut ranked, mut looks_full) = (Vec::new(), Vec::new());
-        for n in eligible.iter().filter(|n| !n.draining) {
-            let pile = if n.capacity.fits_now(resources) { &mut ranked } else { &mut looks_full };
-            pile.push(Candidate::of(n));
-        }
-        ranked.shuffle(&mut self.rng);
-        ranked.sort_by(|a, b| b.idle.total_cmp(&a.idle));
-        // Hosts that said `Busy` since the record we hold was published go last (stable sort):
-        // that record is stale, and asking them first again is a wasted bid round.
-        ranked.sort_by_key(declined);
-        // Gossiped capacity is a hint, and in a big mesh a stale one: a node the view shows full
-        // may have freed a slot seconds ago. A few of those are asked last (at random, not those
-        // that just said `Busy`), so a task waits for real capacity rather than for gossip.
-        looks_full.retain(|c| !declined(c));
-        let (probes, _) = looks_full.partial_shuffle(&mut self.rng, self.config.fanout.max(1));
-        ranked.extend(probes.iter().cloned());
-        ranked
+    /// Whether `peer` declined as `Busy` lately, since the record `version` was published.
+    fn declined(&self, peer: &PeerId, version: RecordVersion, now: Time) -> bool {
+        self.busy.get(peer).is_some_and(|&(seen, at)| version <= seen && now.since(at) < BUSY_MEMORY)
+    }
+
+    /// The kept hosts in the order they are asked: those that look free, most idle first, then
+    /// the probes of those that look full. Hosts that said `Busy` since the record we hold was
+    /// published go after the others that look free (that record is stale, and asking them
+    /// first again is a wasted bid round); probes that did are dropped.
+    fn rank(&self, kept: &[Candidate], now: Time) -> Vec<Candidate> {
+        let mut ranked: Vec<(bool, RankKey<'_>, &Candidate)> = kept
+            .iter()
+            .map(|c| {
+                let key = RankKey {
+                    declined: self.declined(&c.host.peer, c.version, now),
+                    idle: if c.looks_free { c.idle } else { 0.0 },
+                    tiebreak: c.tiebreak,
+                    peer: &c.host.peer,
+                    version: c.version,
+                };
+                (!c.looks_free, key, c)
+            })
+            .filter(|(probe, k, _)| !(*probe && k.declined))
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        ranked.into_iter().map(|(_, _, c)| c.clone()).collect()
     }
 
     /// Asks the next untried candidates for a bid: `fanout` at first, then as many as were asked
@@ -721,7 +790,7 @@ impl<R: Rng> Negotiator<R> {
             return Flow::Done;
         }
         n.restarts += 1;
-        n.ranked = self.rank(&n.eligible, &n.spec.resources, now);
+        n.ranked = self.rank(&n.kept, now);
         n.next = 0;
         n.misses.clear();
         if self.ask_next_batch(task, n, now) {
@@ -775,6 +844,23 @@ impl<R: Rng> Negotiator<R> {
             r.cpu_millis, r.memory_mb, r.gpus
         )
     }
+}
+
+/// The `k` best of `hosts` by rank key, best first: O(len) to select, O(k log k) to sort.
+fn best<'a, 'b>(
+    hosts: &'b mut Vec<(RankKey<'a>, &'a NodeRecord)>,
+    k: usize,
+) -> &'b [(RankKey<'a>, &'a NodeRecord)] {
+    if hosts.len() > k {
+        if k == 0 {
+            hosts.clear();
+        } else {
+            hosts.select_nth_unstable_by(k - 1, |a, b| a.0.cmp(&b.0));
+            hosts.truncate(k);
+        }
+    }
+    hosts.sort_by(|a, b| a.0.cmp(&b.0));
+    hosts
 }
 
 /// A candidate as people read it: org and node name.

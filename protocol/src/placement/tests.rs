@@ -2,12 +2,13 @@
 //! harness that delivers every request synchronously (or holds it, for a silent host) and steps
 //! virtual time. Test-only; must never grow a clock, threads or unseeded randomness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::negotiator::MAX_KEPT;
 use super::*;
 use crate::ids::{Attempt, Org, PeerId, TaskId};
 use crate::record::{AcceptPolicy, NodeRecord, RecordVersion};
@@ -787,7 +788,7 @@ fn same_seed_same_outputs_and_ties_are_spread() {
     };
     assert_eq!(run(7), run(7));
     // Equal nodes: which one wins the first task depends on the seed alone.
-    let firsts: std::collections::BTreeSet<String> = (0..16).map(|s| run(s).1[0].clone()).collect();
+    let firsts: BTreeSet<String> = (0..16).map(|s| run(s).1[0].clone()).collect();
     assert!(firsts.len() > 1, "ties always broken the same way: {firsts:?}");
 }
 
@@ -806,4 +807,83 @@ fn offers_that_expire_before_the_decision_are_not_committed() {
     assert!(reason.contains("globex (node-globex): its offer expired before the decision"), "{reason}");
     assert!(reason.contains("initech (node-initech): no answer"), "{reason}");
     assert!(!m.sends().iter().any(|(k, _)| *k == "commit"));
+}
+
+#[test]
+fn the_order_the_view_is_listed_in_does_not_change_the_outcome() {
+    let ids: Vec<String> = (1..=30).map(|i| format!("12D3KooWhost{}", "y".repeat(i))).collect();
+    let mesh = |seed| {
+        let mut m = Mesh::new(seed);
+        for id in &ids {
+            m.add(id, "globex", config(4));
+        }
+        // Equal hosts in pairs, so ties are everywhere.
+        for (i, id) in ids.iter().enumerate() {
+            m.load(id, u32::try_from(i % 3).unwrap());
+        }
+        m
+    };
+    for seed in 1..=5 {
+        let (mut forward, mut backward) = (mesh(seed), mesh(seed));
+        let records = forward.records();
+        let mut reversed = records.clone();
+        reversed.reverse();
+        reversed.rotate_left(7);
+        forward.neg.place(task(1), Attempt::FIRST, &spec(), &records, forward.now);
+        backward.neg.place(task(1), Attempt::FIRST, &spec(), &reversed, backward.now);
+        forward.pump();
+        backward.pump();
+        assert_eq!(forward.log, backward.log, "seed {seed}");
+        assert!(forward.placed_on().is_some());
+    }
+    // And the seed, not the order, spreads equal hosts: different seeds pick different ones.
+    let picked: BTreeSet<Option<String>> = (1..=8)
+        .map(|seed| {
+            let mut m = mesh(seed);
+            m.place(task(1), &spec());
+            m.placed_on()
+        })
+        .collect();
+    assert!(picked.len() > 1, "{picked:?}");
+}
+
+#[test]
+fn a_negotiation_keeps_only_the_best_hosts_and_then_waits() {
+    let mut m = Mesh::new(3);
+    let ids: Vec<String> = (1..=150).map(|i| format!("12D3KooWhost{i}").replace('0', "z")).collect();
+    for id in &ids {
+        m.add(id, "globex", config(2));
+    }
+    // The view says all are idle; in truth every host is full.
+    let full = Resources { cpu_millis: 4000, ..Resources::default() };
+    for id in &ids {
+        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full.clone());
+    }
+    m.place(task(1), &spec());
+    let asked: BTreeSet<String> =
+        m.sends().into_iter().filter(|(k, _)| *k == "bid").map(|(_, p)| p).collect();
+    assert_eq!(asked.len(), MAX_KEPT, "every kept host is asked once, and no other");
+    assert!(matches!(m.events.as_slice(), [PlacementEvent::Waiting { .. }]), "{:?}", m.events);
+}
+
+#[test]
+fn the_kept_hosts_are_the_most_idle_ones() {
+    let mut m = Mesh::new(4);
+    let ids: Vec<String> = (1..=120).map(|i| format!("12D3KooWhost{i}").replace('0', "z")).collect();
+    for id in &ids {
+        m.add(id, "globex", config(8));
+    }
+    // Hosts 0..100 run one task each and so look less idle than hosts 100..120.
+    for id in &ids[..100] {
+        m.load(id, 1);
+    }
+    for id in &ids {
+        let full = Resources { cpu_millis: 4000, ..Resources::default() };
+        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(8, 8), Attempt::FIRST, full);
+    }
+    m.place(task(1), &spec());
+    let bids: Vec<String> = m.sends().into_iter().filter(|(k, _)| *k == "bid").map(|(_, p)| p).collect();
+    let idle: BTreeSet<&String> = ids[100..].iter().collect();
+    assert!(bids[..20].iter().all(|p| idle.contains(p)), "the idle hosts first: {bids:?}");
+    assert_eq!(bids.len(), MAX_KEPT);
 }
