@@ -105,9 +105,9 @@ pub enum NegotiatorOutput {
 /// How long a `Busy` answer demotes its host in later rankings, unless a newer record of it
 /// arrives first. Capacity reaches big meshes by anti-entropy, seconds late under load; without
 /// this, every retry of a waiting task asks the same full hosts first.
-const BUSY_MEMORY: Duration = Duration::from_secs(5);
+pub(super) const BUSY_MEMORY: Duration = Duration::from_secs(5);
 /// The `Busy` answers remembered before expired ones are pruned.
-const BUSY_MEMORY_PRUNE_ABOVE: usize = 1024;
+pub(super) const BUSY_MEMORY_PRUNE_ABOVE: usize = 1024;
 /// The most candidates asked in one bid round.
 const MAX_BATCH: usize = 24;
 /// How many times a negotiation starts over after a failed commit before it reports `Waiting`.
@@ -634,6 +634,12 @@ impl<R: Rng> Negotiator<R> {
                 self.release(peer.clone(), task, attempt, reservation);
             }
         }
+    }
+
+    /// How many `Busy` answers are remembered (expired ones included until pruned).
+    #[cfg(test)]
+    pub(super) fn busy_remembered(&self) -> usize {
+        self.busy.len()
     }
 
     /// Whether `peer` declined as `Busy` lately, since the record `version` was published.

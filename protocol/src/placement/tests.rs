@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::negotiator::MAX_KEPT;
+use super::negotiator::{BUSY_MEMORY, BUSY_MEMORY_PRUNE_ABOVE, MAX_KEPT};
 use super::*;
 use crate::ids::{Attempt, Org, PeerId, TaskId};
 use crate::record::{AcceptPolicy, NodeRecord, RecordVersion};
@@ -886,4 +886,34 @@ fn the_kept_hosts_are_the_most_idle_ones() {
     let idle: BTreeSet<&String> = ids[100..].iter().collect();
     assert!(bids[..20].iter().all(|p| idle.contains(p)), "the idle hosts first: {bids:?}");
     assert_eq!(bids.len(), MAX_KEPT);
+}
+
+#[test]
+fn busy_answers_are_forgotten_once_old_and_many() {
+    let mut m = Mesh::new(5);
+    let hosts = BUSY_MEMORY_PRUNE_ABOVE + 100;
+    let ids: Vec<String> = (1..=hosts).map(|i| format!("12D3KooWhost{i}").replace('0', "z")).collect();
+    for id in &ids {
+        m.add(id, "globex", config(2));
+    }
+    let full = Resources { cpu_millis: 4000, ..Resources::default() };
+    for id in &ids {
+        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full.clone());
+    }
+    // Every host says `Busy`; those that did are asked last, so each placement asks new ones.
+    let mut t = 0;
+    while m.neg.busy_remembered() < hosts {
+        t += 1;
+        assert!(t < 100, "the busy memory stopped growing at {}", m.neg.busy_remembered());
+        m.place(task(t), &spec());
+    }
+    // Within the memory, nothing is dropped, however many there are.
+    m.place(task(1000), &spec());
+    assert_eq!(m.neg.busy_remembered(), hosts);
+    // Once they are old, the next placement prunes them: only its own answers are left.
+    m.now = m.now + BUSY_MEMORY;
+    let before = m.sends().iter().filter(|(k, _)| *k == "bid").count();
+    m.place(task(1001), &spec());
+    let asked = m.sends().iter().filter(|(k, _)| *k == "bid").count() - before;
+    assert_eq!(m.neg.busy_remembered(), asked);
 }
