@@ -127,9 +127,12 @@ pub struct TaskReport {
     pub never_finished: u64,
     /// Not ended because their origin is down at the end.
     pub stranded_at_down_origin: u64,
-    /// Not ended, placed on a host whose process is gone (crashed, or restarted) too recently
-    /// for the origin to know: its failure detector will re-place them. Not lost.
+    /// Not ended, placed on a host that is down or no longer holds the attempt, while the
+    /// origin still holds its lease: the lease runs out and the task is placed again. Not lost.
     pub awaiting_detection: u64,
+    /// Attempts given up (lease expired after `replace_after_s`, or reported lost by a
+    /// restarted host) and placed again or failed.
+    pub attempts_lost: u64,
     /// Lost: nobody will ever end them (must be 0).
     pub lost: u64,
     /// Reports refused by fencing.
@@ -193,6 +196,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) never_finished: u64,
     pub(crate) stranded: u64,
     pub(crate) awaiting_detection: u64,
+    pub(crate) attempts_lost: u64,
     pub(crate) lost: u64,
     pub(crate) stale_reports: u64,
     pub(crate) waits: Vec<u64>,
@@ -266,6 +270,7 @@ impl Report {
                 never_finished: i.never_finished,
                 stranded_at_down_origin: i.stranded,
                 awaiting_detection: i.awaiting_detection,
+                attempts_lost: i.attempts_lost,
                 lost: i.lost,
                 stale_reports: i.stale_reports,
                 submissions_refused: s.submissions_refused,
@@ -379,7 +384,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin, {} on a host lost too recently to know), {} LOST, {} stale reports",
+            "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin, {} awaiting their lease), {} LOST, {} stale reports, {} attempts lost and placed again",
             k.load,
             k.submitted,
             k.finished,
@@ -388,7 +393,8 @@ impl fmt::Display for Report {
             k.stranded_at_down_origin,
             k.awaiting_detection,
             k.lost,
-            k.stale_reports
+            k.stale_reports,
+            k.attempts_lost
         )?;
         writeln!(
             f,

@@ -1,20 +1,23 @@
-//! A task's life after placement, as the simulator models it: the origin's durable task table
-//! (placing, fencing of reports by attempt and host, re-placement when a host is declared dead)
-//! and the host's executor (runs an attempt for its duration, then reports `Started` and
-//! `Finished` to the origin, retrying with back-off until acknowledged).
+//! A task's life after placement, as the node lives it: the origin's durable task table
+//! (placing, fencing of reports by attempt and host, leases from `protocol::lifecycle`, placing
+//! again after a lost attempt) and the host's executor (runs an attempt for its duration, reports
+//! `Started` and `Finished` until acknowledged, renews its leases, and after a crash reports the
+//! attempts the crash killed as lost, as the node's store lets it).
 //!
-//! **A stand-in.** This mirrors what `node/src/actor/{origin,host}.rs` do today and will be
-//! replaced by `protocol::lifecycle` (task leases, attempts, re-placement) once that lands. The
-//! world calls it only through [`Origin`] and [`Executor`]; swapping it means re-implementing
-//! those two types over the lifecycle machines, nothing else. Reports do travel as real
-//! `wire::task` bytes.
+//! It mirrors `node/src/actor/{origin,host}.rs` over the same protocol machines (`Leases`,
+//! `backoff`) and the same `wire::task` messages; what the node does with processes, logs and
+//! redb, this does with a duration and two maps. It must not decide anything the node would
+//! decide differently: a change there is a change here.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use orgmesh_protocol::lifecycle::{self, LeaseConfig, LeaseEvent, Leases};
+use orgmesh_protocol::wire::limits;
 use orgmesh_protocol::wire::task::{Outcome, TaskRequest, TaskResponse};
 use orgmesh_protocol::{Attempt, PeerId, TaskId, TaskSpec, Time};
+use rand::Rng;
 
 /// How soon a task that found no free capacity tries again (as the node does).
 pub const PENDING_RETRY: Duration = Duration::from_millis(250);
@@ -23,6 +26,9 @@ pub const RETRY_BATCH: usize = 32;
 /// First retry delay of an unanswered report; doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Back-off before placing a task again after its attempt was lost (as the node does).
+const REPLACE_BACKOFF: Duration = Duration::from_millis(500);
+const REPLACE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Where a task stands at its origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +41,9 @@ pub enum Status {
     Placed,
     /// Its host said it started.
     Running,
+    /// Its host stopped renewing the lease (or was declared dead); the attempt is kept until the
+    /// spec's `replace_after_s` runs out.
+    Unreachable,
     /// Ended well.
     Succeeded,
     /// Ended badly, with why.
@@ -65,8 +74,8 @@ pub struct OriginTask {
     pub commit_sent: bool,
     /// The host running the current attempt.
     pub placement: Option<PeerId>,
-    /// The host's generation when the attempt was placed: a later one means the attempt died.
-    pub placed_generation: Option<u64>,
+    /// The host said it started the current attempt.
+    pub started: bool,
     /// Attempts placed so far.
     pub placed_attempts: u32,
     /// When to try placing again (origin's clock).
@@ -89,8 +98,9 @@ fn queue_key(id: TaskId, t: &OriginTask) -> (Reverse<i32>, TaskId) {
     (Reverse(t.spec.priority), id)
 }
 
-/// The origin side: durable (it survives a crash of its node, as the store does).
-#[derive(Debug, Default)]
+/// The origin side: durable (it survives a crash of its node, as the store does), but for its
+/// leases, which live in memory as the node's do and are granted afresh by `recover`.
+#[derive(Debug)]
 pub struct Origin {
     /// Tasks submitted here, ended ones included.
     pub tasks: BTreeMap<TaskId, OriginTask>,
@@ -102,6 +112,27 @@ pub struct Origin {
     /// Slots freed by attempts that ended since the driver last looked: each starts a waiting
     /// task at once (as the node does), not at the next retry pass.
     pub freed_slots: usize,
+    /// Attempts given up (lease expired, or reported lost) and placed again or failed.
+    pub attempts_lost: u64,
+    /// Leases of placed attempts.
+    pub leases: Leases,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Self {
+            tasks: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            stale_reports: 0,
+            freed_slots: 0,
+            attempts_lost: 0,
+            leases: Leases::new(LeaseConfig::default()),
+        }
+    }
+}
+
+fn replace_after(spec: &TaskSpec) -> Duration {
+    Duration::from_secs(spec.replace_after_s)
 }
 
 impl Origin {
@@ -115,7 +146,7 @@ impl Origin {
             committing: None,
             commit_sent: false,
             placement: None,
-            placed_generation: None,
+            started: false,
             placed_attempts: 0,
             next_try: Time::ZERO,
             queue_deadline_ms,
@@ -125,21 +156,25 @@ impl Origin {
     }
 
     /// After a restart: negotiations died with the process; tasks caught placing wait again,
-    /// with a new attempt number if a commit may have gone out. Attempts this node ran for
-    /// itself died with its previous process: those tasks are placed again too.
-    pub fn recover(&mut self, me: &PeerId) {
-        let own: Vec<TaskId> = self.host_lost(me);
-        for id in own {
-            if let Some(t) = self.tasks.get_mut(&id) {
-                t.status = Status::Pending;
-            }
-        }
+    /// with a new attempt number if a commit may have gone out. Placed attempts get fresh leases
+    /// to renew (as the node's `recover` grants them); attempts this node ran for itself are
+    /// reported lost by its own executor.
+    pub fn recover(&mut self, now: Time) {
+        self.leases = Leases::new(self.leases.config());
         for (id, t) in &mut self.tasks {
-            if matches!(t.status, Status::Pending | Status::Placing) {
-                t.commit_sent = t.attempt.0 > 0;
-                t.status = Status::Pending;
-                t.next_try = Time::ZERO;
-                self.waiting.insert(queue_key(*id, t));
+            match t.status {
+                Status::Pending | Status::Placing => {
+                    t.commit_sent = t.attempt.0 > 0;
+                    t.status = Status::Pending;
+                    t.next_try = Time::ZERO;
+                    self.waiting.insert(queue_key(*id, t));
+                }
+                Status::Placed | Status::Running | Status::Unreachable => {
+                    if let Some(host) = &t.placement {
+                        self.leases.grant(*id, t.attempt, host.clone(), replace_after(&t.spec), now);
+                    }
+                }
+                Status::Succeeded | Status::Failed(_) => {}
             }
         }
     }
@@ -169,15 +204,16 @@ impl Origin {
         }
     }
 
-    /// The negotiation placed `attempt` on `host`, whose record's generation was `generation`.
-    pub fn placed(&mut self, id: TaskId, attempt: Attempt, host: &PeerId, generation: Option<u64>) -> bool {
+    /// The negotiation placed `attempt` on `host`: it holds the lease from `now`.
+    pub fn placed(&mut self, id: TaskId, attempt: Attempt, host: &PeerId, now: Time) -> bool {
         let Some(t) = self.tasks.get_mut(&id).filter(|t| t.attempt == attempt) else { return false };
         if t.status.is_terminal() {
             return false;
         }
         t.placement = Some(host.clone());
-        t.placed_generation = generation;
+        t.started = false;
         t.placed_attempts += 1;
+        self.leases.grant(id, attempt, host.clone(), replace_after(&t.spec), now);
         if matches!(t.status, Status::Pending | Status::Placing) {
             t.status = Status::Placed;
         }
@@ -198,6 +234,7 @@ impl Origin {
         if let Some(t) = self.tasks.get_mut(&id).filter(|t| !t.status.is_terminal()) {
             t.status = Status::Failed(reason);
             self.waiting.remove(&queue_key(id, t));
+            self.leases.release(id);
         }
     }
 
@@ -235,65 +272,98 @@ impl Origin {
         self.waiting.iter().filter_map(|(_, id)| self.tasks.get(id)).map(|t| t.next_try).min()
     }
 
-    /// A host was declared dead: its attempts are lost. Returns the tasks to place again.
-    pub fn host_lost(&mut self, peer: &PeerId) -> Vec<TaskId> {
-        let mut again = Vec::new();
-        for (id, t) in &mut self.tasks {
-            if !matches!(t.status, Status::Placed | Status::Running) || t.placement.as_ref() != Some(peer) {
-                continue;
-            }
-            t.commit_sent = true;
-            t.committing = None;
-            t.placement = None;
-            if t.placed_attempts >= t.spec.max_attempts {
-                t.status = Status::Failed(format!("host died; gave up after {} attempts", t.placed_attempts));
-            } else {
-                t.status = Status::Placing;
-                again.push(*id);
-            }
-        }
-        again
+    /// The failure detector gave up on `peer`: its attempts turn unreachable and are placed
+    /// again only if it stays away for their `replace_after_s` (a partition is not a death).
+    pub fn host_dead(&mut self, peer: &PeerId, now: Time) {
+        self.leases.host_dead(peer, now);
     }
 
-    /// A host was seen with a record of `generation`: attempts placed on an earlier generation
-    /// died with that process, even if this node never saw it declared dead (say this node
-    /// restarted too, and learned the host's new generation first). Returns the tasks to place
-    /// again.
-    pub fn host_restarted(&mut self, peer: &PeerId, generation: u64) -> Vec<TaskId> {
-        let stale = self.tasks.values().any(|t| {
-            matches!(t.status, Status::Placed | Status::Running)
-                && t.placement.as_ref() == Some(peer)
-                && t.placed_generation.is_some_and(|g| g < generation)
-        });
-        if stale { self.host_lost_before(peer, generation) } else { Vec::new() }
-    }
-
-    fn host_lost_before(&mut self, peer: &PeerId, generation: u64) -> Vec<TaskId> {
-        let mut again = Vec::new();
-        for (id, t) in &mut self.tasks {
-            let on_old = matches!(t.status, Status::Placed | Status::Running)
-                && t.placement.as_ref() == Some(peer)
-                && t.placed_generation.is_some_and(|g| g < generation);
-            if !on_old {
-                continue;
-            }
-            t.commit_sent = true;
-            t.committing = None;
-            t.placement = None;
-            if t.placed_attempts >= t.spec.max_attempts {
-                t.status =
-                    Status::Failed(format!("host restarted; gave up after {} attempts", t.placed_attempts));
-            } else {
-                t.status = Status::Placing;
-                again.push(*id);
+    /// Acts on what the leases say (after `leases.handle_timeout`, a renewal or a report).
+    /// Returns whether a task went back to waiting.
+    pub fn pump_leases(&mut self, now: Time, rng: &mut impl Rng) -> bool {
+        let mut requeued = false;
+        while let Some(event) = self.leases.poll_event() {
+            match event {
+                LeaseEvent::Unreachable { task, attempt } => {
+                    if let Some(t) = self.current(task, attempt)
+                        && matches!(t.status, Status::Placed | Status::Running)
+                    {
+                        t.status = Status::Unreachable;
+                    }
+                }
+                LeaseEvent::Reachable { task, attempt } => {
+                    if let Some(t) = self.current(task, attempt).filter(|t| t.status == Status::Unreachable) {
+                        t.status = if t.started { Status::Running } else { Status::Placed };
+                    }
+                }
+                LeaseEvent::Expired { task, attempt, .. } => {
+                    if self.current(task, attempt).is_some() {
+                        requeued |=
+                            self.attempt_lost(task, "executor unreachable for replace_after_s", now, rng);
+                    }
+                }
             }
         }
-        again
+        requeued
+    }
+
+    fn current(&mut self, task: TaskId, attempt: Attempt) -> Option<&mut OriginTask> {
+        self.tasks.get_mut(&task).filter(|t| t.attempt == attempt && !t.status.is_terminal())
+    }
+
+    /// The current attempt is gone: place the task again after a back-off while attempts
+    /// remain, else fail it. Returns whether it waits again.
+    fn attempt_lost(&mut self, id: TaskId, why: &str, now: Time, rng: &mut impl Rng) -> bool {
+        self.leases.release(id);
+        let Some(t) = self.tasks.get_mut(&id).filter(|t| !t.status.is_terminal()) else { return false };
+        self.attempts_lost += 1;
+        let delay = lifecycle::backoff(t.attempt, REPLACE_BACKOFF, REPLACE_BACKOFF_MAX, rng);
+        t.commit_sent = true;
+        t.committing = None;
+        t.placement = None;
+        t.started = false;
+        if t.placed_attempts >= t.spec.max_attempts {
+            t.status = Status::Failed(format!("{why}; gave up after {} attempts", t.placed_attempts));
+            return false;
+        }
+        t.status = Status::Pending;
+        t.next_try = now + delay;
+        self.waiting.insert(queue_key(id, t));
+        true
+    }
+
+    /// A host renews the leases of the attempts it holds for tasks of this node. Answers which
+    /// of them to stop (not the current attempt on that host, or ended).
+    pub fn on_renew(&mut self, from: &PeerId, attempts: &[(TaskId, Attempt)], now: Time) -> TaskResponse {
+        let mut stop = Vec::new();
+        for &(task, attempt) in attempts {
+            let held = self.tasks.get(&task).is_some_and(|t| {
+                t.attempt == attempt
+                    && !t.status.is_terminal()
+                    && (t.placement.as_ref() == Some(from) || t.committing.as_ref() == Some(from))
+            });
+            if held {
+                self.leases.renew(from, task, attempt, now);
+            } else {
+                self.stale_reports += 1;
+                stop.push((task, attempt));
+            }
+        }
+        TaskResponse::Leases { stop, cancel: Vec::new() }
     }
 
     /// A host's report, fenced: only the current attempt, from the host it was committed to.
-    /// Returns the answer and, for an accepted `Finished`, the result.
-    pub fn on_report(&mut self, from: &PeerId, report: &TaskRequest) -> (TaskResponse, Option<Result>) {
+    /// Returns the answer and, for an accepted `Finished` that is not a lost attempt, the result.
+    pub fn on_report(
+        &mut self,
+        from: &PeerId,
+        report: &TaskRequest,
+        now: Time,
+        rng: &mut impl Rng,
+    ) -> (TaskResponse, Option<Result>) {
+        if let TaskRequest::Renew { attempts } = report {
+            return (self.on_renew(from, attempts, now), None);
+        }
         let Some((id, attempt)) = report.attempt() else { return (TaskResponse::Unknown, None) };
         let Some(t) = self.tasks.get_mut(&id) else { return (TaskResponse::Unknown, None) };
         let from_host = t.placement.as_ref() == Some(from) || t.committing.as_ref() == Some(from);
@@ -305,17 +375,27 @@ impl Origin {
             // A resend whose answer was lost.
             return (TaskResponse::Ack, None);
         }
+        // Any report from the attempt's holder shows it is alive.
+        self.leases.renew(from, id, attempt, now);
         match report {
             TaskRequest::Started { .. } => {
                 if t.placement.is_none() {
                     t.placement = t.committing.clone();
                 }
-                t.status = Status::Running;
+                t.started = true;
+                if matches!(t.status, Status::Placed | Status::Unreachable) {
+                    t.status = Status::Running;
+                }
                 (TaskResponse::Ack, None)
             }
             TaskRequest::Finished { outcome, .. } => {
                 if matches!(t.status, Status::Placed | Status::Running) {
                     self.freed_slots += 1;
+                }
+                if outcome.lost {
+                    let why = outcome.error.clone().unwrap_or_else(|| "attempt lost".into());
+                    self.attempt_lost(id, &why, now, rng);
+                    return (TaskResponse::Ack, None);
                 }
                 t.status = if outcome.succeeded() {
                     Status::Succeeded
@@ -323,6 +403,7 @@ impl Origin {
                     Status::Failed(outcome.error.clone().unwrap_or_default())
                 };
                 self.waiting.remove(&queue_key(id, t));
+                self.leases.release(id);
                 (TaskResponse::Ack, Some(Result { task: id, attempt }))
             }
             TaskRequest::Log { .. } | TaskRequest::Cancel { .. } | TaskRequest::Renew { .. } => {
@@ -338,18 +419,21 @@ pub struct Run {
     /// Its origin.
     pub origin: PeerId,
     started_acked: bool,
-    /// The process ended; `Finished` is due.
-    pub ended: bool,
+    /// How the process ended; `Finished` is due.
+    pub outcome: Option<Outcome>,
     in_flight: bool,
     retry_at: Option<Time>,
     backoff: Duration,
 }
 
-/// The host side: in memory only, so a crash loses it, as the node's does today.
+/// The host side. Durable, as the node's store keeps its runs: a crash kills the processes, and
+/// the restarted executor reports each attempt that had not ended as lost.
 #[derive(Debug, Default)]
 pub struct Executor {
     /// Attempts running or reporting here.
     pub runs: BTreeMap<(TaskId, Attempt), Run>,
+    /// When the leases are renewed next (local clock); `None` until the first run.
+    next_renewal: Option<Time>,
 }
 
 impl Executor {
@@ -361,7 +445,7 @@ impl Executor {
         let run = Run {
             origin,
             started_acked: false,
-            ended: false,
+            outcome: None,
             in_flight: false,
             retry_at: None,
             backoff: FIRST_BACKOFF,
@@ -370,11 +454,32 @@ impl Executor {
         true
     }
 
-    /// The attempt's process ended.
+    /// The attempt's process ended well.
     pub fn ended(&mut self, task: TaskId, attempt: Attempt) {
-        if let Some(r) = self.runs.get_mut(&(task, attempt)) {
-            r.ended = true;
+        if let Some(r) = self.runs.get_mut(&(task, attempt)).filter(|r| r.outcome.is_none()) {
+            r.outcome =
+                Some(Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 });
         }
+    }
+
+    /// The attempts running when the process died, in key order: they died with it.
+    pub fn running(&self) -> impl Iterator<Item = (TaskId, Attempt)> + '_ {
+        self.runs.iter().filter(|(_, r)| r.outcome.is_none()).map(|(k, _)| *k)
+    }
+
+    /// After a restart: what was running died with the process and is reported lost; what had
+    /// ended still owes its origin the result. Nothing is in flight any more.
+    pub fn recover(&mut self, now: Time) {
+        for r in self.runs.values_mut() {
+            if r.outcome.is_none() {
+                r.outcome = Some(Outcome::lost("its executor restarted while it ran", 0));
+            }
+            r.started_acked = true;
+            r.in_flight = false;
+            r.retry_at = None;
+            r.backoff = FIRST_BACKOFF;
+        }
+        self.next_renewal = Some(now);
     }
 
     /// The next report of every attempt that has one due and none in flight, in key order.
@@ -386,10 +491,8 @@ impl Executor {
             }
             let request = if !r.started_acked {
                 TaskRequest::Started { task, attempt }
-            } else if r.ended {
-                let outcome =
-                    Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 };
-                TaskRequest::Finished { task, attempt, outcome }
+            } else if let Some(outcome) = &r.outcome {
+                TaskRequest::Finished { task, attempt, outcome: outcome.clone() }
             } else {
                 continue;
             };
@@ -399,7 +502,33 @@ impl Executor {
         out
     }
 
-    /// The origin's answer to a report (`None`: no answer; retry later).
+    /// One `Renew` per origin of the attempts held here, split at the protocol's limit, if a
+    /// renewal is due (every `renew_every`, as the node does).
+    pub fn due_renewals(&mut self, now: Time, renew_every: Duration) -> Vec<(PeerId, TaskRequest)> {
+        if self.runs.is_empty() {
+            self.next_renewal = None;
+            return Vec::new();
+        }
+        let due = *self.next_renewal.get_or_insert(now + renew_every);
+        if due > now {
+            return Vec::new();
+        }
+        self.next_renewal = Some(now + renew_every);
+        let mut by_origin: BTreeMap<&PeerId, Vec<(TaskId, Attempt)>> = BTreeMap::new();
+        for (key, run) in &self.runs {
+            by_origin.entry(&run.origin).or_default().push(*key);
+        }
+        let mut out = Vec::new();
+        for (origin, attempts) in by_origin {
+            for chunk in attempts.chunks(limits::MAX_RENEW) {
+                out.push((origin.clone(), TaskRequest::Renew { attempts: chunk.to_vec() }));
+            }
+        }
+        out
+    }
+
+    /// The origin's answer to a report (`None`: no answer; retry later). Returns the attempt if
+    /// the origin no longer wants it and it was still running: the driver stops it.
     pub fn on_answer(
         &mut self,
         task: TaskId,
@@ -407,9 +536,9 @@ impl Executor {
         finished: bool,
         answer: Option<TaskResponse>,
         now: Time,
-    ) {
+    ) -> Option<(TaskId, Attempt)> {
         let key = (task, attempt);
-        let Some(r) = self.runs.get_mut(&key) else { return };
+        let r = self.runs.get_mut(&key)?;
         r.in_flight = false;
         match answer {
             Some(TaskResponse::Ack) => {
@@ -420,41 +549,75 @@ impl Executor {
                 } else {
                     r.started_acked = true;
                 }
+                None
             }
-            // The origin no longer wants this attempt: stop reporting it. (Its slot is freed when
-            // the process ends, as in the node.)
-            Some(TaskResponse::Stale { .. } | TaskResponse::Unknown | TaskResponse::Leases { .. }) => {
-                if r.ended {
-                    self.runs.remove(&key);
-                } else {
-                    r.started_acked = true;
-                    r.retry_at = Some(Time(u64::MAX));
-                }
-            }
-            Some(TaskResponse::LogGap { .. }) | None => {
+            Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => self.abandon(key),
+            Some(TaskResponse::LogGap { .. } | TaskResponse::Leases { .. }) | None => {
                 r.retry_at = Some(now + r.backoff);
                 r.backoff = (r.backoff * 2).min(MAX_BACKOFF);
+                None
             }
         }
     }
 
-    /// The earliest report retry.
+    /// The origin's answer to a `Renew`: the attempts it lists to stop are stopped. Returns
+    /// those that were still running.
+    pub fn on_leases(&mut self, answer: &TaskResponse) -> Vec<(TaskId, Attempt)> {
+        let TaskResponse::Leases { stop, .. } = answer else { return Vec::new() };
+        stop.iter().filter_map(|key| self.abandon(*key)).collect()
+    }
+
+    /// The origin no longer wants an attempt: stop it, report nothing more, forget it. Returns
+    /// it if it was still running (the driver frees its slot).
+    fn abandon(&mut self, key: (TaskId, Attempt)) -> Option<(TaskId, Attempt)> {
+        let run = self.runs.remove(&key)?;
+        run.outcome.is_none().then_some(key)
+    }
+
+    /// The earliest report retry or lease renewal.
     pub fn next_retry(&self) -> Option<Time> {
-        self.runs
-            .values()
-            .filter(|r| !r.in_flight)
-            .filter_map(|r| r.retry_at)
-            .filter(|t| t.0 != u64::MAX)
-            .min()
+        self.runs.values().filter(|r| !r.in_flight).filter_map(|r| r.retry_at).chain(self.next_renewal).min()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
 
     fn peer(s: &str) -> PeerId {
         PeerId::new(s).unwrap()
+    }
+
+    fn rng() -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(7)
+    }
+
+    fn ok() -> Outcome {
+        Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 }
+    }
+
+    /// Runs the origin's lease clock from `from` to `to` in steps shorter than a stall, as the
+    /// node's timers do; returns whether a task went back to waiting.
+    fn advance(o: &mut Origin, from: Time, to: Time) -> bool {
+        let mut requeued = false;
+        let mut t = from;
+        while t < to {
+            t = Time((t.0 + 500).min(to.0));
+            o.leases.handle_timeout(t);
+            requeued |= o.pump_leases(t, &mut rng());
+        }
+        requeued
+    }
+
+    /// Places `id` on `host` as its next attempt at `now`.
+    fn place(o: &mut Origin, id: TaskId, host: &PeerId, now: Time) -> Attempt {
+        let (a, _) = o.begin_placement(id, now).unwrap();
+        o.note_commit(id, a, host);
+        assert!(o.placed(id, a, host, now));
+        a
     }
 
     #[test]
@@ -462,28 +625,131 @@ mod tests {
         let (h1, h2) = (peer("12D3KooWhostA"), peer("12D3KooWhostB"));
         let id = TaskId::new(1, 1);
         let mut o = Origin::default();
-        o.submit(id, 0, TaskSpec::new(vec!["x".into()]), u64::MAX);
-        let (a1, _) = o.begin_placement(id, Time(0)).unwrap();
-        o.note_commit(id, a1, &h1);
-        assert!(o.placed(id, a1, &h1, Some(1)));
-        // The host dies; attempt 2 goes to h2.
-        assert_eq!(o.host_lost(&h1), vec![id]);
-        let (a2, _) = o.begin_placement(id, Time(1)).unwrap();
+        let mut spec = TaskSpec::new(vec!["x".into()]);
+        spec.replace_after_s = 10;
+        o.submit(id, 0, spec, u64::MAX);
+        let a1 = place(&mut o, id, &h1, Time(0));
+        // The host is declared dead: unreachable at once, given up after replace_after_s.
+        advance(&mut o, Time(0), Time(1_000));
+        o.host_dead(&h1, Time(1_000));
+        o.pump_leases(Time(1_000), &mut rng());
+        assert_eq!(o.tasks[&id].status, Status::Unreachable);
+        assert!(!advance(&mut o, Time(1_000), Time(10_999)), "not before replace_after_s");
+        assert!(advance(&mut o, Time(10_999), Time(11_000)), "placed again");
+        assert_eq!(o.attempts_lost, 1);
+        let a2 = place(&mut o, id, &h2, Time(12_000));
         assert_eq!(a2, Attempt(2));
-        o.note_commit(id, a2, &h2);
-        o.placed(id, a2, &h2, Some(1));
-        assert!(o.host_restarted(&h2, 1).is_empty(), "same generation: still running");
-        let ok = Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 };
-        let late = TaskRequest::Finished { task: id, attempt: a1, outcome: ok.clone() };
-        assert_eq!(o.on_report(&h1, &late), (TaskResponse::Stale { current: a2 }, None));
-        let wrong_host = TaskRequest::Finished { task: id, attempt: a2, outcome: ok.clone() };
-        assert!(matches!(o.on_report(&h1, &wrong_host), (TaskResponse::Stale { .. }, None)));
+        let late = TaskRequest::Finished { task: id, attempt: a1, outcome: ok() };
         assert_eq!(
-            o.on_report(&h2, &wrong_host),
+            o.on_report(&h1, &late, Time(12_000), &mut rng()),
+            (TaskResponse::Stale { current: a2 }, None)
+        );
+        let wrong_host = TaskRequest::Finished { task: id, attempt: a2, outcome: ok() };
+        assert!(matches!(
+            o.on_report(&h1, &wrong_host, Time(12_000), &mut rng()),
+            (TaskResponse::Stale { .. }, None)
+        ));
+        assert_eq!(
+            o.on_report(&h2, &wrong_host, Time(12_000), &mut rng()),
             (TaskResponse::Ack, Some(Result { task: id, attempt: a2 }))
         );
-        assert_eq!(o.on_report(&h2, &wrong_host), (TaskResponse::Ack, None), "a resend is no second result");
+        assert_eq!(
+            o.on_report(&h2, &wrong_host, Time(12_000), &mut rng()),
+            (TaskResponse::Ack, None),
+            "a resend is no second result"
+        );
         assert_eq!(o.stale_reports, 2);
+        assert!(o.leases.is_empty(), "an ended task holds no lease");
+    }
+
+    #[test]
+    fn a_renewal_keeps_a_lease_and_tells_a_superseded_host_to_stop() {
+        let (h1, h2) = (peer("12D3KooWhostA"), peer("12D3KooWhostB"));
+        let id = TaskId::new(1, 1);
+        let mut o = Origin::default();
+        o.submit(id, 0, TaskSpec::new(vec!["x".into()]), u64::MAX);
+        let a1 = place(&mut o, id, &h1, Time(0));
+        let ttl = o.leases.config().ttl.as_millis() as u64;
+        // Renewed in time: never unreachable.
+        let mut now = Time(0);
+        for _ in 0..3 {
+            advance(&mut o, now, Time(now.0 + ttl / 2));
+            now = Time(now.0 + ttl / 2);
+            assert_eq!(
+                o.on_renew(&h1, &[(id, a1)], now),
+                TaskResponse::Leases { stop: vec![], cancel: vec![] }
+            );
+        }
+        assert_eq!(o.tasks[&id].status, Status::Placed);
+        // Silent past the TTL: unreachable; a renewal brings it back as it was.
+        let late = Time(now.0 + ttl);
+        advance(&mut o, now, late);
+        assert_eq!(o.tasks[&id].status, Status::Unreachable);
+        o.on_renew(&h1, &[(id, a1)], late);
+        o.pump_leases(late, &mut rng());
+        assert_eq!(o.tasks[&id].status, Status::Placed);
+        // Another host claiming the attempt is told to stop it.
+        assert_eq!(
+            o.on_renew(&h2, &[(id, a1)], late),
+            TaskResponse::Leases { stop: vec![(id, a1)], cancel: vec![] }
+        );
+    }
+
+    #[test]
+    fn an_attempt_reported_lost_is_placed_again_after_a_back_off() {
+        let host = peer("12D3KooWhostA");
+        let id = TaskId::new(1, 1);
+        let mut o = Origin::default();
+        o.submit(id, 0, TaskSpec::new(vec!["x".into()]), u64::MAX);
+        let a = place(&mut o, id, &host, Time(0));
+        let lost = TaskRequest::Finished { task: id, attempt: a, outcome: Outcome::lost("restarted", 0) };
+        assert_eq!(o.on_report(&host, &lost, Time(100), &mut rng()), (TaskResponse::Ack, None), "no result");
+        let (status, next_try) = (o.tasks[&id].status.clone(), o.tasks[&id].next_try);
+        assert_eq!(status, Status::Pending);
+        assert!(next_try > Time(100), "after a back-off");
+        assert!(o.due(Time(100), 0, |_| false).is_empty());
+        assert_eq!(o.due(next_try, 0, |_| false), vec![id]);
+        assert_eq!(o.begin_placement(id, Time(1_000)).unwrap().0, Attempt(2), "a new attempt number");
+    }
+
+    #[test]
+    fn a_restarted_executor_reports_what_died_as_lost_and_what_ended_as_it_ended() {
+        let origin = peer("12D3KooWorigin");
+        let (t1, t2) = (TaskId::new(1, 1), TaskId::new(2, 2));
+        let mut e = Executor::default();
+        e.start(origin.clone(), t1, Attempt(1));
+        e.start(origin.clone(), t2, Attempt(1));
+        e.ended(t2, Attempt(1));
+        assert_eq!(e.running().collect::<Vec<_>>(), vec![(t1, Attempt(1))]);
+        e.recover(Time(0));
+        let due = e.due_reports(Time(0));
+        let outcome = |t: TaskId| {
+            due.iter().find_map(|(_, r)| match r {
+                TaskRequest::Finished { task, outcome, .. } if *task == t => Some(outcome.clone()),
+                _ => None,
+            })
+        };
+        assert!(outcome(t1).is_some_and(|o| o.lost), "{due:?}");
+        assert!(outcome(t2).is_some_and(|o| o.succeeded()), "{due:?}");
+    }
+
+    #[test]
+    fn an_executor_renews_once_per_interval_per_origin_and_stops_what_it_is_told() {
+        let (o1, o2) = (peer("12D3KooWoriginA"), peer("12D3KooWoriginB"));
+        let every = Duration::from_secs(1);
+        let mut e = Executor::default();
+        assert!(e.due_renewals(Time(0), every).is_empty(), "nothing held, nothing renewed");
+        for (n, origin) in [(1, &o1), (2, &o1), (3, &o2)] {
+            e.start(origin.clone(), TaskId::new(n, u128::from(n)), Attempt(1));
+        }
+        assert!(e.due_renewals(Time(0), every).is_empty(), "the first renewal is an interval away");
+        let renewals = e.due_renewals(Time(1_000), every);
+        assert_eq!(renewals.len(), 2, "one per origin: {renewals:?}");
+        assert!(e.due_renewals(Time(1_500), every).is_empty());
+        assert_eq!(e.next_retry(), Some(Time(2_000)));
+        let stop = TaskResponse::Leases { stop: vec![(TaskId::new(1, 1), Attempt(1))], cancel: vec![] };
+        assert_eq!(e.on_leases(&stop), vec![(TaskId::new(1, 1), Attempt(1))], "still running: stopped");
+        assert_eq!(e.runs.len(), 2);
     }
 
     #[test]
@@ -499,7 +765,7 @@ mod tests {
         o.submit(running, 0, with_priority(0), u64::MAX);
         let (a, _) = o.begin_placement(running, Time(0)).unwrap();
         o.note_commit(running, a, &host);
-        assert!(o.placed(running, a, &host, Some(1)));
+        assert!(o.placed(running, a, &host, Time(0)));
         // Both others tried and found no room: their next retry is 250 ms away.
         for (i, id) in [low, high].into_iter().enumerate() {
             o.submit(id, i + 1, with_priority(if id == high { 5 } else { 0 }), u64::MAX);
@@ -510,7 +776,7 @@ mod tests {
         assert!(o.due(Time(1), 0, |_| false).is_empty(), "no retry due yet");
         let ok = Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 0 };
         let finished = TaskRequest::Finished { task: running, attempt: a, outcome: ok };
-        assert_eq!(o.on_report(&host, &finished).0, TaskResponse::Ack);
+        assert_eq!(o.on_report(&host, &finished, Time(1), &mut rng()).0, TaskResponse::Ack);
         assert_eq!(o.take_freed(|_| false), vec![high], "the freed slot goes to the highest priority");
         assert!(o.take_freed(|_| false).is_empty(), "one slot freed, one task started");
         assert_eq!(o.due(Time(250), 0, |_| false), vec![high, low], "retries keep the same order");

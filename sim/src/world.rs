@@ -52,6 +52,7 @@ enum Purpose {
     Membership = 5,
     Negotiator = 6,
     Observers = 7,
+    Lifecycle = 8,
 }
 
 fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
@@ -71,12 +72,11 @@ enum PlaceOut {
     Release,
 }
 
-/// Which report a task-protocol message carries.
+/// Which task-protocol request a message carries, to route its answer.
 #[derive(Clone, Copy, Debug)]
-struct TaskOut {
-    task: TaskId,
-    attempt: Attempt,
-    finished: bool,
+enum TaskOut {
+    Report { task: TaskId, attempt: Attempt, finished: bool },
+    Renew,
 }
 
 #[derive(Debug)]
@@ -165,7 +165,8 @@ struct Live {
     membership: Membership<ChaCha8Rng>,
     negotiator: Negotiator<ChaCha8Rng>,
     host: Host,
-    executor: Executor,
+    /// Back-off of tasks placed again.
+    rng: ChaCha8Rng,
     /// When each negotiation in flight started (global µs), for placement latency.
     place_started: BTreeMap<TaskId, u64>,
     wake_waiting: bool,
@@ -184,6 +185,8 @@ struct SimNode {
     live: Option<Live>,
     /// Durable: survives crashes, as the store does.
     origin: Origin,
+    /// Durable too: the node's store keeps its runs, so a restart reports the killed ones lost.
+    executor: Executor,
     bootstrap: Vec<usize>,
     timer_at: Option<u64>,
     paused_until: u64,
@@ -319,6 +322,7 @@ impl World {
                 inc: 0,
                 live: None,
                 origin: Origin::default(),
+                executor: Executor::default(),
                 bootstrap,
                 timer_at: None,
                 paused_until: 0,
@@ -456,14 +460,14 @@ impl World {
             membership,
             negotiator,
             host,
-            executor: Executor::default(),
+            rng: stream(self.seed, Purpose::Lifecycle, i as u64, u64::from(inc)),
             place_started: BTreeMap::new(),
             wake_waiting: true,
         };
         let node = &mut self.nodes[i];
         node.live = Some(live);
-        let me = node.id.clone();
-        node.origin.recover(&me);
+        node.origin.recover(now);
+        node.executor.recover(now);
         self.stats.generation_started(i, wall, self.now);
         self.drive(i);
     }
@@ -611,10 +615,13 @@ impl World {
 
     /// The process dies: membership, negotiations, ledger and running attempts go with it.
     fn crash(&mut self, i: usize) {
-        let Some(live) = self.nodes[i].live.take() else { return };
+        if self.nodes[i].live.take().is_none() {
+            return;
+        }
         self.nodes[i].inc += 1;
         self.nodes[i].timer_at = None;
-        for &(task, attempt) in live.executor.runs.keys() {
+        let killed: Vec<(TaskId, Attempt)> = self.nodes[i].executor.running().collect();
+        for (task, attempt) in killed {
             if let Some(t) = self.truths.get_mut(&task) {
                 t.lost_runs.insert(attempt, (self.event_index, self.now, i));
             }
@@ -740,8 +747,18 @@ impl World {
                 let Ok(response) = wire::decode::<TaskResponse>(&bytes, limits::TASK) else {
                     return self.stats.malformed();
                 };
-                if let Some(live) = self.nodes[to].live.as_mut() {
-                    live.executor.on_answer(out.task, out.attempt, out.finished, Some(response), now);
+                if self.nodes[to].live.is_some() {
+                    let executor = &mut self.nodes[to].executor;
+                    let stopped = match out {
+                        TaskOut::Report { task, attempt, finished } => executor
+                            .on_answer(task, attempt, finished, Some(response), now)
+                            .into_iter()
+                            .collect(),
+                        TaskOut::Renew => executor.on_leases(&response),
+                    };
+                    for (task, attempt) in stopped {
+                        self.stop_run(to, task, attempt);
+                    }
                 }
             }
         }
@@ -758,7 +775,10 @@ impl World {
                 live.negotiator.handle_request_failed(&to_id, task, attempt, now);
             }
             Pending::Place(PlaceOut::Release) => {}
-            Pending::Task(o) => live.executor.on_answer(o.task, o.attempt, o.finished, None, now),
+            Pending::Task(TaskOut::Report { task, attempt, finished }) => {
+                self.nodes[i].executor.on_answer(task, attempt, finished, None, now);
+            }
+            Pending::Task(TaskOut::Renew) => {}
         }
         self.drive(i);
     }
@@ -772,6 +792,7 @@ impl World {
         live.negotiator.handle_timeout(now);
         live.host.handle_timeout(now);
         live.wake_waiting = true;
+        self.nodes[i].origin.leases.handle_timeout(now);
         self.drive(i);
     }
 
@@ -786,6 +807,8 @@ impl World {
             let wall = self.wall_ms(i);
             let node = &mut self.nodes[i];
             let Some(live) = node.live.as_mut() else { return };
+            // Lease verdicts first: a task placed again waits its back-off in the queue.
+            node.origin.pump_leases(now, &mut live.rng);
             if std::mem::take(&mut live.wake_waiting) {
                 let negotiator = &live.negotiator;
                 let due = node.origin.due(now, wall, |id| negotiator.is_placing(id));
@@ -820,27 +843,36 @@ impl World {
                 break;
             }
         }
-        // Reports to origins, one in flight per attempt.
+        // Reports to origins, one in flight per attempt, then lease renewals when due.
         let now = self.local_now(i);
-        let due = match self.nodes[i].live.as_mut() {
-            Some(live) => live.executor.due_reports(now),
-            None => return,
-        };
+        let renew_every = self.nodes[i].origin.leases.config().renew_every;
+        let executor = &mut self.nodes[i].executor;
+        let mut due = executor.due_reports(now);
+        due.extend(executor.due_renewals(now, renew_every));
         for (origin, request) in due {
-            let finished = matches!(request, TaskRequest::Finished { .. });
-            let (task, attempt) = match &request {
-                TaskRequest::Started { task, attempt } | TaskRequest::Finished { task, attempt, .. } => {
-                    (*task, *attempt)
+            let out = match &request {
+                TaskRequest::Started { task, attempt } => {
+                    TaskOut::Report { task: *task, attempt: *attempt, finished: false }
                 }
-                _ => continue,
+                TaskRequest::Finished { task, attempt, .. } => {
+                    TaskOut::Report { task: *task, attempt: *attempt, finished: true }
+                }
+                TaskRequest::Renew { .. } => TaskOut::Renew,
+                TaskRequest::Log { .. } | TaskRequest::Cancel { .. } => continue,
             };
-            let out = TaskOut { task, attempt, finished };
             let Some(&o) = self.index.get(&origin) else { continue };
             if o == i {
                 // The origin ran its own task: answered in-process.
                 let response = self.handle_report(i, i, &request);
-                if let Some(live) = self.nodes[i].live.as_mut() {
-                    live.executor.on_answer(task, attempt, finished, Some(response), now);
+                let executor = &mut self.nodes[i].executor;
+                let stopped = match out {
+                    TaskOut::Report { task, attempt, finished } => {
+                        executor.on_answer(task, attempt, finished, Some(response), now).into_iter().collect()
+                    }
+                    TaskOut::Renew => executor.on_leases(&response),
+                };
+                for (task, attempt) in stopped {
+                    self.stop_run(i, task, attempt);
                 }
                 // Its next report (Finished after Started) goes on the next pass.
                 if let Some(l) = self.nodes[i].live.as_mut() {
@@ -868,7 +900,8 @@ impl World {
             live.negotiator.poll_timeout(),
             live.host.poll_timeout(),
             node.origin.next_retry(),
-            live.executor.next_retry(),
+            node.origin.leases.poll_timeout(),
+            node.executor.next_retry(),
         ]
         .into_iter()
         .flatten()
@@ -899,21 +932,15 @@ impl World {
                     if let Some(l) = self.nodes[i].live.as_mut() {
                         l.wake_waiting = true;
                     }
-                    let again =
-                        self.nodes[i].origin.host_restarted(&record.peer_id, record.version.generation);
-                    for id in again {
-                        self.place(i, id);
-                    }
+                    let _ = record;
                 }
                 MembershipEvent::StateChanged { peer, from, to } => {
                     let truly_up = self.index.get(&peer).is_some_and(|&j| self.up(j));
                     self.stats.state_change(to, truly_up);
                     let _ = from;
                     if to == PeerState::Dead {
-                        let again = self.nodes[i].origin.host_lost(&peer);
-                        for id in again {
-                            self.place(i, id);
-                        }
+                        let now = self.local_now(i);
+                        self.nodes[i].origin.host_dead(&peer, now);
                     }
                     if to == PeerState::Alive
                         && let Some(l) = self.nodes[i].live.as_mut()
@@ -963,14 +990,8 @@ impl World {
             }
             NegotiatorOutput::Event(event) => match event {
                 PlacementEvent::Placed { task, attempt, host } => {
-                    let generation = self.nodes[i].live.as_ref().and_then(|l| {
-                        if host.peer == self.nodes[i].id {
-                            Some(l.membership.local().version.generation)
-                        } else {
-                            l.membership.peer_view(&host.peer).map(|v| v.0.generation)
-                        }
-                    });
-                    if self.nodes[i].origin.placed(task, attempt, &host.peer, generation)
+                    let now = self.local_now(i);
+                    if self.nodes[i].origin.placed(task, attempt, &host.peer, now)
                         && let Some(start) =
                             self.nodes[i].live.as_mut().and_then(|l| l.place_started.remove(&task))
                     {
@@ -1020,7 +1041,7 @@ impl World {
                 }
                 let response = live.host.handle_commit(&from_id, &commit, now);
                 if response == CommitResponse::Accepted
-                    && live.executor.start(from_id, commit.task, commit.attempt)
+                    && self.nodes[i].executor.start(from_id, commit.task, commit.attempt)
                 {
                     self.run_started(i, commit.task, commit.attempt, commit.spec.resources.cpu_millis);
                 }
@@ -1069,18 +1090,33 @@ impl World {
     fn on_task_end(&mut self, i: usize, task: TaskId, attempt: Attempt) {
         let Some(live) = self.nodes[i].live.as_mut() else { return };
         live.host.finished(task, attempt);
-        live.executor.ended(task, attempt);
         live.wake_waiting = true;
+        self.nodes[i].executor.ended(task, attempt);
         if let Some((start, cpu)) = self.open_runs.remove(&(task, attempt, i)) {
             self.account_run(start, self.now, cpu);
         }
         self.drive(i);
     }
 
+    /// The origin no longer wants an attempt still running on host `i`: it is stopped (the node
+    /// kills its process), and its slot is free at once.
+    fn stop_run(&mut self, i: usize, task: TaskId, attempt: Attempt) {
+        if let Some(live) = self.nodes[i].live.as_mut() {
+            live.host.finished(task, attempt);
+            live.wake_waiting = true;
+        }
+        if let Some((start, cpu)) = self.open_runs.remove(&(task, attempt, i)) {
+            self.account_run(start, self.now, cpu);
+        }
+    }
+
     /// A report reaches the origin `i` from host `from`; fencing decides; the checker watches.
     fn handle_report(&mut self, i: usize, from: usize, request: &TaskRequest) -> TaskResponse {
         let from_id = self.nodes[from].id.clone();
-        let (response, result) = self.nodes[i].origin.on_report(&from_id, request);
+        let now = self.local_now(i);
+        let node = &mut self.nodes[i];
+        let Some(live) = node.live.as_mut() else { return TaskResponse::Unknown };
+        let (response, result) = node.origin.on_report(&from_id, request, now, &mut live.rng);
         if let Some(r) = result {
             let (now, index) = (self.now, self.event_index);
             if let Some(t) = self.truths.get_mut(&r.task) {
@@ -1187,9 +1223,11 @@ impl World {
         for (start, cpu) in open {
             self.account_run(start, self.now, cpu);
         }
-        // Lost: not ended, and nobody will ever make it end: its origin thinks it placed on a
-        // host that is up yet does not run it (the attempt died with an earlier process), and
-        // the origin believes that very process alive, so it will never place it again.
+        // Lost: not ended, and nothing will ever make it end. Its origin counts on an attempt on
+        // host h, h is down or its executor (durable, as its store is) holds no such attempt, so
+        // no report of it may come; and the origin holds no lease for it either, so it will never
+        // give the attempt up and place the task again. With a lease still held it only awaits
+        // detection: the lease runs out (or is answered) and the task is placed again.
         let (mut lost, mut never_finished, mut stranded, mut awaiting_detection) = (0u64, 0u64, 0u64, 0u64);
         for (id, t) in &self.truths {
             let node = &self.nodes[t.origin];
@@ -1202,47 +1240,31 @@ impl World {
                 stranded += 1;
                 continue;
             }
-            if !matches!(ot.status, Status::Placed | Status::Running) {
+            if !matches!(ot.status, Status::Placed | Status::Running | Status::Unreachable) {
                 continue;
             }
             let Some(&h) = ot.placement.as_ref().and_then(|p| self.index.get(p)) else { continue };
-            let runs =
-                self.nodes[h].live.as_ref().is_some_and(|l| l.executor.runs.contains_key(&(*id, ot.attempt)));
-            // Not lost while the origin has yet to learn what became of the host (a crash not
-            // yet declared dead, a restart not yet heard of): its detector will get there and it
-            // re-places. Lost is when it knows the host's current process, believes it alive,
-            // and counts on an attempt that process does not have.
-            let host_now = self.nodes[h].live.as_ref().map(|l| l.membership.local().version.generation);
-            let believed_alive = node
-                .live
-                .as_ref()
-                .and_then(|l| {
-                    if h == t.origin {
-                        host_now.map(|g| (g, PeerState::Alive))
-                    } else {
-                        l.membership.peer_view(&self.nodes[h].id).map(|(v, s)| (v.generation, s))
-                    }
-                })
-                .is_some_and(|(seen, s)| Some(seen) == host_now && s != PeerState::Dead);
-            if !runs && !believed_alive {
-                awaiting_detection += 1;
+            if self.up(h) && self.nodes[h].executor.runs.contains_key(&(*id, ot.attempt)) {
+                continue;
             }
-            if !runs && believed_alive {
-                lost += 1;
-                let (event, time_us, node_at) =
-                    t.lost_runs.get(&ot.attempt).copied().unwrap_or((self.event_index, self.now, h));
-                if self.violations.iter().filter(|v| v.kind == "task-lost").count() < 20 {
-                    self.violations.push(Violation {
-                        kind: "task-lost".into(),
-                        event,
-                        time_s: time_us as f64 / 1e6,
-                        node: Some(node_at),
-                        detail: format!(
-                            "task {id} (origin n{}) placed as {} on n{h}, which no longer runs it and is still believed alive",
-                            t.origin, ot.attempt
-                        ),
-                    });
-                }
+            if node.origin.leases.holder(*id).is_some_and(|(a, _)| a == ot.attempt) {
+                awaiting_detection += 1;
+                continue;
+            }
+            lost += 1;
+            let (event, time_us, node_at) =
+                t.lost_runs.get(&ot.attempt).copied().unwrap_or((self.event_index, self.now, h));
+            if self.violations.iter().filter(|v| v.kind == "task-lost").count() < 20 {
+                self.violations.push(Violation {
+                    kind: "task-lost".into(),
+                    event,
+                    time_s: time_us as f64 / 1e6,
+                    node: Some(node_at),
+                    detail: format!(
+                        "task {id} (origin n{}) placed as {} on n{h}, which does not hold it, and no lease will expire",
+                        t.origin, ot.attempt
+                    ),
+                });
             }
         }
         let window = ((self.s.warmup_s * 1e6) as u64, self.faults_end_us);
@@ -1288,6 +1310,7 @@ impl World {
             never_finished,
             stranded,
             awaiting_detection,
+            attempts_lost: self.nodes.iter().map(|n| n.origin.attempts_lost).sum(),
             lost,
             stale_reports: stale,
             waits,
