@@ -337,17 +337,20 @@ impl Origin {
     pub fn on_renew(&mut self, from: &PeerId, attempts: &[(TaskId, Attempt)], now: Time) -> TaskResponse {
         let mut stop = Vec::new();
         for &(task, attempt) in attempts {
-            let held = self.tasks.get(&task).is_some_and(|t| {
+            let t = self.tasks.get(&task);
+            let ours = t.is_some_and(|t| {
                 t.attempt == attempt
-                    && !t.status.is_terminal()
                     && (t.placement.as_ref() == Some(from) || t.committing.as_ref() == Some(from))
             });
-            if held {
+            if ours && t.is_some_and(|t| !t.status.is_terminal()) {
                 self.leases.renew(from, task, attempt, now);
-            } else {
-                self.stale_reports += 1;
-                stop.push((task, attempt));
+                continue;
             }
+            // A renewal that crossed the attempt's own `Finished` is no stale claim.
+            if !ours {
+                self.stale_reports += 1;
+            }
+            stop.push((task, attempt));
         }
         TaskResponse::Leases { stop, cancel: Vec::new() }
     }
@@ -688,11 +691,20 @@ mod tests {
         o.on_renew(&h1, &[(id, a1)], late);
         o.pump_leases(late, &mut rng());
         assert_eq!(o.tasks[&id].status, Status::Placed);
-        // Another host claiming the attempt is told to stop it.
+        // Another host claiming the attempt is told to stop it, and that counts as stale.
         assert_eq!(
             o.on_renew(&h2, &[(id, a1)], late),
             TaskResponse::Leases { stop: vec![(id, a1)], cancel: vec![] }
         );
+        assert_eq!(o.stale_reports, 1);
+        // A renewal that crossed the attempt's own result is stopped, but is no stale claim.
+        let finished = TaskRequest::Finished { task: id, attempt: a1, outcome: ok() };
+        assert!(o.on_report(&h1, &finished, late, &mut rng()).1.is_some());
+        assert_eq!(
+            o.on_renew(&h1, &[(id, a1)], late),
+            TaskResponse::Leases { stop: vec![(id, a1)], cancel: vec![] }
+        );
+        assert_eq!(o.stale_reports, 1);
     }
 
     #[test]

@@ -434,8 +434,20 @@ impl EventLoop {
                         cancel.push((task, attempt));
                     }
                 }
-                _ => {
+                Some(_) => {
                     self.counters.stale_reports += 1;
+                    stop.push((task, attempt));
+                }
+                None => {
+                    // Ended. A renewal that crossed the attempt's own `Finished` is no stale
+                    // claim (it happens in a healthy mesh); anything else is.
+                    let ended_here = matches!(
+                        self.store.task(task),
+                        Ok(Some(t)) if t.attempt == attempt && t.placement.as_ref().is_some_and(|p| &p.peer_id == from)
+                    );
+                    if !ended_here {
+                        self.counters.stale_reports += 1;
+                    }
                     stop.push((task, attempt));
                 }
             }
