@@ -117,9 +117,9 @@ fn regression_scenarios_hold_every_invariant() {
 }
 
 /// A host that crashes just before the run ends takes its attempts with it, and its origins
-/// have had no time to declare it dead: those tasks are unfinished, not lost (their origins will
-/// re-place them once the detector speaks). The check used to call them lost, which a
-/// 1,000-node churn run with a 10 s drain showed as two false violations.
+/// have had no time to give them up: those tasks are unfinished, not lost (their origins still
+/// hold the leases, which will run out and have them placed again). The check used to call them
+/// lost, which a 1,000-node churn run with a 10 s drain showed as two false violations.
 #[test]
 fn attempts_on_a_host_that_crashed_too_late_to_be_detected_are_not_lost() {
     const LATE_CRASH: &str = r#"
