@@ -68,29 +68,40 @@ fn until_event_stops_early() {
 }
 
 /// Runs a CI scenario, shortened in debug builds (a few seconds each) and whole in release.
-fn run_ci(name: &str, seeds: &[u64]) {
+fn run_ci(name: &str, seeds: &[u64]) -> Vec<orgmesh_sim::Report> {
     let (path, mut s) = scenario(name);
     if cfg!(debug_assertions) {
         // Keep the faults, trim the quiet tail; the drain still lets every task end.
         s.nodes = s.nodes.min(40);
         s.observers = s.observers.min(16);
     }
+    let mut reports = Vec::new();
     for &seed in seeds {
         let report = orgmesh_sim::run(s.clone(), seed, None, false).unwrap();
         eprint!("{report}");
         assert!(report.ok(), "{} seed {seed}: invariants broken\n{report}", path.display());
         assert!(report.tasks.finished > 0, "{report}");
+        reports.push(report);
     }
+    reports
 }
 
+/// Every crashed node restarts, so the attempts it killed come back as reported lost and are
+/// placed again: the lease path of the lifecycle runs, not only the happy path.
 #[test]
 fn ci_churn_holds_every_invariant() {
-    run_ci("ci-churn.toml", if cfg!(debug_assertions) { &[1] } else { &[1, 2] });
+    let reports = run_ci("ci-churn.toml", if cfg!(debug_assertions) { &[1] } else { &[1, 2] });
+    assert!(reports.iter().any(|r| r.tasks.attempts_lost > 0), "no attempt was lost and placed again");
 }
 
+/// The cut (30 s) is shorter than `replace_after_s` (60 s): a partition is not a death, so the
+/// cut-off side's attempts are kept, not run a second time.
 #[test]
 fn ci_partition_holds_every_invariant() {
-    run_ci("ci-partition.toml", if cfg!(debug_assertions) { &[1] } else { &[1, 2] });
+    let reports = run_ci("ci-partition.toml", if cfg!(debug_assertions) { &[1] } else { &[1, 2] });
+    for r in &reports {
+        assert_eq!(r.tasks.attempts_lost, 0, "attempts given up during a short partition\n{r}");
+    }
 }
 
 #[test]
