@@ -748,17 +748,7 @@ impl World {
                     return self.stats.malformed();
                 };
                 if self.nodes[to].live.is_some() {
-                    let executor = &mut self.nodes[to].executor;
-                    let stopped = match out {
-                        TaskOut::Report { task, attempt, finished } => executor
-                            .on_answer(task, attempt, finished, Some(response), now)
-                            .into_iter()
-                            .collect(),
-                        TaskOut::Renew => executor.on_leases(&response),
-                    };
-                    for (task, attempt) in stopped {
-                        self.stop_run(to, task, attempt);
-                    }
+                    self.on_task_answer(to, out, response, now);
                 }
             }
         }
@@ -864,16 +854,7 @@ impl World {
             if o == i {
                 // The origin ran its own task: answered in-process.
                 let response = self.handle_report(i, i, &request);
-                let executor = &mut self.nodes[i].executor;
-                let stopped = match out {
-                    TaskOut::Report { task, attempt, finished } => {
-                        executor.on_answer(task, attempt, finished, Some(response), now).into_iter().collect()
-                    }
-                    TaskOut::Renew => executor.on_leases(&response),
-                };
-                for (task, attempt) in stopped {
-                    self.stop_run(i, task, attempt);
-                }
+                self.on_task_answer(i, out, response, now);
                 // Its next report (Finished after Started) goes on the next pass.
                 if let Some(l) = self.nodes[i].live.as_mut() {
                     l.wake_waiting = true;
@@ -928,11 +909,10 @@ impl World {
                 }
             }
             MembershipOutput::Event(event) => match event {
-                MembershipEvent::Joined { record } | MembershipEvent::Updated { record } => {
+                MembershipEvent::Joined { .. } | MembershipEvent::Updated { .. } => {
                     if let Some(l) = self.nodes[i].live.as_mut() {
                         l.wake_waiting = true;
                     }
-                    let _ = record;
                 }
                 MembershipEvent::StateChanged { peer, from, to } => {
                     let truly_up = self.index.get(&peer).is_some_and(|&j| self.up(j));
@@ -1096,6 +1076,20 @@ impl World {
             self.account_run(start, self.now, cpu);
         }
         self.drive(i);
+    }
+
+    /// An origin's answer to host `i`'s report or renewal; attempts it no longer wants stop.
+    fn on_task_answer(&mut self, i: usize, out: TaskOut, response: TaskResponse, now: Time) {
+        let executor = &mut self.nodes[i].executor;
+        let stopped = match out {
+            TaskOut::Report { task, attempt, finished } => {
+                executor.on_answer(task, attempt, finished, Some(response), now).into_iter().collect()
+            }
+            TaskOut::Renew => executor.on_leases(&response),
+        };
+        for (task, attempt) in stopped {
+            self.stop_run(i, task, attempt);
+        }
     }
 
     /// The origin no longer wants an attempt still running on host `i`: it is stopped (the node
