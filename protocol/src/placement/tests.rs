@@ -128,6 +128,21 @@ impl Mesh {
         self.gossip();
     }
 
+    /// Adds `n` hosts of `slots` in org globex, named by number.
+    fn add_hosts(&mut self, n: usize, slots: u32) -> Vec<String> {
+        let ids: Vec<String> = (1..=n).map(|i| format!("12D3KooWhost{i}").replace('0', "z")).collect();
+        for id in &ids {
+            self.add(id, "globex", config(slots));
+        }
+        ids
+    }
+
+    /// Fills `id`'s CPU without gossiping it: its record still shows what it showed.
+    fn fill_unseen(&mut self, id: &str) {
+        let full = Resources { cpu_millis: 4000, ..Resources::default() };
+        self.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full);
+    }
+
     /// Brings every record's capacity in line with its ledger.
     fn gossip(&mut self) {
         for node in self.nodes.values_mut() {
@@ -539,8 +554,7 @@ fn a_host_that_said_busy_is_asked_last_until_its_record_changes() {
     m.add(A, "globex", self::config(4)).add(B, "initech", self::config(4));
     m.load(B, 1);
     // A looks best (its record is stale) but is full.
-    let full = Resources { cpu_millis: 4000, ..Resources::default() };
-    m.node(A).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full);
+    m.fill_unseen(A);
     m.place(task(1), &spec());
     assert_eq!(m.sends(), sends(&[("bid", A), ("bid", B), ("commit", B)]));
     // The next task, with the same stale view: B first, A is not asked at all.
@@ -569,9 +583,8 @@ fn rounds_without_an_offer_ask_twice_as_many_hosts() {
         m.add(id, "globex", self::config(2));
     }
     // Every host but one is full, though the view says they are all idle.
-    let full = Resources { cpu_millis: 4000, ..Resources::default() };
     for id in &ids {
-        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full.clone());
+        m.fill_unseen(id);
     }
     let free = ids.iter().find(|id| id.len() == 12 + 33).unwrap().clone();
     m.node(&free).host = Host::new(self::config(2), org("globex"), BTreeMap::new(), AcceptPolicy::AnyOrg);
@@ -850,14 +863,9 @@ fn the_order_the_view_is_listed_in_does_not_change_the_outcome() {
 #[test]
 fn a_negotiation_keeps_only_the_best_hosts_and_then_waits() {
     let mut m = Mesh::new(3);
-    let ids: Vec<String> = (1..=150).map(|i| format!("12D3KooWhost{i}").replace('0', "z")).collect();
-    for id in &ids {
-        m.add(id, "globex", config(2));
-    }
     // The view says all are idle; in truth every host is full.
-    let full = Resources { cpu_millis: 4000, ..Resources::default() };
-    for id in &ids {
-        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full.clone());
+    for id in m.add_hosts(150, 2) {
+        m.fill_unseen(&id);
     }
     m.place(task(1), &spec());
     let asked: BTreeSet<String> =
@@ -869,17 +877,13 @@ fn a_negotiation_keeps_only_the_best_hosts_and_then_waits() {
 #[test]
 fn the_kept_hosts_are_the_most_idle_ones() {
     let mut m = Mesh::new(4);
-    let ids: Vec<String> = (1..=120).map(|i| format!("12D3KooWhost{i}").replace('0', "z")).collect();
-    for id in &ids {
-        m.add(id, "globex", config(8));
-    }
+    let ids = m.add_hosts(120, 8);
     // Hosts 0..100 run one task each and so look less idle than hosts 100..120.
     for id in &ids[..100] {
         m.load(id, 1);
     }
     for id in &ids {
-        let full = Resources { cpu_millis: 4000, ..Resources::default() };
-        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(8, 8), Attempt::FIRST, full);
+        m.fill_unseen(id);
     }
     m.place(task(1), &spec());
     let bids: Vec<String> = m.sends().into_iter().filter(|(k, _)| *k == "bid").map(|(_, p)| p).collect();
@@ -892,13 +896,8 @@ fn the_kept_hosts_are_the_most_idle_ones() {
 fn busy_answers_are_forgotten_once_old_and_many() {
     let mut m = Mesh::new(5);
     let hosts = BUSY_MEMORY_PRUNE_ABOVE + 100;
-    let ids: Vec<String> = (1..=hosts).map(|i| format!("12D3KooWhost{i}").replace('0', "z")).collect();
-    for id in &ids {
-        m.add(id, "globex", config(2));
-    }
-    let full = Resources { cpu_millis: 4000, ..Resources::default() };
-    for id in &ids {
-        m.node(id).host.adopt_running(peer(ORIGIN), TaskId::new(9, 9), Attempt::FIRST, full.clone());
+    for id in m.add_hosts(hosts, 2) {
+        m.fill_unseen(&id);
     }
     // Every host says `Busy`; those that did are asked last, so each placement asks new ones.
     let mut t = 0;
