@@ -269,8 +269,8 @@ struct Negotiation {
     spec: TaskSpec,
     /// The best hosts that look free and a few that look full, kept for starting over.
     kept: Vec<Candidate>,
-    /// `kept` in the order they are asked.
-    ranked: Vec<Candidate>,
+    /// Indices into `kept`, in the order they are asked.
+    ranked: Vec<usize>,
     /// The first candidate of `ranked` not asked yet.
     next: usize,
     phase: Phase,
@@ -282,11 +282,22 @@ struct Negotiation {
 }
 
 impl Negotiation {
+    /// The candidate asked `rank`-th.
+    fn candidate(&self, rank: usize) -> Option<&Candidate> {
+        ranked_at(&self.kept, &self.ranked, rank)
+    }
+
     fn deadline(&self) -> Time {
         match &self.phase {
             Phase::Bidding { deadline, .. } | Phase::Committing { deadline, .. } => *deadline,
         }
     }
+}
+
+/// The candidate asked `rank`-th; a function of the two fields, so it can be called while the
+/// negotiation's phase is borrowed.
+fn ranked_at<'a>(kept: &'a [Candidate], ranked: &[usize], rank: usize) -> Option<&'a Candidate> {
+    ranked.get(rank).and_then(|&k| kept.get(k))
 }
 
 /// Whether a negotiation goes on after a step.
@@ -413,7 +424,7 @@ impl<R: Rng> Negotiator<R> {
         match &n.phase {
             Phase::Bidding { asked, .. } => self.release_offers(task, n.attempt, asked),
             Phase::Committing { rank, reservation, .. } => {
-                if let Some(c) = n.ranked.get(*rank) {
+                if let Some(c) = n.candidate(*rank) {
                     self.release(c.host.peer.clone(), task, n.attempt, *reservation);
                 }
             }
@@ -451,7 +462,9 @@ impl<R: Rng> Negotiator<R> {
                         }
                         BidResponse::Decline { reason } => {
                             a.answer = Answer::Declined;
-                            if let (DeclineReason::Busy, Some(c)) = (&reason, n.ranked.get(a.rank)) {
+                            if let (DeclineReason::Busy, Some(c)) =
+                                (&reason, ranked_at(&n.kept, &n.ranked, a.rank))
+                            {
                                 self.busy.insert(from.clone(), (c.version, now));
                             }
                             n.misses.push((a.rank, Miss::Declined(reason)));
@@ -468,7 +481,7 @@ impl<R: Rng> Negotiator<R> {
                 _ => self.release_unused(from, task, attempt, &response),
             },
             Phase::Committing { rank, reservation: committed, .. } => {
-                let is_host = n.ranked.get(*rank).is_some_and(|c| &c.host.peer == from);
+                let is_host = ranked_at(&n.kept, &n.ranked, *rank).is_some_and(|c| &c.host.peer == from);
                 // Never release the reservation being committed because its bid answer repeats.
                 let is_committed =
                     matches!(response, BidResponse::Offer { reservation, .. } if reservation == *committed);
@@ -496,7 +509,7 @@ impl<R: Rng> Negotiator<R> {
             return;
         }
         let committing_to = match &n.phase {
-            Phase::Committing { rank, .. } => n.ranked.get(*rank).map(|c| c.host.clone()),
+            Phase::Committing { rank, .. } => n.candidate(*rank).map(|c| c.host.clone()),
             Phase::Bidding { .. } => None,
         };
         let flow = match (&n.phase, committing_to, response) {
@@ -553,7 +566,7 @@ impl<R: Rng> Negotiator<R> {
                 }
                 _ => Flow::Continue,
             },
-            Phase::Committing { rank, .. } => match n.ranked.get(*rank) {
+            Phase::Committing { rank, .. } => match ranked_at(&n.kept, &n.ranked, *rank) {
                 Some(c) if &c.host.peer == to => {
                     let why = format!("the commit to {} failed", who(&c.host));
                     self.commit_failed(task, &mut n, why, true, now)
@@ -574,7 +587,7 @@ impl<R: Rng> Negotiator<R> {
                 // `decide` counts whoever is still silent as not answering.
                 Phase::Bidding { .. } => self.decide(task, &mut n, now),
                 Phase::Committing { rank, .. } => {
-                    let name = n.ranked.get(*rank).map(|c| who(&c.host)).unwrap_or_default();
+                    let name = n.candidate(*rank).map(|c| who(&c.host)).unwrap_or_default();
                     let why = format!(
                         "{name} did not answer the commit within {} ms",
                         self.config.commit_timeout.as_millis()
@@ -651,10 +664,11 @@ impl<R: Rng> Negotiator<R> {
     /// the probes of those that look full. Hosts that said `Busy` since the record we hold was
     /// published go after the others that look free (that record is stale, and asking them
     /// first again is a wasted bid round); probes that did are dropped.
-    fn rank(&self, kept: &[Candidate], now: Time) -> Vec<Candidate> {
-        let mut ranked: Vec<(bool, RankKey<'_>, &Candidate)> = kept
+    fn rank(&self, kept: &[Candidate], now: Time) -> Vec<usize> {
+        let mut ranked: Vec<(bool, RankKey<'_>, usize)> = kept
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(k, c)| {
                 let key = RankKey {
                     declined: self.declined(&c.host.peer, c.version, now),
                     idle: if c.looks_free { c.idle } else { 0.0 },
@@ -662,12 +676,12 @@ impl<R: Rng> Negotiator<R> {
                     peer: &c.host.peer,
                     version: c.version,
                 };
-                (!c.looks_free, key, c)
+                (!c.looks_free, key, k)
             })
             .filter(|(probe, k, _)| !(*probe && k.declined))
             .collect();
         ranked.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        ranked.into_iter().map(|(_, _, c)| c.clone()).collect()
+        ranked.into_iter().map(|(_, _, k)| k).collect()
     }
 
     /// Asks the next untried candidates for a bid: `fanout` at first, then as many as were asked
@@ -682,7 +696,7 @@ impl<R: Rng> Negotiator<R> {
         }
         let mut asked = BTreeMap::new();
         for rank in n.next..end {
-            let peer = n.ranked[rank].host.peer.clone();
+            let Some(peer) = n.candidate(rank).map(|c| c.host.peer.clone()) else { break };
             let request = PlaceRequest::Bid(BidRequest {
                 task,
                 attempt: n.attempt,
@@ -746,7 +760,7 @@ impl<R: Rng> Negotiator<R> {
         let details: Vec<String> = n
             .misses
             .iter()
-            .map(|(rank, miss)| match n.ranked.get(*rank) {
+            .map(|(rank, miss)| match n.candidate(*rank) {
                 Some(c) => format!("{}: {miss}", who(&c.host)),
                 None => miss.to_string(),
             })
@@ -779,7 +793,7 @@ impl<R: Rng> Negotiator<R> {
     ) -> Flow {
         let committed = match n.phase {
             Phase::Committing { rank, reservation, .. } => {
-                n.ranked.get(rank).map(|c| (c.host.peer.clone(), reservation))
+                n.candidate(rank).map(|c| (c.host.peer.clone(), reservation))
             }
             Phase::Bidding { .. } => None,
         };
