@@ -133,6 +133,9 @@ pub struct TaskReport {
     /// Attempts given up (lease expired after `replace_after_s`, or reported lost by a
     /// restarted host) and placed again or failed.
     pub attempts_lost: u64,
+    /// Of those, given up because the lease ran out: the host stayed away for
+    /// `replace_after_s` (it never came back, or not in time).
+    pub attempts_expired: u64,
     /// Lost: nobody will ever end them (must be 0).
     pub lost: u64,
     /// Reports refused by fencing.
@@ -197,6 +200,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) stranded: u64,
     pub(crate) awaiting_detection: u64,
     pub(crate) attempts_lost: u64,
+    pub(crate) attempts_expired: u64,
     pub(crate) lost: u64,
     pub(crate) stale_reports: u64,
     pub(crate) waits: Vec<u64>,
@@ -271,6 +275,7 @@ impl Report {
                 stranded_at_down_origin: i.stranded,
                 awaiting_detection: i.awaiting_detection,
                 attempts_lost: i.attempts_lost,
+                attempts_expired: i.attempts_expired,
                 lost: i.lost,
                 stale_reports: i.stale_reports,
                 submissions_refused: s.submissions_refused,
@@ -384,7 +389,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin, {} awaiting their lease), {} LOST, {} stale reports, {} attempts lost and placed again",
+            "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin, {} awaiting their lease), {} LOST, {} stale reports, {} attempts lost and placed again ({} by lease expiry)",
             k.load,
             k.submitted,
             k.finished,
@@ -394,7 +399,8 @@ impl fmt::Display for Report {
             k.awaiting_detection,
             k.lost,
             k.stale_reports,
-            k.attempts_lost
+            k.attempts_lost,
+            k.attempts_expired
         )?;
         writeln!(
             f,

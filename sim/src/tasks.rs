@@ -114,6 +114,8 @@ pub struct Origin {
     pub freed_slots: usize,
     /// Attempts given up (lease expired, or reported lost) and placed again or failed.
     pub attempts_lost: u64,
+    /// Of those, given up because their lease ran out.
+    pub attempts_expired: u64,
     /// Leases of placed attempts.
     pub leases: Leases,
 }
@@ -126,6 +128,7 @@ impl Default for Origin {
             stale_reports: 0,
             freed_slots: 0,
             attempts_lost: 0,
+            attempts_expired: 0,
             leases: Leases::new(LeaseConfig::default()),
         }
     }
@@ -298,6 +301,7 @@ impl Origin {
                 }
                 LeaseEvent::Expired { task, attempt, .. } => {
                     if self.current(task, attempt).is_some() {
+                        self.attempts_expired += 1;
                         requeued |=
                             self.attempt_lost(task, "executor unreachable for replace_after_s", now, rng);
                     }
@@ -639,7 +643,7 @@ mod tests {
         assert_eq!(o.tasks[&id].status, Status::Unreachable);
         assert!(!advance(&mut o, Time(1_000), Time(10_999)), "not before replace_after_s");
         assert!(advance(&mut o, Time(10_999), Time(11_000)), "placed again");
-        assert_eq!(o.attempts_lost, 1);
+        assert_eq!((o.attempts_lost, o.attempts_expired), (1, 1));
         let a2 = place(&mut o, id, &h2, Time(12_000));
         assert_eq!(a2, Attempt(2));
         let late = TaskRequest::Finished { task: id, attempt: a1, outcome: ok() };
@@ -719,6 +723,7 @@ mod tests {
         let (status, next_try) = (o.tasks[&id].status.clone(), o.tasks[&id].next_try);
         assert_eq!(status, Status::Pending);
         assert!(next_try > Time(100), "after a back-off");
+        assert_eq!((o.attempts_lost, o.attempts_expired), (1, 0), "reported, not expired");
         assert!(o.due(Time(100), 0, |_| false).is_empty());
         assert_eq!(o.due(next_try, 0, |_| false), vec![id]);
         assert_eq!(o.begin_placement(id, Time(1_000)).unwrap().0, Attempt(2), "a new attempt number");

@@ -1305,6 +1305,7 @@ impl World {
             stranded,
             awaiting_detection,
             attempts_lost: self.nodes.iter().map(|n| n.origin.attempts_lost).sum(),
+            attempts_expired: self.nodes.iter().map(|n| n.origin.attempts_expired).sum(),
             lost,
             stale_reports: stale,
             waits,

@@ -151,6 +151,32 @@ count = 6
     assert!(report.tasks.awaiting_detection > 0, "the crash must hit running work\n{report}");
 }
 
+/// Hosts that crash and never come back: nobody reports their attempts lost, so only the
+/// origins' leases can end them. Each lease runs out after `replace_after_s` (60 s), the task is
+/// placed again elsewhere, and every task of a surviving origin still ends, once.
+#[test]
+fn attempts_on_hosts_that_never_return_are_given_up_when_their_leases_run_out() {
+    const NO_RETURN: &str = r#"
+name = "no-return"
+nodes = 30
+duration_s = 30
+warmup_s = 8
+drain_s = 100
+[workload]
+load = 0.8
+duration = { kind = "uniform", min_s = 15, max_s = 25 }
+[[faults.crashes]]
+at_s = 20
+count = 6
+"#;
+    let report = orgmesh_sim::run(Scenario::parse(NO_RETURN).unwrap(), 1, None, false).unwrap();
+    assert!(report.ok(), "{report}");
+    let t = &report.tasks;
+    assert!(t.attempts_expired > 0, "the crash must hit running work of live origins\n{report}");
+    assert_eq!(t.attempts_expired, t.attempts_lost, "no host came back to report anything\n{report}");
+    assert_eq!(t.never_finished, t.stranded_at_down_origin, "a live origin's task never ended\n{report}");
+}
+
 /// A mesh booting all at once used to wait, for its last missing records, until some window
 /// happened to name them (22 rounds here); a responder now sends what a partial digest's window
 /// skipped. Simulated rounds, so this is exact, not timed.
