@@ -106,6 +106,10 @@ pub struct TrafficReport {
     pub digest_entries_mean: f64,
     /// Largest digest.
     pub digest_entries_max: u64,
+    /// Signed records received per node and second once arrivals start (after warm-up).
+    pub records_per_node_s_under_load: f64,
+    /// Of those, newer than the receiver's copy (the rest arrived twice).
+    pub records_newer_per_node_s_under_load: f64,
     /// Messages over their wire limit (not sent).
     pub oversized: u64,
     /// Messages that failed to decode.
@@ -148,8 +152,9 @@ pub struct TaskReport {
     pub wait_ms: Dist,
     /// The same for the omniscient scheduler on the same arrivals, ms.
     pub omniscient_wait_ms: Dist,
-    /// Mean wait over the omniscient mean wait (infinite-looking when the omniscient waits ~0).
-    pub wait_ratio: f64,
+    /// Mean wait over the omniscient mean wait; `None` when the omniscient never waited (any
+    /// ratio to zero would be a made-up number, and 0 would read as perfect).
+    pub wait_ratio: Option<f64>,
     /// Mean (wait + run time) over the omniscient's.
     pub response_ratio: f64,
     /// CPU used over CPU offered, in the arrival window.
@@ -222,6 +227,8 @@ impl Report {
         let n = s.nodes().max(1) as f64;
         let per = |x: u64| round(x as f64 / n / i.sim_seconds.max(1e-9));
         let traffic = |k: &str| s.traffic.get(k).copied().unwrap_or_default();
+        let loaded_s = i.sim_seconds - s.load_from_us as f64 / 1e6;
+        let per_loaded = |x: u64| if loaded_s > 0.0 { round(x as f64 / n / loaded_s) } else { 0.0 };
         let (all_msgs, all_bytes) = s.traffic.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         let interval_s = i.scenario.membership.gossip_interval_ms as f64 / 1000.0;
         let wait = Dist::of(&i.waits, 1e-3);
@@ -263,6 +270,8 @@ impl Report {
                     0.0
                 },
                 digest_entries_max: s.digest.2,
+                records_per_node_s_under_load: per_loaded(s.records_under_load.0),
+                records_newer_per_node_s_under_load: per_loaded(s.records_under_load.1),
                 oversized: s.oversized,
                 malformed: s.malformed,
             },
@@ -280,7 +289,7 @@ impl Report {
                 stale_reports: i.stale_reports,
                 submissions_refused: s.submissions_refused,
                 placement_latency_ms: Dist::of(&s.placement_latency_us, 1e-3),
-                wait_ratio: if omni.mean > 0.0 { round(wait.mean / omni.mean) } else { 0.0 },
+                wait_ratio: (omni.mean > 0.0).then(|| round(wait.mean / omni.mean)),
                 wait_ms: wait,
                 omniscient_wait_ms: omni,
                 response_ratio: round(i.response_ratio),
@@ -389,6 +398,11 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "  records per node per s under load: {:.1} received, {:.1} newer than held",
+            t.records_per_node_s_under_load, t.records_newer_per_node_s_under_load
+        )?;
+        writeln!(
+            f,
             "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin, {} awaiting their lease), {} LOST, {} stale reports, {} attempts lost and placed again ({} by lease expiry)",
             k.load,
             k.submitted,
@@ -417,7 +431,9 @@ impl fmt::Display for Report {
             "  omniscient wait       mean {:.1} ms p50 {:.1} ms p99 {:.1} ms",
             k.omniscient_wait_ms.mean, k.omniscient_wait_ms.p50, k.omniscient_wait_ms.p99
         )?;
-        writeln!(f, "  wait ratio {:.2}, response (wait + run) ratio {:.3}", k.wait_ratio, k.response_ratio)?;
+        let wait_ratio =
+            k.wait_ratio.map_or("none (the omniscient never waited)".into(), |r| format!("{r:.2}"));
+        writeln!(f, "  wait ratio {wait_ratio}, response (wait + run) ratio {:.3}", k.response_ratio)?;
         writeln!(
             f,
             "  utilization {:.1}% (omniscient {:.1}%)",

@@ -15,6 +15,12 @@ pub(crate) struct Stats {
     pub(crate) sent_per_node: Vec<u64>,
     /// Digest entries per `Syn`: sum, count, max.
     pub(crate) digest: (u64, u64, u64),
+    /// From when records are counted (arrivals start): the cold start's N² records would
+    /// drown what load costs.
+    pub(crate) load_from_us: u64,
+    /// Records that changed hands from `load_from_us` on: (received in answers and pushes,
+    /// newer than what the receiver held).
+    pub(crate) records_under_load: (u64, u64),
     pub(crate) placement_latency_us: Vec<u64>,
     pub(crate) malformed: u64,
     pub(crate) oversized: u64,
@@ -43,9 +49,9 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    /// For a mesh of `n` nodes.
-    pub(crate) fn new(n: usize) -> Self {
-        Self { n, sent_per_node: vec![0; n], ..Self::default() }
+    /// For a mesh of `n` nodes whose arrivals start at `load_from_us`.
+    pub(crate) fn new(n: usize, load_from_us: u64) -> Self {
+        Self { n, sent_per_node: vec![0; n], load_from_us, ..Self::default() }
     }
 
     pub(crate) fn nodes(&self) -> usize {
@@ -60,6 +66,18 @@ impl Stats {
     }
 
     pub(crate) fn received(&mut self, _to: usize, _kind: &'static str, _now: u64) {}
+
+    pub(crate) fn records_received(&mut self, count: usize, now: u64) {
+        if now >= self.load_from_us {
+            self.records_under_load.0 += count as u64;
+        }
+    }
+
+    pub(crate) fn record_applied(&mut self, now: u64) {
+        if now >= self.load_from_us {
+            self.records_under_load.1 += 1;
+        }
+    }
 
     pub(crate) fn digest(&mut self, entries: usize) {
         let e = entries as u64;

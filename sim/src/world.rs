@@ -353,7 +353,7 @@ impl World {
             truths: BTreeMap::new(),
             open_runs: BTreeMap::new(),
             cpu_us_in_window: 0.0,
-            stats: Stats::new(n),
+            stats: Stats::new(n, (s.warmup_s * 1e6) as u64),
             violations: Vec::new(),
             observers: obs,
             trace,
@@ -698,6 +698,7 @@ impl World {
                     return self.stats.malformed();
                 };
                 if let GossipRequest::Push { updates } = &mut request {
+                    self.stats.records_received(updates.len(), self.now);
                     self.records.share(updates);
                 }
                 let Some(live) = self.nodes[to].live.as_mut() else { return };
@@ -712,6 +713,7 @@ impl World {
                     return self.stats.malformed();
                 };
                 if let GossipResponse::Ack { updates, .. } = &mut response {
+                    self.stats.records_received(updates.len(), self.now);
                     self.records.share(updates);
                 }
                 let Some(live) = self.nodes[to].live.as_mut() else { return };
@@ -910,6 +912,7 @@ impl World {
             }
             MembershipOutput::Event(event) => match event {
                 MembershipEvent::Joined { .. } | MembershipEvent::Updated { .. } => {
+                    self.stats.record_applied(self.now);
                     if let Some(l) = self.nodes[i].live.as_mut() {
                         l.wake_waiting = true;
                     }
