@@ -127,26 +127,34 @@ fn regression_scenarios_hold_every_invariant() {
     }
 }
 
+/// 30 nodes at 80% load with tasks of 15-25 s; at `crash_at_s` six of them crash for good.
+/// Arrivals stop at 30 s, then `drain_s` more.
+fn six_crash_for_good(crash_at_s: f64, drain_s: f64) -> orgmesh_sim::Report {
+    let scenario = format!(
+        r#"
+name = "crash-for-good"
+nodes = 30
+duration_s = 30
+warmup_s = 8
+drain_s = {drain_s}
+[workload]
+load = 0.8
+duration = {{ kind = "uniform", min_s = 15, max_s = 25 }}
+[[faults.crashes]]
+at_s = {crash_at_s}
+count = 6
+"#
+    );
+    orgmesh_sim::run(Scenario::parse(&scenario).unwrap(), 1, None, false).unwrap()
+}
+
 /// A host that crashes just before the run ends takes its attempts with it, and its origins
 /// have had no time to give them up: those tasks are unfinished, not lost (their origins still
 /// hold the leases, which will run out and have them placed again). The check used to call them
 /// lost, which a 1,000-node churn run with a 10 s drain showed as two false violations.
 #[test]
 fn attempts_on_a_host_that_crashed_too_late_to_be_detected_are_not_lost() {
-    const LATE_CRASH: &str = r#"
-name = "late-crash"
-nodes = 30
-duration_s = 30
-warmup_s = 8
-drain_s = 0
-[workload]
-load = 0.8
-duration = { kind = "uniform", min_s = 15, max_s = 25 }
-[[faults.crashes]]
-at_s = 29
-count = 6
-"#;
-    let report = orgmesh_sim::run(Scenario::parse(LATE_CRASH).unwrap(), 1, None, false).unwrap();
+    let report = six_crash_for_good(29.0, 0.0);
     assert!(report.ok(), "{report}");
     assert!(report.tasks.awaiting_detection > 0, "the crash must hit running work\n{report}");
 }
@@ -156,20 +164,7 @@ count = 6
 /// placed again elsewhere, and every task of a surviving origin still ends, once.
 #[test]
 fn attempts_on_hosts_that_never_return_are_given_up_when_their_leases_run_out() {
-    const NO_RETURN: &str = r#"
-name = "no-return"
-nodes = 30
-duration_s = 30
-warmup_s = 8
-drain_s = 100
-[workload]
-load = 0.8
-duration = { kind = "uniform", min_s = 15, max_s = 25 }
-[[faults.crashes]]
-at_s = 20
-count = 6
-"#;
-    let report = orgmesh_sim::run(Scenario::parse(NO_RETURN).unwrap(), 1, None, false).unwrap();
+    let report = six_crash_for_good(20.0, 100.0);
     assert!(report.ok(), "{report}");
     let t = &report.tasks;
     assert!(t.attempts_expired > 0, "the crash must hit running work of live origins\n{report}");
