@@ -8,9 +8,9 @@
 //! 3·log2 N rounds, so a change reaches everyone in O(log N) rounds as in SWIM's dissemination;
 //! a change of capacity alone is rumoured one hop around its owner, see `apply_update`),
 //! then a window that rotates through every other record (anti-entropy, so nothing is missed
-//! for good; each target of a round gets the next slice of it). Meshes small enough for one budget still send the whole digest, as before. A digest
-//! of `MIN_DIGEST` entries or more is read as partial: its absent entries are not taken as
-//! missing.
+//! for good; each target of a round gets the next slice of it). Meshes small enough for one
+//! budget still send the whole digest, as before. A digest of `MIN_DIGEST` entries or more is
+//! read as partial: its absent entries are not taken as missing.
 //!
 //! Failure detection. Heartbeats travel in digests, so with partial digests a live peer's
 //! heartbeat reaches us only every few rounds: the suspect and dead thresholds grow by an
