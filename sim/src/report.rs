@@ -77,11 +77,12 @@ pub struct MembershipReport {
     /// Share of (observer, live node) pairs holding the node's current record version, sampled
     /// every 5 s after start-up: how fresh gossiped capacity is.
     pub capacity_fresh_fraction: f64,
-    /// `suspect` verdicts about nodes that were up.
+    /// `suspect` verdicts about a process that was up: the node was up and the observer held
+    /// its current generation (a verdict on the generation before a restart is not false).
     pub false_suspect: u64,
-    /// `dead` verdicts about nodes that were up.
+    /// `dead` verdicts about a process that was up, in the same sense.
     pub false_dead: u64,
-    /// `dead` verdicts about nodes that were down.
+    /// `dead` verdicts about the rest.
     pub true_dead: u64,
     /// Records refused (signature, trust).
     pub rejected_records: u64,

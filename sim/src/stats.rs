@@ -26,7 +26,7 @@ pub(crate) struct Stats {
     pub(crate) oversized: u64,
     pub(crate) rejected_records: u64,
     pub(crate) submissions_refused: u64,
-    /// Verdicts `suspect`/`dead` about nodes that were up at the time.
+    /// Verdicts `suspect`/`dead` about processes that were up at the time (see `Report`).
     pub(crate) false_suspect: u64,
     pub(crate) false_dead: u64,
     pub(crate) true_dead: u64,

@@ -918,9 +918,8 @@ impl World {
                     }
                 }
                 MembershipEvent::StateChanged { peer, from, to } => {
-                    let truly_up = self.index.get(&peer).is_some_and(|&j| self.up(j));
-                    self.stats.state_change(to, truly_up);
                     let _ = from;
+                    self.stats.state_change(to, self.process_judged_is_up(i, &peer));
                     if to == PeerState::Dead {
                         let now = self.local_now(i);
                         self.nodes[i].origin.host_dead(&peer, now);
@@ -934,6 +933,17 @@ impl World {
                 MembershipEvent::Rejected { .. } => self.stats.rejected_record(),
             },
         }
+    }
+
+    /// Whether the process observer `i` just gave a verdict on is up: `peer` is up *and* `i`
+    /// holds its current generation. A verdict on the generation before a restart is about a
+    /// process that did die, even if its successor already runs.
+    fn process_judged_is_up(&self, i: usize, peer: &PeerId) -> bool {
+        let Some(&j) = self.index.get(peer) else { return false };
+        let running = self.nodes[j].live.as_ref().map(|l| l.membership.local().version.generation);
+        let held =
+            self.nodes[i].live.as_ref().and_then(|l| l.membership.peer_view(peer)).map(|(v, _)| v.generation);
+        self.up(j) && running.is_some() && held >= running
     }
 
     /// Starts a negotiation with the current view (alive peers plus itself), as the node does.
