@@ -154,20 +154,21 @@ struct Candidate {
     host: PlacedOn,
     /// Whether its record shows room for the task now; those that do not are only probed.
     looks_free: bool,
-    /// Seeded per placement, so equal hosts share the load whatever order the view lists them in.
-    tiebreak: u64,
+    /// Its place in this placement's random order (seeded once per placement, so the order
+    /// never depends on how the view is listed).
+    draw: u64,
     /// The version of its record the rank was read from.
     version: RecordVersion,
 }
 
 impl Candidate {
-    fn of(record: &NodeRecord, looks_free: bool, tiebreak: u64) -> Self {
-        Candidate { host: PlacedOn::of(record), looks_free, tiebreak, version: record.version }
+    fn of(record: &NodeRecord, looks_free: bool, draw: u64) -> Self {
+        Candidate { host: PlacedOn::of(record), looks_free, draw, version: record.version }
     }
 }
 
-/// A host's rank key: hosts that just said `Busy` last, then the seeded tiebreak; peer id and
-/// version make it total, so the order never depends on input order.
+/// A host's rank key: hosts that just said `Busy` last, then the placement's random draw; peer id
+/// and version make it total, so the order never depends on input order.
 ///
 /// Idleness is deliberately not in it. Hosts the view shows with room are asked in random order
 /// and the best offer wins (each host scores its own offer from its true state): the power of
@@ -178,7 +179,7 @@ impl Candidate {
 #[derive(Clone, Copy, Debug)]
 struct RankKey<'a> {
     declined: bool,
-    tiebreak: u64,
+    draw: u64,
     peer: &'a PeerId,
     version: RecordVersion,
 }
@@ -187,15 +188,15 @@ impl RankKey<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.declined
             .cmp(&other.declined)
-            .then(self.tiebreak.cmp(&other.tiebreak))
+            .then(self.draw.cmp(&other.draw))
             .then_with(|| self.peer.cmp(other.peer))
             .then(other.version.cmp(&self.version))
     }
 }
 
-/// A per-placement tiebreak for `peer`: its last 8 characters (which differ between ed25519 ids)
+/// `peer`'s place in one placement's random order: its last 8 characters (which differ between ed25519 ids)
 /// mixed with `salt` by the SplitMix64 finaliser. Cheap, because it runs for every eligible host.
-fn tiebreak(salt: u64, peer: &PeerId) -> u64 {
+fn draw(salt: u64, peer: &PeerId) -> u64 {
     let text = peer.as_str().as_bytes();
     let mut tail = [0u8; 8];
     let n = text.len().min(8);
@@ -360,7 +361,7 @@ impl<R: Rng> Negotiator<R> {
             }
             let key = RankKey {
                 declined: self.declined(&n.peer_id, n.version, now),
-                tiebreak: tiebreak(salt, &n.peer_id),
+                draw: draw(salt, &n.peer_id),
                 peer: &n.peer_id,
                 version: n.version,
             };
@@ -368,8 +369,8 @@ impl<R: Rng> Negotiator<R> {
                 free.push((key, n));
             } else if !key.declined {
                 // Gossiped capacity is a hint, and in a big mesh a stale one: a node the view
-                // shows full may have freed a slot seconds ago. A few of those, drawn by the
-                // tiebreak, are asked last, so a task waits for real capacity, not for gossip.
+                // shows full may have freed a slot seconds ago. A few of those, drawn at random,
+                // are asked last, so a task waits for real capacity, not for gossip.
                 full.push((key, n));
             }
         }
@@ -382,8 +383,8 @@ impl<R: Rng> Negotiator<R> {
         let probes = self.config.fanout.max(1);
         let mut kept: Vec<Candidate> = best(&mut free, MAX_KEPT)
             .iter()
-            .map(|(k, n)| Candidate::of(n, true, k.tiebreak))
-            .chain(best(&mut full, probes).iter().map(|(k, n)| Candidate::of(n, false, k.tiebreak)))
+            .map(|(k, n)| Candidate::of(n, true, k.draw))
+            .chain(best(&mut full, probes).iter().map(|(k, n)| Candidate::of(n, false, k.draw)))
             .collect();
         kept.shrink_to_fit();
         let ranked = self.rank(&kept, now);
@@ -669,7 +670,7 @@ impl<R: Rng> Negotiator<R> {
             .map(|(k, c)| {
                 let key = RankKey {
                     declined: self.declined(&c.host.peer, c.version, now),
-                    tiebreak: c.tiebreak,
+                    draw: c.draw,
                     peer: &c.host.peer,
                     version: c.version,
                 };
