@@ -535,13 +535,16 @@ fn busy_declines_from_stale_records_mean_waiting() {
 /// A seed whose first placement asks `first` before the others. Hosts with room are asked in an
 /// order drawn per placement; tests of what follows a refusal need the refusing host first.
 fn seed_asking_first(first: &str, build: impl Fn(u64) -> Mesh) -> u64 {
-    (0..64)
-        .find(|&seed| {
-            let mut m = build(seed);
-            m.place(task(1), &spec());
-            m.sends().first().is_some_and(|(k, p)| *k == "bid" && p == first)
-        })
-        .expect("some seed asks it first")
+    seeds_asking_first(first, build).next().expect("some seed asks it first")
+}
+
+/// Every seed below 64 whose first placement asks `first` before the others.
+fn seeds_asking_first(first: &str, build: impl Fn(u64) -> Mesh) -> impl Iterator<Item = u64> {
+    (0..64).filter(move |&seed| {
+        let mut m = build(seed);
+        m.place(task(1), &spec());
+        m.sends().first().is_some_and(|(k, p)| *k == "bid" && p == first)
+    })
 }
 
 #[test]
@@ -599,13 +602,7 @@ fn a_host_that_said_busy_is_asked_last_until_its_record_changes() {
         let fourth = first(&mut m, 4);
         (second, third, fourth)
     };
-    let seeds: Vec<u64> = (0..64)
-        .filter(|&seed| {
-            let mut m = mesh(seed);
-            m.place(task(1), &spec());
-            m.sends()[0].1 == A
-        })
-        .collect();
+    let seeds: Vec<u64> = seeds_asking_first(A, mesh).collect();
     assert!(seeds.len() > 8, "{seeds:?}");
     let runs: Vec<(String, String, String)> = seeds.iter().map(|&s| firsts(s)).collect();
     assert!(runs.iter().all(|(second, ..)| second == B));
