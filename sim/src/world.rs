@@ -917,8 +917,7 @@ impl World {
                         l.wake_waiting = true;
                     }
                 }
-                MembershipEvent::StateChanged { peer, from, to } => {
-                    let _ = from;
+                MembershipEvent::StateChanged { peer, to, .. } => {
                     self.stats.state_change(to, self.process_judged_is_up(i, &peer));
                     if to == PeerState::Dead {
                         let now = self.local_now(i);
@@ -940,10 +939,12 @@ impl World {
     /// process that did die, even if its successor already runs.
     fn process_judged_is_up(&self, i: usize, peer: &PeerId) -> bool {
         let Some(&j) = self.index.get(peer) else { return false };
-        let running = self.nodes[j].live.as_ref().map(|l| l.membership.local().version.generation);
-        let held =
-            self.nodes[i].live.as_ref().and_then(|l| l.membership.peer_view(peer)).map(|(v, _)| v.generation);
-        self.up(j) && running.is_some() && held >= running
+        let Some(running) = self.nodes[j].live.as_ref().map(|l| l.membership.local().version.generation)
+        else {
+            return false; // down
+        };
+        let held = self.nodes[i].live.as_ref().and_then(|l| l.membership.peer_view(peer));
+        held.is_some_and(|(v, _)| v.generation >= running)
     }
 
     /// Starts a negotiation with the current view (alive peers plus itself), as the node does.

@@ -81,6 +81,13 @@ fn run_ci(name: &str, seeds: &[u64]) -> Vec<orgmesh_sim::Report> {
         eprint!("{report}");
         assert!(report.ok(), "{} seed {seed}: invariants broken\n{report}", path.display());
         assert!(report.tasks.finished > 0, "{report}");
+        // Arrivals ran, so records changed hands under load; a record applied was received.
+        let t = &report.traffic;
+        assert!(t.records_newer_per_node_s_under_load > 0.0, "{report}");
+        assert!(t.records_newer_per_node_s_under_load <= t.records_per_node_s_under_load, "{report}");
+        // No ratio to a yardstick that never waited.
+        let omniscient_waited = report.tasks.omniscient_wait_ms.mean > 0.0;
+        assert_eq!(report.tasks.wait_ratio.is_some(), omniscient_waited, "{report}");
         reports.push(report);
     }
     reports
