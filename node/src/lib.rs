@@ -6,7 +6,8 @@
 //! - [`identity`]: the node's ed25519 key and the keyring that signs gossip records.
 //! - [`p2p`]: the swarm: TCP + Noise + Yamux, one request-response behaviour per protocol.
 //! - [`actor`]: the event loop that owns the swarm and every state machine.
-//! - [`executor`]: child processes for task attempts.
+//! - [`executor`]: child processes for task attempts, each in a [`sandbox`] unless policy says not.
+//! - [`output_cap`]: the cap on a task's output and the marker a cut log ends with.
 //! - [`handle`]: `NodeHandle`, the API's way in.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`, and the hooks that feed it.
 //! - [`run`]: assembles a node; [`cli`] and [`demo`] are the binary's commands.
@@ -20,8 +21,10 @@ pub mod executor;
 pub mod handle;
 pub mod identity;
 pub mod metrics;
+pub mod output_cap;
 pub mod p2p;
 pub mod run;
+pub mod sandbox;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
