@@ -379,6 +379,27 @@ pub struct ExecutorSection {
     /// `process` (the default) runs each attempt as a child process; `noop` runs nothing and
     /// succeeds at once, for benchmarks and simulations only.
     pub kind: crate::executor::ExecutorKind,
+    /// `sandbox` (the default): every attempt runs confined (see docs/security.md); a host that
+    /// cannot build the sandbox refuses other orgs' work. `none`: attempts run as the node's own
+    /// user, unconfined, an explicit choice of the admin.
+    pub isolation: crate::sandbox::Isolation,
+    /// What a sandboxed attempt's network reaches: `none` (loopback of its own only) or `host`.
+    pub network: crate::sandbox::NetworkMode,
+    /// First of the uids (and gids) handed to sandboxed attempts, one per running attempt.
+    pub sandbox_uid_base: u32,
+    /// How many uids from `sandbox_uid_base` on: at most this many attempts run at once.
+    pub sandbox_uid_count: u32,
+    /// Most processes and threads of one sandboxed attempt.
+    pub pids_max: u32,
+    /// Size cap of a sandboxed attempt's work dir (and of its `/tmp`), MiB.
+    pub work_dir_max_mb: u64,
+    /// Most output kept of one attempt, and stored of one task, MiB; a log cut there ends with
+    /// a marker saying so.
+    pub output_cap_mb: u64,
+    /// The bubblewrap binary.
+    pub bwrap: PathBuf,
+    /// The `setpriv` binary (util-linux).
+    pub setpriv: PathBuf,
 }
 
 impl Default for ExecutorSection {
@@ -387,6 +408,15 @@ impl Default for ExecutorSection {
             work_dir: PathBuf::from("work"),
             kill_grace_s: 5,
             kind: crate::executor::ExecutorKind::Process,
+            isolation: crate::sandbox::Isolation::Sandbox,
+            network: crate::sandbox::NetworkMode::None,
+            sandbox_uid_base: 200_000,
+            sandbox_uid_count: 65_536,
+            pids_max: 512,
+            work_dir_max_mb: 1024,
+            output_cap_mb: crate::output_cap::DEFAULT_OUTPUT_CAP_MB,
+            bwrap: PathBuf::from("/usr/bin/bwrap"),
+            setpriv: PathBuf::from("/usr/bin/setpriv"),
         }
     }
 }
@@ -514,6 +544,17 @@ impl Config {
                 .parse()
                 .map_err(|message| ConfigError::Invalid { key: "ORGMESH_EXECUTOR".into(), message })?;
         }
+        if let Some(v) = env("ORGMESH_ISOLATION") {
+            self.executor.isolation = v
+                .parse()
+                .map_err(|message| ConfigError::Invalid { key: "ORGMESH_ISOLATION".into(), message })?;
+        }
+        if let Some(v) = env("ORGMESH_SANDBOX_NETWORK") {
+            self.executor.network = v
+                .parse()
+                .map_err(|message| ConfigError::Invalid { key: "ORGMESH_SANDBOX_NETWORK".into(), message })?;
+        }
+        number("ORGMESH_OUTPUT_CAP_MB", &mut self.executor.output_cap_mb)?;
         number("ORGMESH_LEASE_RENEW_MS", &mut self.tasks.lease_renew_ms)?;
         number("ORGMESH_LEASE_TTL_MS", &mut self.tasks.lease_ttl_ms)?;
         number("ORGMESH_STOP_GRACE_S", &mut self.tasks.stop_grace_s)?;
@@ -555,6 +596,19 @@ impl Config {
         let t = &self.tasks;
         if t.lease_renew_ms == 0 || t.lease_ttl_ms < 2 * t.lease_renew_ms {
             return invalid("tasks", "need 0 < lease_renew_ms and lease_ttl_ms >= 2 * lease_renew_ms".into());
+        }
+        let e = &self.executor;
+        if e.output_cap_mb == 0 || e.work_dir_max_mb == 0 || e.pids_max < 8 {
+            return invalid(
+                "executor",
+                "need output_cap_mb >= 1, work_dir_max_mb >= 1 and pids_max >= 8".into(),
+            );
+        }
+        if e.sandbox_uid_base == 0
+            || e.sandbox_uid_count == 0
+            || e.sandbox_uid_base.checked_add(e.sandbox_uid_count).is_none()
+        {
+            return invalid("executor.sandbox_uid_base", "need a non-empty uid range above 0".into());
         }
         self.api_tokens()?;
         self.api_tls()?;

@@ -181,14 +181,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let (commands, command_rx) = mpsc::channel(1024);
     let recovered = store.unfinished_tasks()?;
     let hosted = store.runs()?;
+    let work_root = data_dir.join(&config.executor.work_dir);
+    let (sandbox, sandbox_unavailable) = build_sandbox(&config, &work_root, peer.as_str());
     let facts = NodeFacts {
         peer: peer.clone(),
         org: org.clone(),
         name: config.name(),
         started_at,
-        work_root: data_dir.join(&config.executor.work_dir),
+        work_root,
         kill_grace: Duration::from_secs(config.executor.kill_grace_s),
         executor: config.executor.kind,
+        sandbox,
+        sandbox_unavailable,
+        output_cap: config.executor.output_cap_mb.saturating_mul(1 << 20),
         external_addrs,
         peer_requests_per_s: config.limits.peer_requests_per_s,
         peer_burst: config.limits.peer_burst,
@@ -428,4 +433,60 @@ fn fit_to_open_files(wanted: usize) -> usize {
         );
     }
     wanted.min(fits)
+}
+
+/// The sandbox attempts run in, from `[executor]`: probed once, before any attempt runs, and
+/// after reaping what a crash of an earlier run left. Returns `(None, None)` where the admin chose
+/// isolation `none` (or the noop executor runs nothing), `(None, Some(why))` where the host
+/// cannot build it.
+fn build_sandbox(
+    config: &Config,
+    work_root: &std::path::Path,
+    node: &str,
+) -> (Option<std::sync::Arc<crate::sandbox::Sandbox>>, Option<String>) {
+    use crate::sandbox::{DEFAULT_READ_ONLY, Isolation, Policy, Sandbox};
+    let e = &config.executor;
+    if e.kind != crate::executor::ExecutorKind::Process || e.isolation == Isolation::None {
+        if e.kind == crate::executor::ExecutorKind::Process {
+            tracing::warn!("executor.isolation = \"none\": attempts run unconfined, as this node's user");
+        }
+        return (None, None);
+    }
+    // What an attempt must never see, wherever it lies: the node's state, config and keys.
+    let mut hidden = vec![config.data_dir(), config.base_dir.clone(), config.identity_path()];
+    hidden.extend(config.mesh_key_path());
+    if let Ok(crate::config::ApiTls::Files { cert, key }) = config.api_tls() {
+        hidden.extend([cert, key]);
+    }
+    let hidden = hidden.into_iter().filter_map(|p| std::path::absolute(&p).ok()).collect();
+    let policy = Policy {
+        node: node.to_string(),
+        network: e.network,
+        uid_base: e.sandbox_uid_base,
+        uid_count: e.sandbox_uid_count,
+        pids_max: e.pids_max,
+        work_dir_max_mb: e.work_dir_max_mb,
+        read_only: DEFAULT_READ_ONLY.iter().map(std::path::PathBuf::from).collect(),
+        hidden,
+        bwrap: e.bwrap.clone(),
+        setpriv: e.setpriv.clone(),
+    };
+    match Sandbox::probe(policy) {
+        Ok(sandbox) => {
+            let killed = sandbox.reap_leftovers(work_root);
+            if killed > 0 {
+                tracing::warn!(processes = killed, "killed what attempts of an earlier run left behind");
+            }
+            tracing::info!(sandbox = %sandbox.describe(), "isolation: sandbox");
+            (Some(sandbox), None)
+        }
+        Err(why) => {
+            tracing::warn!(
+                %why,
+                "isolation: the sandbox cannot be built here; work from other orgs is refused \
+                 (executor.isolation = \"none\" runs it unconfined)"
+            );
+            (None, Some(why.0))
+        }
+    }
 }

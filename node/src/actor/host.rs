@@ -6,15 +6,16 @@
 //! the store when it starts and when it ends, so a result outlives a crash of this node and an
 //! attempt the crash killed is reported lost instead of being silently forgotten.
 
-use std::time::Duration;
-
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use orgmesh_protocol::wire::limits;
 use orgmesh_protocol::wire::place::CommitRequest;
 use orgmesh_protocol::wire::task::{Outcome, TaskRequest, TaskResponse};
 use orgmesh_protocol::{Attempt, PeerId, TaskId, Time};
 use orgmesh_store::HostedRun;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventLoop, ReportKind, TaskOut};
@@ -34,6 +35,8 @@ pub(crate) struct Run {
     started_acked: bool,
     /// Output not yet acknowledged by the origin, starting at byte `buf_start`.
     buf: Vec<u8>,
+    /// The executor's read-ahead: every byte leaving `buf` is given back to it.
+    window: Arc<Semaphore>,
     buf_start: u64,
     total: u64,
     /// Set when the process ended.
@@ -59,6 +62,7 @@ impl Run {
             started: false,
             started_acked: false,
             buf: Vec::new(),
+            window: Arc::new(Semaphore::new(0)),
             buf_start: 0,
             total: 0,
             outcome: None,
@@ -94,6 +98,7 @@ impl EventLoop {
             return; // a repeated commit of an attempt already running
         }
         let cancel = CancellationToken::new();
+        let window = Arc::new(Semaphore::new(executor::OUTPUT_WINDOW));
         tracing::info!(task = %commit.task, attempt = %commit.attempt, origin = %origin.short(), "running task");
         executor::spawn(
             ExecRequest {
@@ -103,11 +108,15 @@ impl EventLoop {
                 work_root: self.facts.work_root.clone(),
                 kill_grace: self.facts.kill_grace,
                 kind: self.facts.executor,
+                sandbox: self.facts.sandbox.clone(),
+                output_cap: self.facts.output_cap,
+                output_window: Arc::clone(&window),
             },
             self.exec_tx.clone(),
             cancel.clone(),
         );
-        let run = Run::new(origin, cancel);
+        let mut run = Run::new(origin, cancel);
+        run.window = window;
         drop(self.store.put_run(run.record(key.0, key.1)));
         self.runs.insert(key, run);
     }
@@ -247,6 +256,7 @@ impl EventLoop {
                     ReportKind::Log { len } => {
                         let len = len.min(run.buf.len());
                         run.buf.drain(..len);
+                        run.window.add_permits(len);
                         run.buf_start += len as u64;
                     }
                     ReportKind::Finished => {
@@ -260,6 +270,7 @@ impl EventLoop {
                 if have >= run.buf_start {
                     let skip = usize::try_from(have - run.buf_start).unwrap_or(usize::MAX).min(run.buf.len());
                     run.buf.drain(..skip);
+                    run.window.add_permits(skip);
                     run.buf_start += skip as u64;
                 } else {
                     // The origin lost bytes this host no longer holds; report what it has so the
@@ -268,6 +279,7 @@ impl EventLoop {
                     if let Some(o) = run.outcome.as_mut() {
                         o.log_len = have;
                     }
+                    run.window.add_permits(run.buf.len());
                     run.buf.clear();
                     run.buf_start = have;
                 }

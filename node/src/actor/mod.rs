@@ -10,6 +10,7 @@ mod origin;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -215,6 +216,13 @@ pub struct NodeFacts {
     pub kill_grace: Duration,
     /// What runs attempts.
     pub executor: crate::executor::ExecutorKind,
+    /// The sandbox attempts run in; `None` when isolation is `none` (by the admin's choice, or
+    /// because this host cannot build it: then `sandbox_unavailable` says why).
+    pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
+    /// Why the configured sandbox could not be built, if it could not.
+    pub sandbox_unavailable: Option<String>,
+    /// Most output bytes kept of one attempt (and stored of one task).
+    pub output_cap: u64,
     /// Extra advertised addresses.
     pub external_addrs: Vec<Multiaddr>,
     /// Inbound requests per second one peer may sustain.
@@ -1226,7 +1234,32 @@ impl EventLoop {
                 },
             });
         }
+        if self.facts.executor == crate::executor::ExecutorKind::Process {
+            checks.push(self.sandbox_check());
+        }
         checks
+    }
+
+    /// Whether attempts get the isolation this node was configured for, and if not, why.
+    fn sandbox_check(&self) -> Check {
+        let name = "sandbox".to_string();
+        match (&self.facts.sandbox, &self.facts.sandbox_unavailable) {
+            (Some(sandbox), _) => Check { name, ok: true, detail: sandbox.describe() },
+            (None, Some(why)) => Check {
+                name,
+                ok: false,
+                detail: format!(
+                    "cannot build the sandbox: {why}; work from other orgs is refused until it can be built \
+                     (or executor.isolation = \"none\" runs it unconfined, as this node's user)"
+                ),
+            },
+            (None, None) => Check {
+                name,
+                ok: true,
+                detail: "isolation none (executor.isolation): attempts run unconfined, as this node's user"
+                    .into(),
+            },
+        }
     }
 
     /// Stops every running attempt (shutdown): their processes must not outlive the node.

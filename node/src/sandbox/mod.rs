@@ -23,6 +23,28 @@ use std::sync::{Arc, Mutex};
 
 use cgroup::{AttemptCgroup, Hierarchy, Limits};
 
+/// What the admin asks attempts to be confined by (`executor.isolation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Unconfined, as the node's own user.
+    None,
+    /// This module's sandbox.
+    #[default]
+    Sandbox,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "sandbox" => Ok(Self::Sandbox),
+            other => Err(format!("unknown isolation {other:?} (sandbox or none)")),
+        }
+    }
+}
+
 /// What the attempt's network namespace reaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +176,25 @@ impl Sandbox {
         Arc::new(Sandbox { policy, hierarchy, uids_in_use: Mutex::new(BTreeSet::new()) })
     }
 
+    /// One line on what confines attempts here, for `/readyz` and the start-up log.
+    pub fn describe(&self) -> String {
+        let cgroups = match &self.hierarchy {
+            Hierarchy::V1 { .. } => "cgroup v1",
+            Hierarchy::V2 { .. } => "cgroup v2",
+        };
+        let p = &self.policy;
+        format!(
+            "bubblewrap namespaces, {cgroups} limits, uids {}..{}, network {}, work dir cap {} MiB",
+            p.uid_base,
+            p.uid_base + p.uid_count - 1,
+            match p.network {
+                NetworkMode::None => "none",
+                NetworkMode::Host => "host",
+            },
+            p.work_dir_max_mb
+        )
+    }
+
     /// The policy it applies.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -181,6 +222,11 @@ impl Sandbox {
             ))),
             Err(e) => Err(Unavailable(format!("cannot start bubblewrap: {e}"))),
         }
+    }
+
+    /// The cgroups of this node's attempts that exist now (running, or not yet torn down).
+    pub fn running_attempts(&self) -> Vec<AttemptCgroup> {
+        self.hierarchy.leftovers()
     }
 
     /// Kills and removes whatever attempts of an earlier run of this node left behind (a crash
@@ -355,6 +401,12 @@ impl Confined {
     /// The attempt's uid.
     pub fn uid(&self) -> u32 {
         self.uid
+    }
+
+    /// Takes the command out, to be started by the caller (as a tokio command, say); the
+    /// sandbox stays set up until released.
+    pub fn take_command(&mut self) -> Command {
+        std::mem::replace(&mut self.command, Command::new("/bin/false"))
     }
 
     /// The attempt's cgroup.
