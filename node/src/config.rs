@@ -555,6 +555,7 @@ impl Config {
                 .map_err(|message| ConfigError::Invalid { key: "ORGMESH_SANDBOX_NETWORK".into(), message })?;
         }
         number("ORGMESH_OUTPUT_CAP_MB", &mut self.executor.output_cap_mb)?;
+        number("ORGMESH_WORK_DIR_MAX_MB", &mut self.executor.work_dir_max_mb)?;
         number("ORGMESH_LEASE_RENEW_MS", &mut self.tasks.lease_renew_ms)?;
         number("ORGMESH_LEASE_TTL_MS", &mut self.tasks.lease_ttl_ms)?;
         number("ORGMESH_STOP_GRACE_S", &mut self.tasks.stop_grace_s)?;

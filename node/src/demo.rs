@@ -6,11 +6,32 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::run::{self, RunningNode};
+use crate::sandbox::Isolation;
 
 const ORGS: [&str; 8] = ["acme", "globex", "initech", "umbrella", "hooli", "vandelay", "soylent", "wonka"];
 
 fn org_name(i: usize) -> String {
     ORGS.get(i).map(|s| s.to_string()).unwrap_or_else(|| format!("org{i}"))
+}
+
+/// The strongest isolation this machine allows, and a line saying which and why: the full
+/// sandbox where it can be built (root, bubblewrap, cgroups), else `none`, so the demo runs
+/// anywhere and says what it gave up.
+fn strongest_isolation(root: &std::path::Path) -> (Isolation, String) {
+    let probe_root = root.join("probe");
+    let (sandbox, why) =
+        run::build_sandbox(&Config::default(), &probe_root, &format!("demo-probe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&probe_root);
+    match (sandbox, why) {
+        (Some(sandbox), _) => (Isolation::Sandbox, format!("sandbox ({})", sandbox.describe())),
+        (None, why) => (
+            Isolation::None,
+            format!(
+                "none: tasks run unconfined as this user ({}); run the demo as root with bubblewrap installed for the sandbox",
+                why.unwrap_or_else(|| "the sandbox is off".into())
+            ),
+        ),
+    }
 }
 
 /// Starts the demo mesh and runs until Ctrl-C.
@@ -19,6 +40,7 @@ pub async fn run(nodes: usize, api_port: u16, p2p_port: u16) -> anyhow::Result<(
     let root = std::env::temp_dir().join(format!("orgmesh-demo-{}", std::process::id()));
     let mut running: Vec<RunningNode> = Vec::new();
     let mut bootstrap = Vec::new();
+    let isolation = strongest_isolation(&root);
     let result = async {
         for i in 0..nodes {
             let org = org_name(i);
@@ -31,6 +53,7 @@ pub async fn run(nodes: usize, api_port: u16, p2p_port: u16) -> anyhow::Result<(
             config.p2p.bootstrap = bootstrap.clone();
             config.api.addr = format!("127.0.0.1:{}", api_port + offset).parse()?;
             config.node.labels.insert("zone".into(), ["a", "b", "c"][i % 3].into());
+            config.executor.isolation = isolation.0;
             let node = run::start(config).await?;
             if i == 0 {
                 bootstrap.push(format!("/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{}", node.peer_id));
@@ -49,6 +72,7 @@ pub async fn run(nodes: usize, api_port: u16, p2p_port: u16) -> anyhow::Result<(
     }
 
     println!("orgmesh demo: {nodes} orgs on 127.0.0.1 (data in {})", root.display());
+    println!("isolation: {}", isolation.1);
     println!();
     for node in &running {
         println!("  {:<10} api http://{}   peer {}", node.org.to_string(), node.api_addr, node.peer_id);

@@ -439,7 +439,7 @@ fn fit_to_open_files(wanted: usize) -> usize {
 /// after reaping what a crash of an earlier run left. Returns `(None, None)` where the admin chose
 /// isolation `none` (or the noop executor runs nothing), `(None, Some(why))` where the host
 /// cannot build it.
-fn build_sandbox(
+pub(crate) fn build_sandbox(
     config: &Config,
     work_root: &std::path::Path,
     node: &str,

@@ -300,7 +300,11 @@ impl Sandbox {
         let mut cmd = Command::new(&p.bwrap);
         cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
         cmd.args(["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
-        cmd.args(["--unshare-cgroup-try", "--hostname", "orgmesh-task"]);
+        // Its own UTS namespace, under the host's name: a task may say where it ran, but cannot
+        // rename the host.
+        let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let hostname = if hostname.trim().is_empty() { "orgmesh-task" } else { hostname.trim() };
+        cmd.args(["--unshare-cgroup-try", "--hostname", hostname]);
         if p.network == NetworkMode::None {
             cmd.arg("--unshare-net");
         }
