@@ -225,3 +225,34 @@ fn peak_rss_mb(node: &Node) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(u64::MAX, |kb| kb / 1024)
 }
+
+/// A host that cannot build its sandbox says why in `/readyz` (and, with isolation `none` chosen
+/// explicitly, says that instead and is ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_its_sandbox_says_why() -> anyhow::Result<()> {
+    let mut node = Node::init("globex", &NodeOptions::default())?;
+    let config = node.dir.join("orgmesh.toml");
+    let text = std::fs::read_to_string(&config)?;
+    assert!(text.contains("bwrap = \"/usr/bin/bwrap\""), "init writes the bubblewrap path:\n{text}");
+    std::fs::write(&config, text.replace("bwrap = \"/usr/bin/bwrap\"", "bwrap = \"/nonexistent/bwrap\""))?;
+    node.up().await?;
+    let (status, ready) = node.get("/readyz").await?;
+    assert_eq!(status, 503, "{ready}");
+    let check = ready["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "sandbox")).cloned();
+    let detail = check.as_ref().and_then(|c| c["detail"].as_str()).unwrap_or_default().to_string();
+    assert!(detail.contains("bubblewrap not found at /nonexistent/bwrap"), "{ready}");
+    assert!(detail.contains("refused"), "{detail}");
+    node.terminate(Duration::from_secs(10)).await?;
+
+    let opts =
+        NodeOptions { env: vec![("ORGMESH_ISOLATION".into(), "none".into())], ..NodeOptions::default() };
+    let node = Node::start("initech", &opts).await?;
+    let (status, ready) = node.get("/readyz").await?;
+    let check = ready["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "sandbox")).cloned();
+    assert_eq!(status, 200, "{ready}");
+    assert!(
+        check.is_some_and(|c| c["detail"].as_str().unwrap_or_default().contains("isolation none")),
+        "{ready}"
+    );
+    Ok(())
+}
