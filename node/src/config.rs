@@ -117,7 +117,8 @@ pub struct P2pSection {
 impl Default for P2pSection {
     fn default() -> Self {
         Self {
-            listen: vec!["/ip4/0.0.0.0/tcp/7000".into()],
+            // Loopback until a trust source says who may connect from beyond it.
+            listen: vec!["/ip4/127.0.0.1/tcp/7000".into()],
             external_addrs: Vec::new(),
             bootstrap: Vec::new(),
             identity_file: PathBuf::from("identity.key"),
@@ -421,6 +422,18 @@ impl Default for ExecutorSection {
     }
 }
 
+/// Whether the multiaddr `addr` binds loopback addresses only (anything unparsable, a DNS name or
+/// an unspecified address counts as reachable beyond).
+fn listens_on_loopback_only(addr: &str) -> bool {
+    use libp2p::multiaddr::{Multiaddr, Protocol};
+    let Ok(addr) = addr.parse::<Multiaddr>() else { return false };
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
 /// A numeric setting an `ORGMESH_*` variable can override: parsed as the setting's own type, so
 /// a value out of its range is an error, not silently clamped.
 trait SetFromEnv {
@@ -633,6 +646,27 @@ impl Config {
         Ok(())
     }
 
+    /// Why this node must not start as configured, if its p2p listener is reachable beyond
+    /// loopback while nothing decides who may connect: anyone who reaches the port could then bid
+    /// for and commit work here. A trust source is a mesh key, a `trusted_peers` list, or
+    /// Tailscale discovery checking every inbound connection (`verify_inbound`).
+    pub fn p2p_exposure_problem(&self) -> Option<String> {
+        let trusted = self.trust.mesh_key_file.is_some()
+            || !self.trust.trusted_peers.is_empty()
+            || self.discovery.tailscale.as_ref().is_some_and(|t| t.verify_inbound);
+        if trusted {
+            return None;
+        }
+        let exposed = self.p2p.listen.iter().find(|addr| !listens_on_loopback_only(addr))?;
+        Some(format!(
+            "the p2p listener {exposed} is reachable beyond loopback, but nothing decides who may connect: anyone \
+             who reaches the port could bid for and commit work here. Fix: give the mesh a key \
+             (trust.mesh_key_file or ORGMESH_MESH_KEY_FILE; `orgmesh init --mesh-key-file F` creates one), or list \
+             trust.trusted_peers (ORGMESH_TRUSTED_PEERS), or use Tailscale discovery with verify_inbound = true, \
+             or listen on loopback only (ORGMESH_P2P_LISTEN=/ip4/127.0.0.1/tcp/7000)"
+        ))
+    }
+
     /// `[[api.tokens]]` as the API checks them: parsed scopes and hashes.
     pub fn api_tokens(&self) -> Result<Vec<orgmesh_api::TokenEntry>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { key: "api.tokens".into(), message };
@@ -819,5 +853,38 @@ mod tests {
             Config::parse("[api]\ntls = \"tailscale\"\n[discovery.tailscale]\nsocket = \"/s\"\n").unwrap();
         assert_eq!(ts.api_tls().unwrap(), ApiTls::Tailscale { socket: PathBuf::from("/s"), domain: None });
         assert!(Config::parse("[api]\ntls = \"acme\"\n").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn a_p2p_listener_beyond_loopback_needs_a_trust_source() {
+        let load = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> =
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Config::load(None, |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap()
+        };
+        assert_eq!(load(&[]).p2p_exposure_problem(), None, "the default listens on loopback");
+        let open = load(&[("ORGMESH_P2P_LISTEN", "/ip4/0.0.0.0/tcp/7000")]);
+        let problem = open.p2p_exposure_problem().unwrap();
+        assert!(
+            problem.contains("/ip4/0.0.0.0/tcp/7000") && problem.contains("ORGMESH_MESH_KEY_FILE"),
+            "{problem}"
+        );
+        for addr in ["/ip6/::/tcp/7000", "/ip4/10.0.0.1/tcp/7000", "/dns4/node.example/tcp/7000"] {
+            assert!(load(&[("ORGMESH_P2P_LISTEN", addr)]).p2p_exposure_problem().is_some(), "{addr}");
+        }
+        for addr in ["/ip4/127.0.0.3/tcp/7000", "/ip6/::1/tcp/7000"] {
+            assert_eq!(load(&[("ORGMESH_P2P_LISTEN", addr)]).p2p_exposure_problem(), None, "{addr}");
+        }
+        let keyed = load(&[("ORGMESH_P2P_LISTEN", "/ip4/0.0.0.0/tcp/7000"), ("ORGMESH_MESH_KEY_FILE", "/k")]);
+        assert_eq!(keyed.p2p_exposure_problem(), None);
+        let mut trusted = open.clone();
+        trusted.trust.trusted_peers = vec!["12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()];
+        assert_eq!(trusted.p2p_exposure_problem(), None);
+        let mut tailnet = open.clone();
+        tailnet.discovery.tailscale = Some(TailscaleSection::default());
+        assert_eq!(tailnet.p2p_exposure_problem(), None);
+        tailnet.discovery.tailscale =
+            Some(TailscaleSection { verify_inbound: false, ..TailscaleSection::default() });
+        assert!(tailnet.p2p_exposure_problem().is_some(), "a tailnet that checks nobody is no trust source");
     }
 }

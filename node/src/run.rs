@@ -83,6 +83,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     // The API's policy first: a config that would expose it without tokens stops here.
     let security = Security::new(config.api.addr, config.api_tokens()?, config.api.open_on_loopback)?
         .with_rate_limit(RateLimiter::new(config.api.rate_per_s, config.api.burst));
+    // Likewise the mesh's door: a p2p listener beyond loopback needs something deciding who enters.
+    if let Some(problem) = config.p2p_exposure_problem() {
+        anyhow::bail!("{problem}");
+    }
     let tls = api_tls(&config).await?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)

@@ -182,7 +182,16 @@ impl Node {
         if let Some(s) = opts.slots {
             cmd.args(["--slots", &s.to_string()]);
         }
-        if let Some(f) = &opts.mesh_key_file {
+        // A node reachable beyond loopback must know who may connect, or it refuses to start:
+        // the harness's nodes on hosts of their own share one mesh key unless the test says how.
+        let beyond_loopback = opts.listen_ip.as_deref().is_some_and(|ip| !ip.starts_with("127."));
+        let other_trust = !opts.trusted_peers.is_empty() || opts.extra_toml.contains("[discovery.tailscale]");
+        let mesh_key = match &opts.mesh_key_file {
+            Some(f) => Some(f.clone()),
+            None if beyond_loopback && !other_trust => Some(harness_mesh_key()?),
+            None => None,
+        };
+        if let Some(f) = &mesh_key {
             cmd.arg("--mesh-key-file").arg(f);
         }
         for p in &opts.trusted_peers {
@@ -197,7 +206,11 @@ impl Node {
         let mut config = std::fs::read_to_string(&config_path)?;
         config = with_api_settings(&config, &opts.api_toml);
         if let Some(ip) = &opts.listen_ip {
-            config = config.replace("/ip4/0.0.0.0/tcp/", &format!("/ip4/{ip}/tcp/"));
+            // `init` writes loopback, or every interface for a keyed mesh.
+            for written in ["/ip4/0.0.0.0/tcp/", "/ip4/127.0.0.1/tcp/"] {
+                config =
+                    config.replace(&format!("listen = [\"{written}"), &format!("listen = [\"/ip4/{ip}/tcp/"));
+            }
         }
         config.push('\n');
         config.push_str(&opts.extra_toml);
@@ -239,10 +252,11 @@ impl Node {
     pub async fn up(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log"))?;
         let mut cmd = match &self.netns {
-            // `ip netns exec` execs the binary: the child's pid is the node's.
+            // nsenter, not `ip netns exec` (which remounts /sys and hides the cgroups the task
+            // sandbox needs); it execs the binary, so the child's pid is the node's.
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(binary());
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(binary());
                 c
             }
             None => Command::new(binary()),
@@ -351,7 +365,7 @@ impl Node {
         self.signal(libc::SIGKILL);
     }
 
-    /// The process id while the node runs (with `netns`, `ip netns exec` has exec'd the node, so
+    /// The process id while the node runs (with `netns`, nsenter has exec'd the node, so
     /// this is the node itself).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -587,6 +601,32 @@ fn with_api_settings(config: &str, settings: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One mesh key for every harness node of this test process that listens beyond loopback.
+fn harness_mesh_key() -> anyhow::Result<PathBuf> {
+    // Held while the key is made, so that nodes started at once never get two keys.
+    static KEY: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut key = KEY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(key) = key.as_ref() {
+        return Ok(key.clone());
+    }
+    let path = std::env::temp_dir().join(format!("orgmesh-harness-{}.key", std::process::id()));
+    if !path.exists() {
+        // `orgmesh init --mesh-key-file` creates the key where it is missing.
+        let dir = tempfile::tempdir()?;
+        let out = Command::new(binary())
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--org", "harness", "--mesh-key-file"])
+            .arg(&path)
+            .output()?;
+        if !out.status.success() {
+            bail!("creating the harness mesh key: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    *key = Some(path.clone());
+    Ok(path)
 }
 
 /// Starts acme, then globex and initech bootstrapping from acme, and waits until each lists the

@@ -212,3 +212,41 @@ async fn forged_records_garbage_oversize_and_floods_leave_the_node_serving() -> 
     println!("acme counters: {}", acme.get("/v1/node").await?.1["counters"]);
     Ok(())
 }
+
+/// The mesh's door, like the API's: a p2p listener on every interface with nothing deciding who
+/// may connect refuses to start and names the fix; with a mesh key the same node starts; `init`
+/// without `--mesh-key-file` writes a loopback listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_p2p_listener_without_a_trust_source_refuses_to_start() -> anyhow::Result<()> {
+    let port = orgmesh_tests::free_port();
+    let public = format!("/ip4/0.0.0.0/tcp/{port}");
+    let opts =
+        NodeOptions { env: vec![("ORGMESH_P2P_LISTEN".into(), public.clone())], ..NodeOptions::default() };
+    let mut node = Node::init("acme", &opts)?;
+    let written = std::fs::read_to_string(node.dir.join("orgmesh.toml"))?;
+    assert!(written.contains(&format!("listen = [\"/ip4/127.0.0.1/tcp/{}\"]", node.p2p_port)), "{written}");
+    node.spawn_up()?;
+    let status = wait_for("the node to exit", Duration::from_secs(20), async || node.exited()).await?;
+    assert!(!status.success());
+    let log = node.log_tail();
+    assert!(
+        log.contains(&public) && log.contains("ORGMESH_MESH_KEY_FILE") && log.contains("trusted_peers"),
+        "{log}"
+    );
+
+    let key_dir = tempfile::tempdir()?;
+    let key = key_dir.path().join("mesh.key");
+    let keyed = NodeOptions {
+        env: vec![
+            ("ORGMESH_P2P_LISTEN".into(), public.clone()),
+            ("ORGMESH_MESH_KEY_FILE".into(), key.display().to_string()),
+        ],
+        ..NodeOptions::default()
+    };
+    let mut node = Node::init("acme", &keyed)?;
+    orgmesh_node::p2p::create_mesh_key(&key)?;
+    node.up().await?;
+    let (status, _) = node.get("/healthz").await?;
+    assert_eq!(status, 200);
+    Ok(())
+}

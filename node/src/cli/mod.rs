@@ -550,7 +550,10 @@ pub fn init(command: &Command) -> anyhow::Result<()> {
     config.node.name = name.clone();
     config.node.data_dir = PathBuf::from(".");
     config.node.labels = parse_labels(label).map_err(anyhow::Error::msg)?;
-    config.p2p.listen = vec![format!("/ip4/0.0.0.0/tcp/{p2p_port}")];
+    // Every interface only for a keyed mesh: without a key, a listener beyond loopback refuses
+    // to start (nothing would decide who may connect).
+    let listen_ip = if mesh_key_file.is_some() { "0.0.0.0" } else { "127.0.0.1" };
+    config.p2p.listen = vec![format!("/ip4/{listen_ip}/tcp/{p2p_port}")];
     config.p2p.bootstrap = bootstrap.clone();
     config.api.addr = api_addr.parse().map_err(|e| anyhow::anyhow!("--api-addr {api_addr:?}: {e}"))?;
     if let Some(slots) = slots {
