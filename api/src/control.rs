@@ -39,6 +39,9 @@ pub struct NodeInfo {
     pub started_at: Timestamp,
     /// Whether it is draining.
     pub draining: bool,
+    /// How it confines the tasks it runs (`none` or `sandbox`), as its signed record says.
+    #[schema(value_type = crate::openapi::schema::Isolation)]
+    pub isolation: orgmesh_protocol::Isolation,
     /// What the node dropped or refused since it started (malformed frames, rejected records,
     /// rate-limited requests, stale reports, bans...), by name.
     #[serde(default)]
@@ -71,6 +74,9 @@ pub struct PeerEntry {
     pub last_seen: Timestamp,
     /// Whether it is draining.
     pub draining: bool,
+    /// How it confines the tasks it runs (`none` or `sandbox`), as its signed record says.
+    #[schema(value_type = crate::openapi::schema::Isolation)]
+    pub isolation: orgmesh_protocol::Isolation,
     /// Discovery sources that found it (`static`, `gossip`, ...).
     pub sources: Vec<String>,
 }

@@ -42,6 +42,7 @@ use crate::control::{Check, DrainStatus, NodeInfo, PeerEntry};
         Check,
         DrainStatus,
         schema::Capacity,
+        schema::Isolation,
         schema::TaskSpec,
         schema::Resources,
         schema::Constraints,
@@ -262,6 +263,17 @@ pub(crate) mod schema {
         orgs: Vec<String>,
         /// Labels the node must carry.
         node_labels: BTreeMap<String, String>,
+        /// The least isolation the node must give; absent or null: any.
+        isolation: Option<Isolation>,
+    }
+
+    /// How a node confines the tasks it runs: `none` (unconfined, as the node's user) or
+    /// `sandbox` (its own uid, namespaces and cgroup); `sandbox` meets a requirement of `none`.
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub(crate) enum Isolation {
+        None,
+        Sandbox,
     }
 
     /// A task as submitted; only `command` is required.

@@ -151,6 +151,7 @@ mod trust_tests {
             capacity: Capacity::default(),
             accepts: AcceptPolicy::AnyOrg,
             draining: false,
+            isolation: Default::default(),
             software: "test".into(),
             version: RecordVersion::default(),
         }

@@ -17,7 +17,7 @@ use orgmesh_protocol::membership::{Membership, MembershipConfig};
 use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, PlacementConfig};
 use orgmesh_protocol::record::{AcceptPolicy, NodeRecord, RecordVersion};
 use orgmesh_protocol::task::TaskOrigin;
-use orgmesh_protocol::{Org, PeerId, Time};
+use orgmesh_protocol::{Isolation, Org, PeerId, Time};
 use orgmesh_store::Store;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -146,7 +146,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             orgs: entries.iter().filter_map(|e| Org::new(e.clone()).ok()).collect(),
         }
     };
-    let host = Host::new(host_config, org.clone(), config.node.labels.clone(), policy.clone());
+    let mut host = Host::new(host_config, org.clone(), config.node.labels.clone(), policy.clone());
+    let work_root = data_dir.join(&config.executor.work_dir);
+    let (sandbox, sandbox_unavailable) = build_sandbox(&config, &work_root, peer.as_str());
+    // What the signed record says is what attempts get. Other orgs' work needs the sandbox the
+    // admin configured, or the admin's explicit `isolation = "none"`.
+    let isolation = if sandbox.is_some() { Isolation::Sandbox } else { Isolation::None };
+    host.set_isolation(isolation, sandbox_unavailable.is_none());
     let record = NodeRecord {
         peer_id: peer.clone(),
         org: org.clone(),
@@ -156,6 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         capacity: host.capacity(),
         accepts: policy,
         draining: false,
+        isolation,
         software: env!("CARGO_PKG_VERSION").to_string(),
         // A new generation per start, so peers tell a restart from a stale record.
         version: RecordVersion { generation: started_at.0, version: 1 },
@@ -185,8 +192,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let (commands, command_rx) = mpsc::channel(1024);
     let recovered = store.unfinished_tasks()?;
     let hosted = store.runs()?;
-    let work_root = data_dir.join(&config.executor.work_dir);
-    let (sandbox, sandbox_unavailable) = build_sandbox(&config, &work_root, peer.as_str());
     let facts = NodeFacts {
         peer: peer.clone(),
         org: org.clone(),

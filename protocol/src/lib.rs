@@ -29,6 +29,6 @@ pub mod time;
 pub mod wire;
 
 pub use ids::{Attempt, IdError, Org, PeerId, ReservationId, TaskId};
-pub use record::{AcceptPolicy, Capacity, Keyring, NodeRecord, RecordVersion, SignedRecord};
+pub use record::{AcceptPolicy, Capacity, Isolation, Keyring, NodeRecord, RecordVersion, SignedRecord};
 pub use task::{Resources, Task, TaskSpec, TaskStatus};
 pub use time::{Time, Timestamp};

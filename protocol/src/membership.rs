@@ -1107,6 +1107,7 @@ mod tests {
             capacity: Capacity { cpu_millis: 4000, slots: 4, free_slots: 4, ..Capacity::default() },
             accepts: AcceptPolicy::AnyOrg,
             draining: false,
+            isolation: Default::default(),
             software: "test".into(),
             version: RecordVersion { generation, version: 0 },
         }

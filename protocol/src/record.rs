@@ -100,6 +100,45 @@ pub struct RecordVersion {
     pub version: u64,
 }
 
+/// How a node confines the tasks it runs for others, weakest first: a requirement is met by it or
+/// anything stronger. Advertised in the signed record, required by `constraints.isolation`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Tasks run unconfined, as the node's own user.
+    #[default]
+    None,
+    /// Tasks run in a sandbox: their own uid, namespaces and cgroup (see docs/security.md).
+    Sandbox,
+}
+
+impl Isolation {
+    /// Its name in configs, JSON and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Sandbox => "sandbox",
+        }
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "sandbox" => Ok(Self::Sandbox),
+            other => Err(format!("unknown isolation {other:?} (sandbox or none)")),
+        }
+    }
+}
+
 /// A node's self-description, as gossiped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -119,6 +158,8 @@ pub struct NodeRecord {
     pub accepts: AcceptPolicy,
     /// Set while it drains: it takes no new work.
     pub draining: bool,
+    /// How it confines the tasks it runs.
+    pub isolation: Isolation,
     /// The orgmesh version it runs.
     pub software: String,
     /// The record's version.
@@ -141,6 +182,7 @@ impl NodeRecord {
             capacity: _,
             accepts,
             draining,
+            isolation,
             software,
             version,
         } = self;
@@ -151,6 +193,7 @@ impl NodeRecord {
             && *labels == newer.labels
             && *accepts == newer.accepts
             && *draining == newer.draining
+            && *isolation == newer.isolation
             && *software == newer.software
             && version.generation == newer.version.generation
     }
@@ -167,6 +210,7 @@ impl NodeRecord {
     ) -> bool {
         (c.orgs.is_empty() || c.orgs.contains(&self.org))
             && c.node_labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+            && c.isolation.is_none_or(|wanted| self.isolation >= wanted)
             && self.accepts.accepts(origin_org, origin_peer)
             && self.capacity.fits_ever(r)
     }
@@ -267,6 +311,7 @@ mod tests {
                 capacity: Capacity::default(),
                 accepts,
                 draining: false,
+                isolation: Default::default(),
                 software: "0.1.0".into(),
                 version: RecordVersion { generation: 1, version: 2 },
             };
@@ -286,6 +331,7 @@ mod tests {
             capacity: Capacity { slots: 4, free_slots: 4, ..Capacity::default() },
             accepts: AcceptPolicy::AnyOrg,
             draining: false,
+            isolation: Default::default(),
             software: "0.1.0".into(),
             version: RecordVersion { generation: 1, version: 2 },
         };

@@ -41,6 +41,8 @@ pub struct Constraints {
     pub orgs: Vec<Org>,
     /// Labels the running node must carry, each with exactly this value.
     pub node_labels: BTreeMap<String, String>,
+    /// The least isolation the running node must give (`none` or `sandbox`); absent: any.
+    pub isolation: Option<crate::Isolation>,
 }
 
 /// A task as submitted. Only `command` is required; see INTERFACE.md for the JSON form.

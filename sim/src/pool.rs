@@ -64,6 +64,7 @@ mod tests {
             capacity: Capacity { free_slots: slots, ..Capacity::default() },
             accepts: AcceptPolicy::AnyOrg,
             draining: false,
+            isolation: Default::default(),
             software: "sim".into(),
             version: RecordVersion { generation: 1, version },
         };

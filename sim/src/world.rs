@@ -429,6 +429,7 @@ impl World {
             capacity: host.capacity(),
             accepts: AcceptPolicy::AnyOrg,
             draining: false,
+            isolation: Default::default(),
             software: "sim".into(),
             version: RecordVersion { generation: wall, version: 1 },
         };
@@ -1162,6 +1163,7 @@ impl World {
                 .map(|o| vec![Org::new(self.s.orgs[o].clone()).unwrap_or_else(|_| self.nodes[0].org.clone())])
                 .unwrap_or_default(),
             node_labels: a.label.iter().cloned().collect(),
+            isolation: None,
         };
         spec.max_attempts = self.s.workload.max_attempts;
         spec.queue_timeout_s = self.s.workload.queue_timeout_s;

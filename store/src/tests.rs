@@ -50,6 +50,7 @@ fn peer_record(name: &str) -> SignedRecord {
         capacity: Default::default(),
         accepts: Default::default(),
         draining: false,
+        isolation: Default::default(),
         software: "test".into(),
         version: RecordVersion { generation: 1, version: 2 },
     };

@@ -91,6 +91,7 @@ fn record() -> SignedRecord {
         capacity: Default::default(),
         accepts: Default::default(),
         draining: false,
+        isolation: Default::default(),
         software: "orgmesh/0.1.0".into(),
         version: RecordVersion { generation: 3, version: 9 },
     };

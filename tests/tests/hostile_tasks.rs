@@ -256,3 +256,84 @@ async fn a_host_without_its_sandbox_says_why() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Isolation is in each node's signed record, a task may require it, and placement (the origin's
+/// and the host's own check) respects it; a host whose sandbox cannot be built runs no other
+/// org's work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_is_advertised_and_can_be_required() -> anyhow::Result<()> {
+    let acme = Node::start("acme", &NodeOptions::default()).await?;
+    let plain = NodeOptions {
+        bootstrap: vec![acme.multiaddr()],
+        env: vec![("ORGMESH_ISOLATION".into(), "none".into())],
+        ..NodeOptions::default()
+    };
+    let globex = Node::start("globex", &plain).await?;
+    let mut initech =
+        Node::init("initech", &NodeOptions { bootstrap: vec![acme.multiaddr()], ..NodeOptions::default() })?;
+    let config = initech.dir.join("orgmesh.toml");
+    let text = std::fs::read_to_string(&config)?;
+    std::fs::write(&config, text.replace("bwrap = \"/usr/bin/bwrap\"", "bwrap = \"/nonexistent/bwrap\""))?;
+    initech.up().await?;
+    for node in [&acme, &globex, &initech] {
+        wait_for(&format!("{} to see the others", node.org), Duration::from_secs(15), async || {
+            (node.alive_orgs().await.len() == 2).then_some(())
+        })
+        .await?;
+    }
+    let (_, me) = acme.get("/v1/node").await?;
+    assert_eq!(me["isolation"], "sandbox", "{me}");
+    let (_, peers) = acme.get("/v1/peers").await?;
+    let isolation_of = |org: &str| {
+        peers["items"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["org"] == org))
+            .map(|p| p["isolation"].clone())
+    };
+    assert_eq!(isolation_of("globex"), Some(json!("none")), "{peers}");
+    assert_eq!(isolation_of("initech"), Some(json!("none")), "its sandbox cannot be built: {peers}");
+
+    // From globex, requiring the sandbox: only acme gives it, ten times out of ten.
+    for i in 0..10 {
+        let spec =
+            json!({"command": ["sh", "-c", format!("echo {i}")], "constraints": {"isolation": "sandbox"}});
+        let id = globex.submit(&spec).await?;
+        let task = globex.wait_terminal(&id, Duration::from_secs(30)).await?;
+        assert_eq!(
+            (task["status"].as_str(), task["placement"]["org"].as_str()),
+            (Some("succeeded"), Some("acme")),
+            "{task}"
+        );
+    }
+    // Nobody in globex's org set offers it: failed at once, saying why.
+    let spec =
+        json!({"command": ["true"], "constraints": {"isolation": "sandbox", "orgs": ["globex", "initech"]}});
+    let started = Instant::now();
+    let id = acme.submit(&spec).await?;
+    let task = acme.wait_terminal(&id, Duration::from_secs(10)).await?;
+    assert_eq!(task["status"], "failed", "{task}");
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("requires isolation sandbox") && error.contains("no known node offers it"),
+        "{task}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // initech cannot build its sandbox: acme's work pinned to it is refused, with the reason.
+    let id = acme.submit(&json!({"command": ["true"], "constraints": {"orgs": ["initech"]}})).await?;
+    let task = acme.wait_terminal(&id, Duration::from_secs(30)).await?;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(task["error"].as_str().unwrap_or_default().contains("cannot build its sandbox"), "{task}");
+    // ... and its own org's work still runs there.
+    let id =
+        initech.submit(&json!({"command": ["echo", "own"], "constraints": {"orgs": ["initech"]}})).await?;
+    let task = initech.wait_terminal(&id, Duration::from_secs(30)).await?;
+    assert_eq!(task["status"], "succeeded", "{task}");
+
+    // An unknown isolation is a clear 4xx.
+    let (status, _, body) = acme
+        .post("/v1/tasks", &json!({"command": ["true"], "constraints": {"isolation": "vm"}}), &[])
+        .await?;
+    assert!((400..500).contains(&status), "{status} {body}");
+    Ok(())
+}

@@ -127,6 +127,7 @@ fn forged_record(claimed: &str, org: &str) -> NodeRecord {
         capacity: Capacity { slots: 1000, free_slots: 1000, ..Capacity::default() },
         accepts: AcceptPolicy::AnyOrg,
         draining: false,
+        isolation: Default::default(),
         software: "evil".into(),
         version: RecordVersion { generation: u64::MAX / 2, version: 1 },
     }

@@ -95,6 +95,7 @@ impl Control for FakeControl {
                 capacity: Capacity::default(),
                 started_at: Timestamp(1_700_000_000_000),
                 draining: false,
+                isolation: orgmesh_protocol::Isolation::Sandbox,
                 counters: Default::default(),
             })
         })

@@ -1178,6 +1178,7 @@ impl EventLoop {
             capacity: self.host.capacity(),
             started_at: self.facts.started_at,
             draining: local.draining,
+            isolation: local.isolation,
             counters: {
                 let mut c = self.counters.to_map();
                 c.insert("banned_peers_now".into(), self.guard.banned_count() as u64);
@@ -1205,6 +1206,7 @@ impl EventLoop {
                     capacity: p.record.capacity,
                     last_seen: Timestamp(wall_now.0.saturating_sub(ago)),
                     draining: p.record.draining,
+                    isolation: p.record.isolation,
                 }
             })
             .collect();

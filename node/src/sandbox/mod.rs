@@ -23,27 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use cgroup::{AttemptCgroup, Hierarchy, Limits};
 
-/// What the admin asks attempts to be confined by (`executor.isolation`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Isolation {
-    /// Unconfined, as the node's own user.
-    None,
-    /// This module's sandbox.
-    #[default]
-    Sandbox,
-}
-
-impl std::str::FromStr for Isolation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Self::None),
-            "sandbox" => Ok(Self::Sandbox),
-            other => Err(format!("unknown isolation {other:?} (sandbox or none)")),
-        }
-    }
-}
+/// What the admin asks attempts to be confined by (`executor.isolation`): the same word the
+/// node's signed record and `constraints.isolation` use.
+pub use orgmesh_protocol::Isolation;
 
 /// What the attempt's network namespace reaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::ReservationId;
 use crate::ids::{Attempt, Org, PeerId, TaskId};
-use crate::record::{AcceptPolicy, Capacity};
+use crate::record::{AcceptPolicy, Capacity, Isolation};
 use crate::task::Resources;
 use crate::time::Time;
 use crate::wire::place::{BidRequest, BidResponse, CommitRequest, CommitResponse, DeclineReason};
@@ -84,6 +84,11 @@ pub struct Host {
     labels: BTreeMap<String, String>,
     policy: AcceptPolicy,
     draining: bool,
+    /// How tasks run here.
+    isolation: Isolation,
+    /// Whether tasks from other orgs are taken at all: not while the configured sandbox cannot
+    /// be built.
+    runs_other_orgs: bool,
     next_reservation: u64,
     reservations: BTreeMap<ReservationId, Reservation>,
     running: BTreeMap<(TaskId, Attempt), (PeerId, Resources)>,
@@ -109,10 +114,19 @@ impl Host {
             labels,
             policy,
             draining: false,
+            isolation: Isolation::None,
+            runs_other_orgs: true,
             next_reservation: 1,
             reservations: BTreeMap::new(),
             running: BTreeMap::new(),
         }
+    }
+
+    /// How this node confines tasks, and whether it takes other orgs' tasks at all (a node whose
+    /// configured sandbox cannot be built does not).
+    pub fn set_isolation(&mut self, isolation: Isolation, runs_other_orgs: bool) {
+        self.isolation = isolation;
+        self.runs_other_orgs = runs_other_orgs;
     }
 
     /// Answers a bid: reserves and offers, or declines with a reason. A repeated bid for the same
@@ -283,7 +297,19 @@ impl Host {
         if !self.policy.accepts(&request.origin_org, from) {
             return Err(DeclineReason::Policy);
         }
+        if !self.runs_other_orgs && request.origin_org != self.org {
+            return Err(DeclineReason::Unfit(
+                "this node cannot build its sandbox, so it runs no other org's work; see its /readyz".into(),
+            ));
+        }
         let c = &request.constraints;
+        // Checked here too: the origin's view of this node may be stale, or the origin may lie.
+        if let Some(wanted) = c.isolation.filter(|wanted| self.isolation < *wanted) {
+            return Err(DeclineReason::Unfit(format!(
+                "node gives isolation {}, the task requires {wanted}",
+                self.isolation
+            )));
+        }
         if !c.orgs.is_empty() && !c.orgs.contains(&self.org) {
             return Err(DeclineReason::Unfit(format!("node is in org {}, not a requested one", self.org)));
         }

@@ -850,8 +850,16 @@ impl<R: Rng> Negotiator<R> {
                 _ => format!("no known node{scope} has labels {}", missing.join(", ")),
             };
         }
+        let isolated: Vec<&NodeRecord> = labelled
+            .iter()
+            .copied()
+            .filter(|n| c.isolation.is_none_or(|wanted| n.isolation >= wanted))
+            .collect();
+        if let (true, Some(wanted)) = (isolated.is_empty(), c.isolation) {
+            return format!("the task requires isolation {wanted}, and no known node offers it");
+        }
         let accepting: Vec<&NodeRecord> =
-            labelled.iter().copied().filter(|n| n.accepts.accepts(&self.org, &self.local)).collect();
+            isolated.iter().copied().filter(|n| n.accepts.accepts(&self.org, &self.local)).collect();
         if accepting.is_empty() {
             let orgs: BTreeSet<&Org> = labelled.iter().map(|n| &n.org).collect();
             return format!("no node in org(s) {} accepts tasks from org {}", join(orgs.iter()), self.org);

@@ -96,6 +96,7 @@ impl Mesh {
             capacity: host.capacity(),
             accepts: AcceptPolicy::AnyOrg,
             draining: false,
+            isolation: Default::default(),
             software: "test".into(),
             version: RecordVersion::default(),
         };
@@ -989,4 +990,66 @@ fn hosts_with_room_take_turns_at_being_asked_first() {
     let firsts: BTreeSet<String> = (0..32).map(|seed| first_asked(seed).0).collect();
     assert!(firsts.len() >= 6, "the first bid always goes to the same few hosts: {firsts:?}");
     assert!(!firsts.contains(&ids[9]), "a host the view shows full is only probed, last");
+}
+
+#[test]
+fn a_task_requiring_the_sandbox_lands_only_where_it_is_given() {
+    use crate::Isolation;
+    // Only C, the busiest, gives the sandbox: B, the best by load, must not get the task.
+    let mut m = three_hosts(1);
+    m.node(C).record.isolation = Isolation::Sandbox;
+    m.node(C).host.set_isolation(Isolation::Sandbox, true);
+    let mut s = spec();
+    s.constraints.isolation = Some(Isolation::Sandbox);
+    m.place(task(1), &s);
+    assert_eq!(m.placed_on().as_deref(), Some(C));
+    assert!(m.sends().iter().all(|(_, to)| to == C), "only C is asked: {:?}", m.sends());
+
+    // Requiring `none` is met by anything.
+    let mut m = three_hosts(1);
+    m.node(C).record.isolation = Isolation::Sandbox;
+    let mut s = spec();
+    s.constraints.isolation = Some(Isolation::None);
+    m.place(task(1), &s);
+    assert_eq!(m.placed_on().as_deref(), Some(B));
+
+    // No node offers it: unplaceable at once, with the reason, and nobody is asked.
+    let mut m = three_hosts(1);
+    let mut s = spec();
+    s.constraints.isolation = Some(Isolation::Sandbox);
+    m.place(task(1), &s);
+    assert_eq!(
+        m.reason(),
+        ("unplaceable", "the task requires isolation sandbox, and no known node offers it".into())
+    );
+    assert!(m.sends().is_empty());
+}
+
+#[test]
+fn a_host_checks_the_isolation_itself_whatever_its_record_said() {
+    use crate::Isolation;
+    // A's record claims the sandbox (stale, or a lie told for it); its ledger knows better.
+    let mut m = Mesh::new(1);
+    m.add(A, "globex", config(4));
+    m.node(A).record.isolation = Isolation::Sandbox;
+    let mut s = spec();
+    s.constraints.isolation = Some(Isolation::Sandbox);
+    m.place(task(1), &s);
+    let (kind, reason) = m.reason();
+    assert_eq!(kind, "unplaceable");
+    assert!(reason.contains("node gives isolation none, the task requires sandbox"), "{reason}");
+    assert_eq!(m.host(A).capacity().free_slots, 4);
+}
+
+#[test]
+fn a_host_without_its_sandbox_runs_its_own_org_only() {
+    use crate::Isolation;
+    let mut m = Mesh::new(1);
+    m.add(A, "globex", config(4)).add(B, "acme", config(4));
+    m.load(B, 3);
+    m.node(A).host.set_isolation(Isolation::None, false);
+    m.node(B).host.set_isolation(Isolation::None, false);
+    m.place(task(1), &spec());
+    // A (globex, most idle) declines acme's task; B, of acme's own org, runs it.
+    assert_eq!(m.placed_on().as_deref(), Some(B));
 }
