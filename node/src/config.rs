@@ -162,6 +162,10 @@ pub struct ApiSection {
     /// when empty, so `[[api.tokens]]` entries can be appended to the file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<ApiToken>,
+    /// A file of more `[[tokens]]` entries (the same fields as `[[api.tokens]]`), relative to
+    /// the config file: how a Kubernetes Secret or a Docker secret hands a node its tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for ApiSection {
@@ -182,6 +186,7 @@ impl Default for ApiSection {
             tls_key: None,
             tls_domain: None,
             tokens: Vec::new(),
+            tokens_file: None,
         }
     }
 }
@@ -470,8 +475,27 @@ impl Config {
             }
         };
         config.apply_env(env)?;
+        config.read_tokens_file()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Adds the entries of `api.tokens_file` to `api.tokens`.
+    fn read_tokens_file(&mut self) -> Result<(), ConfigError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TokensFile {
+            #[serde(default)]
+            tokens: Vec<ApiToken>,
+        }
+        let Some(file) = &self.api.tokens_file else { return Ok(()) };
+        let path = self.base_dir.join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let parsed: TokensFile = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+        self.api.tokens.extend(parsed.tokens);
+        Ok(())
     }
 
     /// Parses TOML text.
@@ -507,6 +531,9 @@ impl Config {
         }
         if let Some(v) = env("ORGMESH_API_ADDR") {
             self.api.addr = v.parse().map_err(|e| invalid("ORGMESH_API_ADDR", format!("{e}")))?;
+        }
+        if let Some(v) = env("ORGMESH_API_TOKENS_FILE") {
+            self.api.tokens_file = Some(PathBuf::from(v));
         }
         if let Some(v) = env("ORGMESH_API_OPEN_ON_LOOPBACK") {
             self.api.open_on_loopback = matches!(v.as_str(), "1" | "true" | "yes" | "on");
@@ -886,5 +913,33 @@ mod tests {
         tailnet.discovery.tailscale =
             Some(TailscaleSection { verify_inbound: false, ..TailscaleSection::default() });
         assert!(tailnet.p2p_exposure_problem().is_some(), "a tailnet that checks nobody is no trust source");
+    }
+
+    #[test]
+    fn api_tokens_come_from_a_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = "a".repeat(64);
+        let file = dir.path().join("tokens.toml");
+        std::fs::write(
+            &file,
+            format!("[[tokens]]\nname = \"ops\"\nscopes = [\"admin\"]\nsha256 = \"{hash}\"\n"),
+        )
+        .unwrap();
+        let vars = [("ORGMESH_API_TOKENS_FILE".to_string(), file.display().to_string())];
+        let env = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.api.tokens.len(), 1);
+        assert_eq!(config.api_tokens().unwrap().len(), 1);
+
+        std::fs::write(&file, "[[tokens]]\nname = \"ops\"\nscopes = [\"root\"]\nsha256 = \"xyz\"\n").unwrap();
+        assert!(
+            matches!(Config::load(None, env), Err(ConfigError::Invalid { .. })),
+            "bad entries are refused"
+        );
+        std::fs::write(&file, "not toml [").unwrap();
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("tokens.toml"), "{err}");
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(Config::load(None, env), Err(ConfigError::Read { .. })));
     }
 }

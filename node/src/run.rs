@@ -134,6 +134,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         slots: config.capacity.slots,
         reservation_ttl: Duration::from_secs(3),
     };
+    // An org named in accept_from is only as good as the claim to it: unattested, any trusted
+    // peer may say it is that org.
+    for entry in &config.policy.accept_from {
+        let is_org = entry.parse::<libp2p::PeerId>().is_err();
+        if is_org && !config.trust.orgs.contains_key(entry) {
+            tracing::warn!(
+                org = %entry,
+                "policy.accept_from names org {entry:?}, but no [trust.orgs] entry attests which peers are {entry:?}: \
+                 any peer allowed to connect may claim it"
+            );
+        }
+    }
     let policy = if config.policy.accept_from.is_empty() {
         AcceptPolicy::AnyOrg
     } else {

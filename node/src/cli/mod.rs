@@ -42,6 +42,9 @@ pub struct Cli {
     /// API token, sent as `Authorization: Bearer` (needed unless the node's API is open on loopback).
     #[arg(long, global = true, env = "ORGMESH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the API token from this file (a Kubernetes Secret, say) instead of `--token`.
+    #[arg(long, global = true, env = "ORGMESH_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Machine-readable output (JSON) for every read command.
     #[arg(long, global = true)]
     pub json: bool,
@@ -244,7 +247,17 @@ fn print_json(v: &Value) {
 }
 
 async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
-    let client = Client::new(&cli.api, cli.token.as_deref());
+    let from_file = match &cli.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) => {
+                eprintln!("error: cannot read --token-file {}: {e}", path.display());
+                return Ok(2);
+            }
+        },
+        None => None,
+    };
+    let client = Client::new(&cli.api, from_file.as_deref().or(cli.token.as_deref()));
     let style = Style::detect();
     match &cli.command {
         Command::Status => {
