@@ -34,7 +34,7 @@ pub enum ClientError {
     },
     /// The node wants a (valid) token: 401 (exit 5).
     #[error(
-        "the node refused the request (401 Unauthorized): {detail}\nPass a token with --token or ORGMESH_TOKEN; \
+        "the node refused the request (401 Unauthorized): {detail}\nPass a token with --token, --token-file or ORGMESH_TOKEN(_FILE); \
          the node's operator creates one with `orgmesh token create --name NAME --scope read`."
     )]
     Unauthorized {

@@ -2,7 +2,8 @@
 //! talk to the local node's REST API. Output is an aligned table by default (coloured only on a
 //! terminal without `NO_COLOR`) and JSON with `--json`; waiting commands show a spinner on stderr
 //! only when stderr is a terminal. Exit codes are stable: see [`EXIT_CODES`]. `token create` makes
-//! API tokens; client commands send one with `--token` / `$ORGMESH_TOKEN`.
+//! API tokens; client commands send one with `--token`, `--token-file`,
+//! `$ORGMESH_TOKEN_FILE` or `$ORGMESH_TOKEN`.
 
 pub mod client;
 mod output;
@@ -39,11 +40,15 @@ pub struct Cli {
     /// The local node's API.
     #[arg(long, global = true, env = "ORGMESH_API", default_value = "http://127.0.0.1:7070")]
     pub api: String,
-    /// API token, sent as `Authorization: Bearer` (needed unless the node's API is open on loopback).
-    #[arg(long, global = true, env = "ORGMESH_TOKEN", hide_env_values = true)]
+    /// API token, sent as `Authorization: Bearer` (needed unless the node's API is open on
+    /// loopback). Without it: the file in $ORGMESH_TOKEN_FILE, else $ORGMESH_TOKEN.
+    // The variables are read by `token_from`, not by clap: clap counts a variable as the flag
+    // itself, so `conflicts_with` would reject `--token-file F` whenever ORGMESH_TOKEN is
+    // exported, and `--token T` in any pod that sets ORGMESH_TOKEN_FILE.
+    #[arg(long, global = true)]
     pub token: Option<String>,
     /// Read the API token from this file (a Kubernetes Secret, say) instead of `--token`.
-    #[arg(long, global = true, env = "ORGMESH_TOKEN_FILE", conflicts_with = "token")]
+    #[arg(long, global = true, conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
     /// Machine-readable output (JSON) for every read command.
     #[arg(long, global = true)]
@@ -242,22 +247,52 @@ pub async fn run_client(cli: &Cli) -> i32 {
     }
 }
 
+/// The token a client command sends: `--token`, else the file `--token-file` names, else the
+/// file in `ORGMESH_TOKEN_FILE`, else `ORGMESH_TOKEN`; a flag always beats a variable. The file
+/// holds the token alone (surrounding whitespace, such as a Secret's trailing newline, is
+/// dropped). An unreadable or empty file is an error naming it, never a silent tokenless request.
+fn token_from(
+    flag: Option<&str>,
+    flag_file: Option<&std::path::Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    if let Some(token) = flag {
+        return Ok(Some(token.to_string()));
+    }
+    let (source, path) = match (flag_file, env("ORGMESH_TOKEN_FILE").filter(|v| !v.is_empty())) {
+        (Some(path), _) => ("--token-file", path.to_path_buf()),
+        (None, Some(path)) => ("ORGMESH_TOKEN_FILE", PathBuf::from(path)),
+        (None, None) => return Ok(env("ORGMESH_TOKEN").filter(|v| !v.is_empty())),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the token file {} ({source}): {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("the token file {} ({source}) is empty", path.display()));
+    }
+    if token.contains(char::is_whitespace) {
+        // A header value cannot hold a newline; a TOML entry pasted here is the usual cause.
+        return Err(format!(
+            "the token file {} ({source}) holds more than one word: it should hold only the token",
+            path.display()
+        ));
+    }
+    Ok(Some(token.to_string()))
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
-    let from_file = match &cli.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text.trim().to_string()),
-            Err(e) => {
-                eprintln!("error: cannot read --token-file {}: {e}", path.display());
-                return Ok(2);
-            }
-        },
-        None => None,
+    let token = match token_from(cli.token.as_deref(), cli.token_file.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(2);
+        }
     };
-    let client = Client::new(&cli.api, from_file.as_deref().or(cli.token.as_deref()));
+    let client = Client::new(&cli.api, token.as_deref());
     let style = Style::detect();
     match &cli.command {
         Command::Status => {
@@ -598,6 +633,55 @@ pub fn init(command: &Command) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_comes_from_a_flag_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("drain-token");
+        std::fs::write(&file, "om_from-file\n").unwrap();
+        let file_s = file.display().to_string();
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let none = |_: &str| None;
+        assert_eq!(token_from(None, None, none), Ok(None));
+        assert_eq!(token_from(Some("om_flag"), None, none), Ok(Some("om_flag".into())));
+        assert_eq!(token_from(None, Some(&file), none), Ok(Some("om_from-file".into())), "newline dropped");
+        // A flag beats either variable, and the file variable beats the token variable.
+        let env_file = file_s.clone();
+        let both = move |k: &str| match k {
+            "ORGMESH_TOKEN_FILE" => Some(env_file.clone()),
+            "ORGMESH_TOKEN" => Some("om_env".to_string()),
+            _ => None,
+        };
+        assert_eq!(token_from(Some("om_flag"), None, &both), Ok(Some("om_flag".into())));
+        assert_eq!(token_from(None, None, &both), Ok(Some("om_from-file".into())));
+        assert_eq!(token_from(None, None, vars(&[("ORGMESH_TOKEN", "om_env")])), Ok(Some("om_env".into())));
+        let other = dir.path().join("other");
+        std::fs::write(&other, "om_other").unwrap();
+        assert_eq!(token_from(None, Some(&other), &both), Ok(Some("om_other".into())));
+
+        // Hostile or broken files say which file, and never fall back to no token.
+        let missing = dir.path().join("missing");
+        let err = token_from(None, Some(&missing), &both).unwrap_err();
+        assert!(err.contains("missing") && err.contains("--token-file"), "{err}");
+        std::fs::write(&other, " \n\t").unwrap();
+        let err = token_from(None, Some(&other), none).unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        std::fs::write(&other, "[[tokens]]\nname = \"drain\"\n").unwrap();
+        let err = token_from(None, Some(&other), none).unwrap_err();
+        assert!(err.contains("only the token"), "{err}");
+        std::fs::write(&other, "om_a\r\nom_b").unwrap();
+        assert!(token_from(None, Some(&other), none).is_err(), "no header injection through the file");
+    }
+
+    #[test]
+    fn token_flags_conflict_only_with_each_other() {
+        // Variables are not flags: parsing never fails because ORGMESH_TOKEN is exported.
+        let cli = Cli::try_parse_from(["orgmesh", "--token-file", "/f", "status"]).unwrap();
+        assert_eq!(cli.token_file.as_deref(), Some(std::path::Path::new("/f")));
+        assert!(Cli::try_parse_from(["orgmesh", "--token", "t", "--token-file", "/f", "status"]).is_err());
+    }
 
     #[test]
     fn completions_generate_for_each_shell() {
