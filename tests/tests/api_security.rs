@@ -159,7 +159,7 @@ async fn tokens_scopes_actors_and_the_cli() -> anyhow::Result<()> {
     // The CLI: no token exits 5, a token without the scope 6, the right one (from the env) 0.
     let cli = |token: Option<&str>, args: &[&str]| {
         let mut cmd = Command::new(binary());
-        cmd.args(["--api", &api]).args(args).env_remove("ORGMESH_TOKEN");
+        cmd.args(["--api", &api]).args(args).env_remove("ORGMESH_TOKEN").env_remove("ORGMESH_TOKEN_FILE");
         if let Some(t) = token {
             cmd.env("ORGMESH_TOKEN", t);
         }
@@ -176,6 +176,32 @@ async fn tokens_scopes_actors_and_the_cli() -> anyhow::Result<()> {
     assert!(listed["items"].as_array().is_some_and(|items| items.iter().any(|t| t["id"] == id.as_str())));
     let out = Command::new(binary()).args(["--api", &api, "--token", &ci, "task", &id]).output()?;
     assert_eq!(out.status.code(), Some(0), "--token works like the variable");
+
+    // A token from a file, as a mounted Secret gives it (trailing newline and all): the flag, the
+    // variable, and the file beating a stale ORGMESH_TOKEN rather than clashing with it.
+    let dir = tempfile::tempdir()?;
+    let ci_file = dir.path().join("ci-token");
+    std::fs::write(&ci_file, format!("{ci}\n"))?;
+    let ci_file = ci_file.display().to_string();
+    let out = cli(None, &["--token-file", &ci_file, "task", &id])?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(Some("om_stale"), &["--token-file", &ci_file, "task", &id])?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(binary())
+        .args(["--api", &api, "task", &id])
+        .env_remove("ORGMESH_TOKEN")
+        .env("ORGMESH_TOKEN_FILE", &ci_file)
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A file with the wrong token is refused by the node, one that is empty by the CLI itself.
+    let reader_file = dir.path().join("reader-token");
+    std::fs::write(&reader_file, &reader)?;
+    let out = cli(None, &["--token-file", &reader_file.display().to_string(), "cancel", &id])?;
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&reader_file, "")?;
+    let out = cli(None, &["--token-file", &reader_file.display().to_string(), "tasks"])?;
+    assert_eq!(out.status.code(), Some(2), "an empty file is not a tokenless request");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
     Ok(())
 }
 
