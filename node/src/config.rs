@@ -37,6 +37,26 @@ pub enum ConfigError {
     },
 }
 
+/// One `[[api.tokens]]` or tokens-file entry, checked: a name, known scopes, 64 hex digits.
+/// The one place both sources are checked, so they cannot drift apart.
+fn check_token(t: &ApiToken) -> Result<orgmesh_api::TokenEntry, String> {
+    if t.name.trim().is_empty() {
+        return Err("every token needs a name".into());
+    }
+    if t.scopes.is_empty() {
+        return Err(format!("token {:?} has no scopes", t.name));
+    }
+    let scopes = t
+        .scopes
+        .iter()
+        .map(|s| s.parse::<orgmesh_api::Scope>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("token {:?}: {e}", t.name))?;
+    let sha256 =
+        orgmesh_api::auth::parse_sha256_hex(&t.sha256).map_err(|e| format!("token {:?}: {e}", t.name))?;
+    Ok(orgmesh_api::TokenEntry { name: t.name.clone(), scopes, sha256 })
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -492,8 +512,37 @@ impl Config {
         let path = self.base_dir.join(file);
         let text = std::fs::read_to_string(&path)
             .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        let parsed: TokensFile = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+        // Not toml's own message: it quotes the offending line, and a token pasted here in the
+        // clear would end up in the log. The line number and a value-free reason are enough.
+        let parsed: TokensFile = toml::from_str(&text).map_err(|e| {
+            let line =
+                e.span().map_or(0, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let reason =
+                if e.message().contains(['"', '\'']) { "a value of the wrong type" } else { e.message() };
+            ConfigError::Parse {
+                path: path.clone(),
+                message: format!(
+                    "line {line}: {reason} (the file holds [[tokens]] entries with name, scopes and sha256)"
+                ),
+            }
+        })?;
+        // Checked here as well as by `api_tokens`, so a bad entry is named by its file and
+        // position, not as one of `api.tokens` that orgmesh.toml does not contain.
+        let key = || format!("api.tokens_file {}", path.display());
+        if parsed.tokens.is_empty() {
+            // An empty mount (a Secret with the wrong key, a credential never filled in) would
+            // otherwise surface as "a public API needs tokens", pointing away from the file.
+            return Err(ConfigError::Invalid {
+                key: key(),
+                message: "the file has no [[tokens]] entries".into(),
+            });
+        }
+        for (i, token) in parsed.tokens.iter().enumerate() {
+            check_token(token).map_err(|message| ConfigError::Invalid {
+                key: key(),
+                message: format!("entry {}: {message}", i + 1),
+            })?;
+        }
         self.api.tokens.extend(parsed.tokens);
         Ok(())
     }
@@ -696,26 +745,11 @@ impl Config {
 
     /// `[[api.tokens]]` as the API checks them: parsed scopes and hashes.
     pub fn api_tokens(&self) -> Result<Vec<orgmesh_api::TokenEntry>, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { key: "api.tokens".into(), message };
         self.api
             .tokens
             .iter()
             .map(|t| {
-                if t.name.trim().is_empty() {
-                    return Err(invalid("every token needs a name".into()));
-                }
-                if t.scopes.is_empty() {
-                    return Err(invalid(format!("token {:?} has no scopes", t.name)));
-                }
-                let scopes = t
-                    .scopes
-                    .iter()
-                    .map(|s| s.parse::<orgmesh_api::Scope>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| invalid(format!("token {:?}: {e}", t.name)))?;
-                let sha256 = orgmesh_api::auth::parse_sha256_hex(&t.sha256)
-                    .map_err(|e| invalid(format!("token {:?}: {e}", t.name)))?;
-                Ok(orgmesh_api::TokenEntry { name: t.name.clone(), scopes, sha256 })
+                check_token(t).map_err(|message| ConfigError::Invalid { key: "api.tokens".into(), message })
             })
             .collect()
     }
@@ -936,6 +970,37 @@ mod tests {
             matches!(Config::load(None, env), Err(ConfigError::Invalid { .. })),
             "bad entries are refused"
         );
+        // A bad entry is named by its file and position; so is a file with no entries at all.
+        let good = format!("[[tokens]]\nname = \"ops\"\nscopes = [\"admin\"]\nsha256 = \"{hash}\"\n");
+        std::fs::write(
+            &file,
+            format!(
+                "{good}[[tokens]]\nname = \"ci\"\nscopes = [\"submit\"]\nsha256 = \"{}\"\n",
+                "g".repeat(64)
+            ),
+        )
+        .unwrap();
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("tokens.toml") && err.contains("entry 2") && err.contains("\"ci\""), "{err}");
+        for empty in ["", "# tokens go here\n", "tokens = []\n"] {
+            std::fs::write(&file, empty).unwrap();
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains("tokens.toml") && err.contains("no [[tokens]]"), "{empty:?}: {err}");
+        }
+        // Hostile shapes: an unknown field, a line format, a token in the clear.
+        for bad in [
+            format!("{good}admin = true\n"),
+            format!("ops:admin:{hash}\n"),
+            "[[tokens]]\nname = \"ops\"\nscopes = [\"admin\"]\ntoken = \"om_secret\"\n".to_string(),
+            "[[tokens]]\nname = \"ops\"\nscopes = \"om_secret\"\nsha256 = \"\"\n".to_string(),
+            "om_secret\n".to_string(),
+        ] {
+            std::fs::write(&file, &bad).unwrap();
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains("tokens.toml"), "{bad:?}: {err}");
+            assert!(!err.contains("om_secret"), "a secret is not echoed: {err}");
+            assert!(err.contains("line "), "{err}");
+        }
         std::fs::write(&file, "not toml [").unwrap();
         let err = Config::load(None, env).unwrap_err().to_string();
         assert!(err.contains("tokens.toml"), "{err}");
