@@ -134,14 +134,38 @@ fn the_kubernetes_manifests_start_a_node() {
     let path = dir.path().join("orgmesh.toml");
     std::fs::write(&path, &toml).unwrap();
     let statefulset = read("deploy/k8s/statefulset.yaml");
-    let mut env = manifest_env(&statefulset);
-    assert!(env.contains_key("ORGMESH_API_TOKENS_FILE") && env.contains_key("ORGMESH_TOKEN_FILE"), "{env:?}");
-    documented(&env);
-    env.retain(|k, _| k.starts_with("ORGMESH_"));
+    let manifest = manifest_env(&statefulset);
+    assert!(
+        manifest.contains_key("ORGMESH_API_TOKENS_FILE") && manifest.contains_key("ORGMESH_TOKEN_FILE"),
+        "{manifest:?}"
+    );
+    documented(&manifest);
+    // The container runs the image, so the image's ENV is there too, under the manifest's: a
+    // variable the manifest forgets to override wins over the ConfigMap's file.
+    let mut env = dockerfile_env(&read("deploy/docker/Dockerfile"));
+    env.extend(manifest.into_iter().filter(|(k, _)| k.starts_with("ORGMESH_")));
+
+    // Every secret the node and its preStop read sits under one of the container's mounts.
+    let mounts: Vec<&str> =
+        statefulset.lines().filter_map(|l| l.trim().strip_prefix("mountPath: ")).map(str::trim).collect();
+    let mounted = |file: &Path| mounts.iter().any(|m| file.parent() == Some(Path::new(m)));
+    let mut without_tokens = env.clone();
+    without_tokens.remove("ORGMESH_API_TOKENS_FILE");
+    let as_shipped = load(Some(&path), &without_tokens).unwrap();
+    let mesh_key = as_shipped
+        .trust
+        .mesh_key_file
+        .clone()
+        .expect("the pod's p2p listener faces the tailnet: a keyed mesh");
+    assert!(mounted(&mesh_key), "mesh key {} is not under a mount: {mounts:?}", mesh_key.display());
+    for var in ["ORGMESH_API_TOKENS_FILE", "ORGMESH_TOKEN_FILE"] {
+        let file = Path::new(&env[var]);
+        assert!(mounted(file), "{var}={} is not under a mount: {mounts:?}", file.display());
+    }
+
     env.insert("ORGMESH_API_TOKENS_FILE".into(), tokens_file(dir.path()).display().to_string());
     let config = load(Some(&path), &env).unwrap();
     security_checks(&config).unwrap();
-    assert!(config.trust.mesh_key_file.is_some(), "the pod's p2p listener faces the tailnet: a keyed mesh");
 
     // The preStop drain authenticates, and the container grants the sandbox's capabilities only.
     assert!(statefulset.contains("orgmesh drain"));
