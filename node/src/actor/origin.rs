@@ -514,7 +514,24 @@ impl EventLoop {
             }
             TaskRequest::Log { offset, data, .. } => {
                 // The host counts from its attempt's first byte; the log holds earlier attempts too.
-                let pending = self.store.append_log(id, log_base.saturating_add(offset), data);
+                // Whatever the host sends (its own cap may be larger, or it may ignore it), this
+                // node stores at most its own cap per task, and the marker once.
+                let store = &self.store;
+                let stored = || store.log_len(id).unwrap_or(0);
+                let capped = crate::output_cap::cap_chunk(
+                    self.facts.output_cap,
+                    log_base.saturating_add(offset),
+                    data,
+                    stored,
+                );
+                let Some((at, data)) = capped else {
+                    // Cut already: acknowledged like a stored chunk, so the host goes on.
+                    self.completions.push(Box::pin(async move {
+                        Completion { reply, response: Some(TaskResponse::Ack) }
+                    }));
+                    return;
+                };
+                let pending = self.store.append_log(id, at, data);
                 self.completions.push(Box::pin(async move {
                     let response = match pending.await {
                         Ok(Ok(_)) => Some(TaskResponse::Ack),
@@ -533,7 +550,9 @@ impl EventLoop {
 
     fn finish(&mut self, id: TaskId, outcome: Outcome, log_base: u64, reply: Reply, now: Time) {
         match self.store.log_len(id) {
-            Ok(have) if have < log_base.saturating_add(outcome.log_len) => {
+            // A log longer than the cap was cut at it (see `output_cap::cap_chunk`): complete,
+            // whatever length the host reports.
+            Ok(have) if have <= self.facts.output_cap && have < log_base.saturating_add(outcome.log_len) => {
                 let have = have.saturating_sub(log_base);
                 return self.send_reply(reply, Some(TaskResponse::LogGap { have }), now);
             }
