@@ -8,6 +8,23 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Why a node refuses to start with a configuration that loaded (see [`Config::security`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// A token entry is malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The API's policy cannot be built: a non-loopback API without tokens, or two tokens of one
+    /// name.
+    #[error(transparent)]
+    Api(#[from] orgmesh_api::SecurityError),
+    /// The p2p listener is reachable beyond loopback and nothing decides who may connect; the
+    /// message names the fixes.
+    #[error("{0}")]
+    OpenP2p(String),
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -722,6 +739,18 @@ impl Config {
         Ok(())
     }
 
+    /// Every security check a start runs, in one place: `orgmesh up` runs exactly this before it
+    /// opens anything, and the deploy-config tests run it on each shipped config. Returns the
+    /// API's access policy (without its rate limit).
+    pub fn security(&self) -> Result<orgmesh_api::Security, Refused> {
+        let api = orgmesh_api::Security::new(self.api.addr, self.api_tokens()?, self.api.open_on_loopback)?;
+        // Likewise the mesh's door: a p2p listener beyond loopback needs something deciding who enters.
+        if let Some(problem) = self.p2p_exposure_problem() {
+            return Err(Refused::OpenP2p(problem));
+        }
+        Ok(api)
+    }
+
     /// Why this node must not start as configured, if its p2p listener is reachable beyond
     /// loopback while nothing decides who may connect: anyone who reaches the port could then bid
     /// for and commit work here. A trust source is a mesh key, a `trusted_peers` list, or
@@ -914,6 +943,18 @@ mod tests {
             Config::parse("[api]\ntls = \"tailscale\"\n[discovery.tailscale]\nsocket = \"/s\"\n").unwrap();
         assert_eq!(ts.api_tls().unwrap(), ApiTls::Tailscale { socket: PathBuf::from("/s"), domain: None });
         assert!(Config::parse("[api]\ntls = \"acme\"\n").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn security_runs_every_start_check() {
+        assert!(Config::default().security().is_ok(), "the defaults start");
+        let public_api = Config::parse("[api]\naddr = \"0.0.0.0:7070\"\n").unwrap();
+        assert!(matches!(public_api.security(), Err(Refused::Api(_))));
+        let open_p2p = Config::parse("[p2p]\nlisten = [\"/ip4/0.0.0.0/tcp/7000\"]\n").unwrap();
+        let e = open_p2p.security().unwrap_err();
+        assert!(matches!(e, Refused::OpenP2p(_)) && e.to_string().contains("ORGMESH_MESH_KEY_FILE"), "{e}");
+        let bad_token = "[[api.tokens]]\nname = \"ci\"\nscopes = [\"root\"]\nsha256 = \"00\"\n";
+        assert!(matches!(Config::parse(bad_token).unwrap().security(), Err(Refused::Config(_))));
     }
 
     #[test]

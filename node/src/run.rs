@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use libp2p::Multiaddr;
-use orgmesh_api::{RateLimiter, Security, TlsConfig};
+use orgmesh_api::{RateLimiter, TlsConfig};
 use orgmesh_discovery::{
     DnsConfig, DnsSource, Source, StaticSource, TailscaleClient, TailscaleConfig, TailscaleSource,
 };
@@ -80,13 +80,10 @@ impl RunningNode {
 
 /// Starts a node from `config`.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
-    // The API's policy first: a config that would expose it without tokens stops here.
-    let security = Security::new(config.api.addr, config.api_tokens()?, config.api.open_on_loopback)?
-        .with_rate_limit(RateLimiter::new(config.api.rate_per_s, config.api.burst));
-    // Likewise the mesh's door: a p2p listener beyond loopback needs something deciding who enters.
-    if let Some(problem) = config.p2p_exposure_problem() {
-        anyhow::bail!("{problem}");
-    }
+    // The security checks first: a config that would expose the API without tokens, or the p2p
+    // listener to anyone who reaches its port, stops here.
+    let security =
+        config.security()?.with_rate_limit(RateLimiter::new(config.api.rate_per_s, config.api.burst));
     let tls = api_tls(&config).await?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)

@@ -29,15 +29,9 @@ fn tokens_file(dir: &Path) -> PathBuf {
     path
 }
 
-/// The checks `orgmesh up` runs before it opens anything.
+/// The checks `orgmesh up` runs before it opens anything: the same call, not a copy of it.
 fn security_checks(config: &Config) -> Result<(), String> {
-    let tokens = config.api_tokens().map_err(|e| e.to_string())?;
-    orgmesh_api::auth::Security::new(config.api.addr, tokens, config.api.open_on_loopback)
-        .map_err(|e| e.to_string())?;
-    match config.p2p_exposure_problem() {
-        Some(problem) => Err(problem),
-        None => Ok(()),
-    }
+    config.security().map(drop).map_err(|e| e.to_string())
 }
 
 fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config, String> {
