@@ -739,6 +739,15 @@ impl Config {
         Ok(())
     }
 
+    /// The `policy.accept_from` entries that name an org no `[trust.orgs]` entry attests: any
+    /// peer allowed to connect may claim such an org, so the entry admits whoever says they are
+    /// it. A peer id needs no attestation (the connection proves it); an org pinned to an empty
+    /// list is attested too (nobody may claim it). `orgmesh up` warns about each at start.
+    pub fn unattested_accept_from(&self) -> Vec<&str> {
+        let orgs = self.policy.accept_from.iter().filter(|e| e.parse::<libp2p::PeerId>().is_err());
+        orgs.filter(|org| !self.trust.orgs.contains_key(org.as_str())).map(String::as_str).collect()
+    }
+
     /// Every security check a start runs, in one place: `orgmesh up` runs exactly this before it
     /// opens anything, and the deploy-config tests run it on each shipped config. Returns the
     /// API's access policy (without its rate limit).
@@ -943,6 +952,17 @@ mod tests {
             Config::parse("[api]\ntls = \"tailscale\"\n[discovery.tailscale]\nsocket = \"/s\"\n").unwrap();
         assert_eq!(ts.api_tls().unwrap(), ApiTls::Tailscale { socket: PathBuf::from("/s"), domain: None });
         assert!(Config::parse("[api]\ntls = \"acme\"\n").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn accept_from_orgs_without_an_attestation_are_listed() {
+        let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let text = format!(
+            "[policy]\naccept_from = [\"acme\", \"globex\", \"initech\", \"{peer}\"]\n\
+             [trust.orgs]\nacme = [\"{peer}\"]\ninitech = []\n"
+        );
+        assert_eq!(Config::parse(&text).unwrap().unattested_accept_from(), vec!["globex"]);
+        assert!(Config::default().unattested_accept_from().is_empty());
     }
 
     #[test]

@@ -133,15 +133,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     };
     // An org named in accept_from is only as good as the claim to it: unattested, any trusted
     // peer may say it is that org.
-    for entry in &config.policy.accept_from {
-        let is_org = entry.parse::<libp2p::PeerId>().is_err();
-        if is_org && !config.trust.orgs.contains_key(entry) {
-            tracing::warn!(
-                org = %entry,
-                "policy.accept_from names org {entry:?}, but no [trust.orgs] entry attests which peers are {entry:?}: \
-                 any peer allowed to connect may claim it"
-            );
-        }
+    for entry in config.unattested_accept_from() {
+        tracing::warn!(
+            org = %entry,
+            "policy.accept_from names org {entry:?}, but no [trust.orgs] entry attests which peers are {entry:?}: \
+             any peer allowed to connect may claim it"
+        );
     }
     let policy = if config.policy.accept_from.is_empty() {
         AcceptPolicy::AnyOrg

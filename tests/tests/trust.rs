@@ -251,3 +251,23 @@ async fn a_public_p2p_listener_without_a_trust_source_refuses_to_start() -> anyh
     assert_eq!(status, 200);
     Ok(())
 }
+
+/// An `accept_from` org means something only if its claim is attested: the node says at start
+/// which entries `[trust.orgs]` does not pin (globex), and not the ones it does (initech).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unattested_accept_from_org_is_warned_about_at_start() -> anyhow::Result<()> {
+    let opts = NodeOptions { accept_from: vec!["globex".into(), "initech".into()], ..NodeOptions::default() };
+    let mut node = Node::init("acme", &opts)?;
+    // `init` writes an empty [trust.orgs]; pin initech's claim to a peer id there.
+    let path = node.dir.join("orgmesh.toml");
+    let config = std::fs::read_to_string(&path)?;
+    assert!(config.contains("[trust.orgs]\n"), "{config}");
+    let pinned = "[trust.orgs]\ninitech = [\"12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN\"]";
+    std::fs::write(&path, config.replacen("[trust.orgs]", pinned, 1))?;
+    node.up().await?;
+    let log = node.log_tail();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("no [trust.orgs] entry attests")).collect();
+    assert_eq!(warned.len(), 1, "one warning, for globex only:\n{log}");
+    assert!(warned[0].contains("\"globex\""), "{}", warned[0]);
+    Ok(())
+}
