@@ -403,11 +403,19 @@ pub struct TasksSection {
     pub lease_ttl_ms: u64,
     /// Seconds a stopping node (SIGTERM) lets running attempts finish before handing them back.
     pub stop_grace_s: u64,
+    /// Seconds past a task's `timeout_s` after which this node, as its origin, gives up an
+    /// attempt that has not finished, whatever the host says.
+    pub overdue_grace_s: u64,
 }
 
 impl Default for TasksSection {
     fn default() -> Self {
-        Self { lease_renew_ms: 1000, lease_ttl_ms: 5000, stop_grace_s: 30 }
+        Self {
+            lease_renew_ms: 1000,
+            lease_ttl_ms: 5000,
+            stop_grace_s: 30,
+            overdue_grace_s: orgmesh_protocol::lifecycle::DEFAULT_OVERDUE_GRACE.as_secs(),
+        }
     }
 }
 
@@ -661,10 +669,12 @@ impl Config {
                 .map_err(|message| ConfigError::Invalid { key: "ORGMESH_SANDBOX_NETWORK".into(), message })?;
         }
         number("ORGMESH_OUTPUT_CAP_MB", &mut self.executor.output_cap_mb)?;
+        number("ORGMESH_KILL_GRACE_S", &mut self.executor.kill_grace_s)?;
         number("ORGMESH_WORK_DIR_MAX_MB", &mut self.executor.work_dir_max_mb)?;
         number("ORGMESH_LEASE_RENEW_MS", &mut self.tasks.lease_renew_ms)?;
         number("ORGMESH_LEASE_TTL_MS", &mut self.tasks.lease_ttl_ms)?;
         number("ORGMESH_STOP_GRACE_S", &mut self.tasks.stop_grace_s)?;
+        number("ORGMESH_OVERDUE_GRACE_S", &mut self.tasks.overdue_grace_s)?;
         Ok(())
     }
 

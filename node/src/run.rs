@@ -226,6 +226,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
                 renew_every: Duration::from_millis(config.tasks.lease_renew_ms),
                 ttl: Duration::from_millis(config.tasks.lease_ttl_ms),
                 stall_after: Duration::from_millis(config.tasks.lease_ttl_ms / 2),
+                overdue_grace: Duration::from_secs(config.tasks.overdue_grace_s),
             },
             rng: ChaCha8Rng::seed_from_u64(seed ^ 2),
             runs: hosted,

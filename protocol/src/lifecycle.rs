@@ -1,7 +1,8 @@
 //! Leases on placed attempts, kept by the task's origin: the executing node renews each attempt it
 //! holds; without renewals the task turns `unreachable`, and after the spec's `replace_after_s` the
-//! attempt is given up and the task placed again. Also the back-off between attempts. Sans-IO:
-//! never reads a clock or draws unseeded randomness.
+//! attempt is given up and the task placed again. An attempt still held at `timeout_s` plus a
+//! grace is given up too, whatever its host says (renewals included): the origin enforces time.
+//! Also the back-off between attempts. Sans-IO: never reads a clock or draws unseeded randomness.
 //!
 //! Calling contract: `grant` when a commit is accepted, `renew` for every renewal or report from
 //! the holder, `host_dead` when the failure detector gives up on a node, `release` when the attempt
@@ -31,6 +32,10 @@ pub struct LeaseConfig {
     /// A gap this long between two calls means this node itself stalled (paused, starved): the
     /// gap is forgiven rather than charged to the hosts.
     pub stall_after: Duration,
+    /// How long past its `timeout_s` an attempt may stay unfinished before the origin gives it up.
+    /// The host kills at `timeout_s` and then still has to deliver the rest of the log and the
+    /// result; this covers that, so an honest host is never overtaken.
+    pub overdue_grace: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -39,6 +44,29 @@ impl Default for LeaseConfig {
             renew_every: Duration::from_secs(1),
             ttl: Duration::from_secs(5),
             stall_after: Duration::from_millis(1500),
+            overdue_grace: DEFAULT_OVERDUE_GRACE,
+        }
+    }
+}
+
+/// The default of [`LeaseConfig::overdue_grace`].
+pub const DEFAULT_OVERDUE_GRACE: Duration = Duration::from_secs(30);
+
+/// What a lease holds its host to, from the task's spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// How long the attempt may stay unreachable before it is placed again (`replace_after_s`).
+    pub replace_after: Duration,
+    /// How long the attempt may run (`timeout_s`); the origin adds its grace.
+    pub time_limit: Duration,
+}
+
+impl LeaseTerms {
+    /// The terms a task's spec sets.
+    pub fn of(spec: &crate::task::TaskSpec) -> Self {
+        Self {
+            replace_after: Duration::from_secs(spec.replace_after_s),
+            time_limit: Duration::from_secs(spec.timeout_s),
         }
     }
 }
@@ -70,6 +98,16 @@ pub enum LeaseEvent {
         /// The node that held it.
         host: PeerId,
     },
+    /// Still held at `timeout_s` plus the grace: the attempt is given up (the lease is gone),
+    /// its host is told to cancel it, and the task is placed again or fails.
+    Overdue {
+        /// The task.
+        task: TaskId,
+        /// The attempt given up.
+        attempt: Attempt,
+        /// The node that held it.
+        host: PeerId,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +117,8 @@ struct Lease {
     renewed: Time,
     unreachable_since: Option<Time>,
     replace_after: Duration,
+    /// When the attempt is overdue, however its renewals go.
+    overdue_at: Time,
 }
 
 impl Lease {
@@ -95,8 +135,10 @@ impl Lease {
 pub struct Leases {
     config: LeaseConfig,
     leases: BTreeMap<TaskId, Lease>,
-    /// Every lease's next deadline, so the earliest is found without a scan.
+    /// Every lease's next renewal deadline, so the earliest is found without a scan.
     deadlines: BTreeSet<(Time, TaskId)>,
+    /// Every lease's `overdue_at`.
+    overdue: BTreeSet<(Time, TaskId)>,
     events: VecDeque<LeaseEvent>,
     last_seen: Option<Time>,
     stalls: u64,
@@ -109,6 +151,7 @@ impl Leases {
             config,
             leases: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            overdue: BTreeSet::new(),
             events: VecDeque::new(),
             last_seen: None,
             stalls: 0,
@@ -146,26 +189,33 @@ impl Leases {
     }
 
     /// `host` accepted `attempt` of `task`: it holds the lease from `now`, replacing any older one.
-    pub fn grant(
-        &mut self,
-        task: TaskId,
-        attempt: Attempt,
-        host: PeerId,
-        replace_after: Duration,
-        now: Time,
-    ) {
+    pub fn grant(&mut self, task: TaskId, attempt: Attempt, host: PeerId, terms: LeaseTerms, now: Time) {
         self.observe(now);
         self.release(task);
-        let lease = Lease { attempt, host, renewed: now, unreachable_since: None, replace_after };
+        let overdue_at = now + terms.time_limit.saturating_add(self.config.overdue_grace);
+        let lease = Lease {
+            attempt,
+            host,
+            renewed: now,
+            unreachable_since: None,
+            replace_after: terms.replace_after,
+            overdue_at,
+        };
         self.deadlines.insert((lease.deadline(self.config.ttl), task));
+        self.overdue.insert((overdue_at, task));
         self.leases.insert(task, lease);
     }
 
     /// Lets go of `task`'s lease (ended, superseded, given up). No event follows.
     pub fn release(&mut self, task: TaskId) {
         if let Some(lease) = self.leases.remove(&task) {
-            self.deadlines.remove(&(lease.deadline(self.config.ttl), task));
+            self.forget_deadlines(task, &lease);
         }
+    }
+
+    fn forget_deadlines(&mut self, task: TaskId, lease: &Lease) {
+        self.deadlines.remove(&(lease.deadline(self.config.ttl), task));
+        self.overdue.remove(&(lease.overdue_at, task));
     }
 
     /// `from` renews `attempt` of `task` (a renewal, or any report from the attempt). Returns
@@ -207,11 +257,21 @@ impl Leases {
         }
     }
 
-    /// Moves every lease whose deadline passed: renewal overdue → unreachable, unreachable for
-    /// `replace_after` → expired (and released).
+    /// Moves every lease whose deadline passed: past `timeout_s` plus the grace → overdue (and
+    /// released), renewal late → unreachable, unreachable for `replace_after` → expired (and
+    /// released).
     pub fn handle_timeout(&mut self, now: Time) {
         self.observe(now);
         let ttl = self.config.ttl;
+        while let Some(&(at, task)) = self.overdue.first() {
+            if at > now {
+                break;
+            }
+            self.overdue.pop_first();
+            let Some(lease) = self.leases.remove(&task) else { continue };
+            self.deadlines.remove(&(lease.deadline(ttl), task));
+            self.events.push_back(LeaseEvent::Overdue { task, attempt: lease.attempt, host: lease.host });
+        }
         while let Some(&(at, task)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -228,7 +288,9 @@ impl Leases {
                 Some(_) => {
                     let host = lease.host.clone();
                     let attempt = lease.attempt;
+                    let overdue_at = lease.overdue_at;
                     self.leases.remove(&task);
+                    self.overdue.remove(&(overdue_at, task));
                     self.events.push_back(LeaseEvent::Expired { task, attempt, host });
                 }
             }
@@ -237,7 +299,9 @@ impl Leases {
 
     /// The earliest deadline, if any lease is held.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.deadlines.first().map(|(at, _)| *at)
+        let renewal = self.deadlines.first().map(|(at, _)| *at);
+        let overdue = self.overdue.first().map(|(at, _)| *at);
+        renewal.into_iter().chain(overdue).min()
     }
 
     /// The next event to act on.
@@ -256,13 +320,18 @@ impl Leases {
         }
         self.stalls += 1;
         let ttl = self.config.ttl;
+        // The time limit moves too: a stalled origin has not read the results that may be
+        // waiting for it, and must not fail them for its own lateness.
         self.deadlines.clear();
+        self.overdue.clear();
         for (task, lease) in &mut self.leases {
             lease.renewed = lease.renewed + gap;
             if let Some(since) = lease.unreachable_since.as_mut() {
                 *since = *since + gap;
             }
+            lease.overdue_at = lease.overdue_at + gap;
             self.deadlines.insert((lease.deadline(ttl), *task));
+            self.overdue.insert((lease.overdue_at, *task));
         }
     }
 }
@@ -293,7 +362,9 @@ mod tests {
         Time(ms)
     }
 
-    const REPLACE: Duration = Duration::from_secs(30);
+    /// Terms whose time limit never comes up in a test about renewals.
+    const REPLACE: LeaseTerms =
+        LeaseTerms { replace_after: Duration::from_secs(30), time_limit: Duration::from_secs(3600) };
 
     fn table() -> Leases {
         Leases::new(LeaseConfig::default())
@@ -421,6 +492,96 @@ mod tests {
         l.release(task);
         assert!(l.is_empty());
         assert_eq!(l.poll_timeout(), None);
+    }
+
+    fn ten_seconds() -> LeaseTerms {
+        LeaseTerms { replace_after: Duration::from_secs(30), time_limit: Duration::from_secs(10) }
+    }
+
+    #[test]
+    fn an_attempt_renewed_past_its_time_limit_and_grace_is_overdue_and_released() {
+        let mut l = table();
+        let task = TaskId::new(1, 1);
+        l.grant(task, Attempt(1), peer(1), ten_seconds(), at(1_000));
+        let due = 1_000 + 10_000 + DEFAULT_OVERDUE_GRACE.as_millis() as u64;
+        // The host renews faithfully all along: renewals do not buy time.
+        run(&mut l, 1_000, due - 250, Some((&peer(1), task, Attempt(1), 1000)));
+        assert_eq!(events(&mut l), vec![]);
+        assert_eq!(l.poll_timeout(), Some(at(due)), "the time limit is the next deadline");
+        l.renew(&peer(1), task, Attempt(1), at(due - 1));
+        l.handle_timeout(at(due));
+        assert_eq!(events(&mut l), vec![LeaseEvent::Overdue { task, attempt: Attempt(1), host: peer(1) }]);
+        assert_eq!(l.holder(task), None);
+        assert!(!l.renew(&peer(1), task, Attempt(1), at(due + 10)), "an overdue attempt is not renewed");
+        assert_eq!(l.poll_timeout(), None, "no deadline is left behind");
+        run(&mut l, due, due + 60_000, None);
+        assert_eq!(events(&mut l), vec![], "overdue once, and nothing after it");
+    }
+
+    #[test]
+    fn the_time_limit_is_the_earliest_deadline_when_it_comes_first() {
+        let mut l =
+            Leases::new(LeaseConfig { overdue_grace: Duration::from_secs(1), ..LeaseConfig::default() });
+        let task = TaskId::new(1, 1);
+        let terms = LeaseTerms { replace_after: Duration::from_secs(30), time_limit: Duration::from_secs(2) };
+        l.grant(task, Attempt(1), peer(1), terms, at(0));
+        // ttl is 5 s; the attempt is due at 3 s.
+        assert_eq!(l.poll_timeout(), Some(at(3_000)));
+        run(&mut l, 0, 2_750, None);
+        l.handle_timeout(at(2_999));
+        assert_eq!(events(&mut l), vec![]);
+        l.handle_timeout(at(3_000));
+        assert_eq!(events(&mut l), vec![LeaseEvent::Overdue { task, attempt: Attempt(1), host: peer(1) }]);
+    }
+
+    #[test]
+    fn an_attempt_released_or_expired_first_is_never_overdue() {
+        let mut l = table();
+        let (ended, lost) = (TaskId::new(1, 1), TaskId::new(1, 2));
+        l.grant(ended, Attempt(1), peer(1), ten_seconds(), at(0));
+        l.grant(lost, Attempt(1), peer(2), ten_seconds(), at(0));
+        l.release(ended);
+        l.host_dead(&peer(2), at(1_000));
+        run(&mut l, 0, 120_000, None);
+        assert_eq!(
+            events(&mut l),
+            vec![
+                LeaseEvent::Unreachable { task: lost, attempt: Attempt(1) },
+                LeaseEvent::Expired { task: lost, attempt: Attempt(1), host: peer(2) },
+            ]
+        );
+        assert_eq!(l.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_regrant_starts_a_new_time_limit() {
+        let mut l = table();
+        let task = TaskId::new(1, 1);
+        l.grant(task, Attempt(1), peer(1), ten_seconds(), at(0));
+        l.grant(task, Attempt(2), peer(2), ten_seconds(), at(20_000));
+        let first_due = 10_000 + DEFAULT_OVERDUE_GRACE.as_millis() as u64;
+        run(&mut l, 20_000, first_due + 5_000, Some((&peer(2), task, Attempt(2), 1000)));
+        assert_eq!(events(&mut l), vec![], "the first attempt's limit went with it");
+        run(&mut l, first_due + 5_250, 20_000 + first_due, Some((&peer(2), task, Attempt(2), 1000)));
+        assert_eq!(events(&mut l), vec![LeaseEvent::Overdue { task, attempt: Attempt(2), host: peer(2) }]);
+    }
+
+    #[test]
+    fn a_stall_of_the_origin_moves_the_time_limit_too() {
+        let mut l = table();
+        let task = TaskId::new(1, 1);
+        l.grant(task, Attempt(1), peer(1), ten_seconds(), at(0));
+        let due = 10_000 + DEFAULT_OVERDUE_GRACE.as_millis() as u64;
+        run(&mut l, 0, 20_000, Some((&peer(1), task, Attempt(1), 1000)));
+        // The origin is paused for 30 s: the host's result may be waiting unread.
+        l.renew(&peer(1), task, Attempt(1), at(50_000));
+        assert_eq!(l.stalls(), 1);
+        let moved = due + 30_000;
+        run(&mut l, 50_000, moved - 250, Some((&peer(1), task, Attempt(1), 1000)));
+        assert_eq!(events(&mut l), vec![], "not overdue for the origin's own lateness");
+        assert!(l.holder(task).is_some());
+        l.handle_timeout(at(moved));
+        assert_eq!(events(&mut l), vec![LeaseEvent::Overdue { task, attempt: Attempt(1), host: peer(1) }]);
     }
 
     #[test]

@@ -134,10 +134,6 @@ impl Default for Origin {
     }
 }
 
-fn replace_after(spec: &TaskSpec) -> Duration {
-    Duration::from_secs(spec.replace_after_s)
-}
-
 impl Origin {
     /// A new task, waiting to be placed.
     pub fn submit(&mut self, id: TaskId, arrival: usize, spec: TaskSpec, queue_deadline_ms: u64) {
@@ -174,7 +170,13 @@ impl Origin {
                 }
                 Status::Placed | Status::Running | Status::Unreachable => {
                     if let Some(host) = &t.placement {
-                        self.leases.grant(*id, t.attempt, host.clone(), replace_after(&t.spec), now);
+                        self.leases.grant(
+                            *id,
+                            t.attempt,
+                            host.clone(),
+                            lifecycle::LeaseTerms::of(&t.spec),
+                            now,
+                        );
                     }
                 }
                 Status::Succeeded | Status::Failed(_) => {}
@@ -216,7 +218,7 @@ impl Origin {
         t.placement = Some(host.clone());
         t.started = false;
         t.placed_attempts += 1;
-        self.leases.grant(id, attempt, host.clone(), replace_after(&t.spec), now);
+        self.leases.grant(id, attempt, host.clone(), lifecycle::LeaseTerms::of(&t.spec), now);
         if matches!(t.status, Status::Pending | Status::Placing) {
             t.status = Status::Placed;
         }
@@ -304,6 +306,11 @@ impl Origin {
                         self.attempts_expired += 1;
                         requeued |=
                             self.attempt_lost(task, "executor unreachable for replace_after_s", now, rng);
+                    }
+                }
+                LeaseEvent::Overdue { task, attempt, .. } => {
+                    if self.current(task, attempt).is_some() {
+                        requeued |= self.attempt_lost(task, "timed out at the origin", now, rng);
                     }
                 }
             }

@@ -362,6 +362,7 @@ impl EventLoop {
     pub(super) fn host_cancel(&mut self, from: &PeerId, task: TaskId, attempt: Attempt) -> TaskResponse {
         match self.runs.get(&(task, attempt)) {
             Some(run) if &run.origin == from && !run.exited => {
+                tracing::info!(task = %task, %attempt, "the origin cancels this attempt; stopping it");
                 run.cancel.cancel();
                 TaskResponse::Ack
             }

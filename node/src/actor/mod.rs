@@ -161,6 +161,9 @@ enum PlaceOut {
 enum TaskOut {
     Report(TaskId, Attempt, ReportKind),
     Cancel(TaskId),
+    /// A cancel of an attempt this node gave up on (overdue): whatever the answer, the task has
+    /// moved on.
+    GiveUp,
     Renew,
 }
 
@@ -173,6 +176,7 @@ pub(crate) struct Counters {
     pub(crate) rejected_records: u64,
     pub(crate) stale_reports: u64,
     pub(crate) attempts_lost: u64,
+    pub(crate) attempts_overdue: u64,
     pub(crate) rate_limited_requests: u64,
     pub(crate) bans: u64,
     pub(crate) refused_connections: u64,
@@ -188,6 +192,7 @@ impl Counters {
             ("rejected_records", self.rejected_records),
             ("stale_reports", self.stale_reports),
             ("attempts_lost", self.attempts_lost),
+            ("attempts_overdue", self.attempts_overdue),
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),
@@ -833,6 +838,7 @@ impl EventLoop {
                                     self.handle_report_answer(task, attempt, kind, Some(response), now);
                                 }
                                 TaskOut::Cancel(task) => self.handle_cancel_answer(task, &response),
+                                TaskOut::GiveUp => {}
                                 TaskOut::Renew => self.handle_leases_answer(response),
                             }
                         }
@@ -898,6 +904,13 @@ impl EventLoop {
                     if let TaskRequest::Cancel { task, attempt } = request {
                         let response = self.host_cancel(&me, task, attempt);
                         self.handle_cancel_answer(task, &response);
+                    }
+                    return;
+                }
+                TaskOut::GiveUp => {
+                    let me = self.facts.peer.clone();
+                    if let TaskRequest::Cancel { task, attempt } = request {
+                        self.host_cancel(&me, task, attempt);
                     }
                     return;
                 }

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::time::Duration;
 
 use orgmesh_api::CancelError;
-use orgmesh_protocol::lifecycle::{self, LeaseEvent};
+use orgmesh_protocol::lifecycle::{self, LeaseEvent, LeaseTerms};
 use orgmesh_protocol::placement::PlacementEvent;
 use orgmesh_protocol::task::{AttemptRecord, TaskPlacement};
 use orgmesh_protocol::wire::task::{Outcome, TaskRequest, TaskResponse};
@@ -88,14 +88,8 @@ impl EventLoop {
                 _ => {
                     active.started = active.task.status == TaskStatus::Running;
                     if let Some(p) = &active.task.placement {
-                        let replace_after = Duration::from_secs(active.task.spec.replace_after_s);
-                        self.leases.grant(
-                            active.task.id,
-                            active.task.attempt,
-                            p.peer_id.clone(),
-                            replace_after,
-                            now,
-                        );
+                        let terms = LeaseTerms::of(&active.task.spec);
+                        self.leases.grant(active.task.id, active.task.attempt, p.peer_id.clone(), terms, now);
                     }
                 }
             }
@@ -188,8 +182,8 @@ impl EventLoop {
                 };
                 let cancel = active.cancel_requested;
                 let log_start = active.log_base;
-                let replace_after = Duration::from_secs(active.task.spec.replace_after_s);
-                self.leases.grant(task, attempt, host.peer.clone(), replace_after, now);
+                let terms = LeaseTerms::of(&active.task.spec);
+                self.leases.grant(task, attempt, host.peer.clone(), terms, now);
                 let placement = TaskPlacement { peer_id: host.peer.clone(), org: host.org, name: host.name };
                 drop(self.update(task, |t| {
                     if !t.history.iter().any(|h| h.attempt == attempt) {
@@ -371,6 +365,25 @@ impl EventLoop {
             LeaseEvent::Expired { task, attempt, host } => {
                 if self.current(task, attempt).is_some() {
                     let why = format!("executor {} unreachable for replace_after_s", host.short());
+                    drop(self.attempt_lost(task, &why, now));
+                }
+            }
+            // Whatever the host says, the attempt had its time: it is told to stop (once; its
+            // next renewal is refused as well), and the task goes on without it.
+            LeaseEvent::Overdue { task, attempt, host } => {
+                if self.current(task, attempt).is_some() {
+                    let grace = self.leases.config().overdue_grace.as_secs();
+                    let why = format!(
+                        "timed out at the origin: executor {} did not finish within timeout_s + {grace} s",
+                        host.short()
+                    );
+                    self.counters.attempts_overdue += 1;
+                    self.send_task_request(
+                        &host,
+                        TaskRequest::Cancel { task, attempt },
+                        TaskOut::GiveUp,
+                        now,
+                    );
                     drop(self.attempt_lost(task, &why, now));
                 }
             }

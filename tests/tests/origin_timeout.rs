@@ -1,0 +1,62 @@
+//! The origin enforces time (issue "Safe to host another org's work"): an attempt still
+//! unfinished at `timeout_s` plus the origin's grace is given up by the origin, whatever the host
+//! says, and the host is told to cancel it.
+//!
+//! Real `orgmesh` processes on 127.0.0.1. globex runs the task but is slow to stop it: the task
+//! ignores SIGTERM and globex waits 60 s before SIGKILL, so globex alone would report nothing for
+//! a minute while renewing its lease all along. acme (grace 2 s) does not wait for it. globex runs
+//! it unsandboxed (`ORGMESH_ISOLATION=none`, the admin's explicit choice) because in the sandbox
+//! SIGTERM also ends bubblewrap, and with it the whole PID namespace, so no task outlives it.
+
+use std::time::{Duration, Instant};
+
+use orgmesh_tests::{Node, NodeOptions, wait_for};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_timeout_and_grace_is_given_up_by_the_origin() -> anyhow::Result<()> {
+    let host_opts = NodeOptions {
+        env: vec![("ORGMESH_KILL_GRACE_S".into(), "60".into()), ("ORGMESH_ISOLATION".into(), "none".into())],
+        ..NodeOptions::default()
+    };
+    let globex = Node::start("globex", &host_opts).await?;
+    let opts = NodeOptions {
+        bootstrap: vec![globex.multiaddr()],
+        env: vec![("ORGMESH_OVERDUE_GRACE_S".into(), "2".into())],
+        ..NodeOptions::default()
+    };
+    let acme = Node::start("acme", &opts).await?;
+    wait_for("acme to see globex", Duration::from_secs(15), async || {
+        acme.alive_orgs().await.contains(&"globex".to_string()).then_some(())
+    })
+    .await?;
+
+    let spec = json!({
+        "command": ["sh", "-c", "trap '' TERM; echo started; while :; do sleep 1; done"],
+        "constraints": {"orgs": ["globex"]},
+        "timeout_s": 2,
+        "max_attempts": 1,
+    });
+    let submitted = Instant::now();
+    let id = acme.submit(&spec).await?;
+    let task = acme.wait_terminal(&id, Duration::from_secs(40)).await?;
+    let took = submitted.elapsed();
+    assert_eq!(task["status"], "failed", "{task}");
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timed out at the origin"), "error does not say the origin gave up: {task}");
+    assert!(error.contains("timeout_s + 2 s"), "error does not name the grace: {task}");
+    // globex would have answered only after its 60 s kill grace.
+    assert!(took < Duration::from_secs(40), "the origin waited for the host: {took:?}");
+    let (_, node) = acme.get("/v1/node").await?;
+    assert_eq!(node["counters"]["attempts_overdue"], 1, "{}", node["counters"]);
+
+    // The host was told to cancel (the attempt ends once globex's own kill grace runs out).
+    wait_for("globex to be told to cancel", Duration::from_secs(10), async || {
+        globex.log_tail().contains("the origin cancels this attempt").then_some(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; globex log:\n{}", globex.log_tail()))?;
+    let (_, again) = acme.get(&format!("/v1/tasks/{id}")).await?;
+    assert_eq!(again["status"], "failed", "a late report from the host changed the outcome: {again}");
+    Ok(())
+}
