@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,8 @@ pub struct Config {
     pub policy: PolicySection,
     /// Gossip and failure-detection timing.
     pub gossip: GossipSection,
+    /// Placement negotiation timing.
+    pub placement: PlacementSection,
     /// Leases on placed attempts, and graceful stop.
     pub tasks: TasksSection,
     /// How tasks run here.
@@ -388,8 +391,44 @@ pub struct GossipSection {
 
 impl Default for GossipSection {
     fn default() -> Self {
-        Self { interval_ms: 500, suspect_after_ms: 1500, dead_after_ms: 2000 }
+        let engine = orgmesh_protocol::membership::MembershipConfig::default();
+        Self {
+            interval_ms: millis(engine.gossip_interval),
+            suspect_after_ms: millis(engine.suspect_after),
+            dead_after_ms: millis(engine.dead_after),
+        }
     }
+}
+
+/// `[placement]`: how this node negotiates where its tasks run, and how long its offers hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementSection {
+    /// Hosts asked for a bid at once.
+    pub fanout: usize,
+    /// Milliseconds to wait for bids before deciding with what arrived.
+    pub bid_timeout_ms: u64,
+    /// Milliseconds to wait for a commit's answer before trying another host.
+    pub commit_timeout_ms: u64,
+    /// Milliseconds an offer this node made holds its capacity without a commit.
+    pub reservation_ttl_ms: u64,
+}
+
+impl Default for PlacementSection {
+    fn default() -> Self {
+        let engine = orgmesh_protocol::placement::PlacementConfig::default();
+        Self {
+            fanout: engine.fanout,
+            bid_timeout_ms: millis(engine.bid_timeout),
+            commit_timeout_ms: millis(engine.commit_timeout),
+            reservation_ttl_ms: millis(orgmesh_protocol::placement::DEFAULT_RESERVATION_TTL),
+        }
+    }
+}
+
+/// A protocol default, in the milliseconds the file speaks.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `[tasks]`: how placed attempts are kept alive, and how a stopping node lets go of them.
@@ -410,11 +449,12 @@ pub struct TasksSection {
 
 impl Default for TasksSection {
     fn default() -> Self {
+        let engine = orgmesh_protocol::lifecycle::LeaseConfig::default();
         Self {
-            lease_renew_ms: 1000,
-            lease_ttl_ms: 5000,
+            lease_renew_ms: millis(engine.renew_every),
+            lease_ttl_ms: millis(engine.ttl),
             stop_grace_s: 30,
-            overdue_grace_s: orgmesh_protocol::lifecycle::DEFAULT_OVERDUE_GRACE.as_secs(),
+            overdue_grace_s: engine.overdue_grace.as_secs(),
         }
     }
 }
@@ -709,6 +749,13 @@ impl Config {
         if g.interval_ms == 0 || g.suspect_after_ms <= g.interval_ms || g.dead_after_ms <= g.suspect_after_ms
         {
             return invalid("gossip", "need 0 < interval_ms < suspect_after_ms < dead_after_ms".into());
+        }
+        let p = &self.placement;
+        if p.fanout == 0 || p.bid_timeout_ms == 0 || p.commit_timeout_ms == 0 || p.reservation_ttl_ms == 0 {
+            return invalid(
+                "placement",
+                "need fanout, bid_timeout_ms, commit_timeout_ms and reservation_ttl_ms of at least 1".into(),
+            );
         }
         let t = &self.tasks;
         if t.lease_renew_ms == 0 || t.lease_ttl_ms < 2 * t.lease_renew_ms {

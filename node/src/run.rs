@@ -12,9 +12,8 @@ use orgmesh_api::{RateLimiter, TlsConfig};
 use orgmesh_discovery::{
     DnsConfig, DnsSource, Source, StaticSource, TailscaleClient, TailscaleConfig, TailscaleSource,
 };
-use orgmesh_protocol::lifecycle::LeaseConfig;
-use orgmesh_protocol::membership::{Membership, MembershipConfig};
-use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, PlacementConfig};
+use orgmesh_protocol::membership::Membership;
+use orgmesh_protocol::placement::{Host, HostConfig, Negotiator};
 use orgmesh_protocol::record::{AcceptPolicy, NodeRecord, RecordVersion};
 use orgmesh_protocol::task::TaskOrigin;
 use orgmesh_protocol::{Isolation, Org, PeerId, Time};
@@ -27,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actor::{Command, EventLoop, NodeFacts, Parts};
 use crate::config::{ApiTls, Config, machine_resources};
+use crate::engine_config;
 use crate::handle::NodeHandle;
 use crate::identity::{self, Libp2pKeyring, TrustPolicy};
 use crate::metrics::Metrics;
@@ -129,7 +129,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         memory_mb: config.capacity.memory_mb.unwrap_or(mem),
         gpus: config.capacity.gpus,
         slots: config.capacity.slots,
-        reservation_ttl: Duration::from_secs(3),
+        reservation_ttl: engine_config::reservation_ttl(&config),
     };
     // An org named in accept_from is only as good as the claim to it: unattested, any trusted
     // peer may say it is that org.
@@ -173,12 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         // A new generation per start, so peers tell a restart from a stale record.
         version: RecordVersion { generation: started_at.0, version: 1 },
     };
-    let gossip = MembershipConfig {
-        gossip_interval: Duration::from_millis(config.gossip.interval_ms),
-        suspect_after: Duration::from_millis(config.gossip.suspect_after_ms),
-        dead_after: Duration::from_millis(config.gossip.dead_after_ms),
-        ..MembershipConfig::default()
-    };
+    let gossip = engine_config::membership(&config);
     let seed: u64 = rand::random();
     let membership = Membership::new(
         record,
@@ -190,7 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let negotiator = Negotiator::new(
         peer.clone(),
         org.clone(),
-        PlacementConfig::default(),
+        engine_config::placement(&config),
         ChaCha8Rng::seed_from_u64(seed ^ 1),
     );
 
@@ -222,12 +217,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             membership,
             negotiator,
             host,
-            leases: LeaseConfig {
-                renew_every: Duration::from_millis(config.tasks.lease_renew_ms),
-                ttl: Duration::from_millis(config.tasks.lease_ttl_ms),
-                stall_after: Duration::from_millis(config.tasks.lease_ttl_ms / 2),
-                overdue_grace: Duration::from_secs(config.tasks.overdue_grace_s),
-            },
+            leases: engine_config::leases(&config),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 2),
             runs: hosted,
             epoch,

@@ -43,7 +43,8 @@ impl Default for LeaseConfig {
         Self {
             renew_every: Duration::from_secs(1),
             ttl: Duration::from_secs(5),
-            stall_after: Duration::from_millis(1500),
+            // Half the ttl: a gap that long would have cost the hosts half their lease.
+            stall_after: Duration::from_millis(2500),
             overdue_grace: DEFAULT_OVERDUE_GRACE,
         }
     }

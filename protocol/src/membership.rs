@@ -73,6 +73,11 @@ pub struct MembershipConfig {
     pub max_digest: Option<usize>,
 }
 
+/// The shipped defaults, for the node (`[gossip]` in `orgmesh.toml`) and the simulator alike.
+/// 3 s / 6 s hold at scale: the simulator's `ci-churn` (loss, jitter, 2 s clock skew) has no false
+/// verdict with them, and 124 false suspicions and 63 false deaths (seed 1, 40 nodes) with
+/// 1.5 s / 2 s; a `dead` verdict only starts a task's
+/// `replace_after_s` clock, so waiting longer for it costs little.
 impl Default for MembershipConfig {
     fn default() -> Self {
         Self {

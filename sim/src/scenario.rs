@@ -80,10 +80,21 @@ pub struct MembershipSection {
     pub dead_after_ms: u64,
 }
 
+/// The shipped defaults: the protocol's, which the node's `orgmesh.toml` defaults are too.
 impl Default for MembershipSection {
     fn default() -> Self {
-        Self { gossip_interval_ms: 500, fanout: 2, suspect_after_ms: 3000, dead_after_ms: 6000 }
+        let shipped = orgmesh_protocol::membership::MembershipConfig::default();
+        Self {
+            gossip_interval_ms: millis(shipped.gossip_interval),
+            fanout: shipped.fanout,
+            suspect_after_ms: millis(shipped.suspect_after),
+            dead_after_ms: millis(shipped.dead_after),
+        }
     }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `protocol::placement::PlacementConfig` and the host's reservation TTL.
@@ -96,13 +107,20 @@ pub struct PlacementSection {
     pub bid_timeout_ms: u64,
     /// Commit deadline.
     pub commit_timeout_ms: u64,
-    /// How long an offer holds (the node uses 3 s).
+    /// How long an offer holds.
     pub reservation_ttl_ms: u64,
 }
 
+/// The shipped defaults, as for [`MembershipSection`].
 impl Default for PlacementSection {
     fn default() -> Self {
-        Self { fanout: 3, bid_timeout_ms: 1000, commit_timeout_ms: 2000, reservation_ttl_ms: 3000 }
+        let shipped = orgmesh_protocol::placement::PlacementConfig::default();
+        Self {
+            fanout: shipped.fanout,
+            bid_timeout_ms: millis(shipped.bid_timeout),
+            commit_timeout_ms: millis(shipped.commit_timeout),
+            reservation_ttl_ms: millis(orgmesh_protocol::placement::DEFAULT_RESERVATION_TTL),
+        }
     }
 }
 

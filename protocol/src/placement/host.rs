@@ -30,6 +30,10 @@ pub struct HostConfig {
     pub reservation_ttl: Duration,
 }
 
+/// The shipped default of [`HostConfig::reservation_ttl`]: long enough for a bid round
+/// (`PlacementConfig::bid_timeout`) and a commit (`commit_timeout`) to follow an offer.
+pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(3);
+
 /// Capacity held for one offer until it is committed, released or expires.
 #[derive(Clone, Debug)]
 struct Reservation {

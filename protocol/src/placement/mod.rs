@@ -12,5 +12,5 @@ mod negotiator;
 #[cfg(test)]
 mod tests;
 
-pub use host::{Host, HostConfig};
+pub use host::{DEFAULT_RESERVATION_TTL, Host, HostConfig};
 pub use negotiator::{Negotiator, NegotiatorOutput, PlacedOn, PlacementConfig, PlacementEvent};
