@@ -442,11 +442,6 @@ impl<R: Rng> Membership<R> {
         self.peers.values().filter(|e| e.state == PeerState::Alive).map(|e| &e.record.record)
     }
 
-    /// How many peers this node holds a record of.
-    pub fn peer_count(&self) -> usize {
-        self.peers.len()
-    }
-
     fn schedule_early_round(&mut self, now: Time) {
         // At most one extra round per quarter interval, however often this is called.
         let at = self.last_round.map_or(now, |last| now.max(last + self.config.gossip_interval / 4));

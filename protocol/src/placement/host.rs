@@ -44,7 +44,7 @@ struct Reservation {
     expires_at: Time,
 }
 
-/// Amounts in use, summed wide so a ledger over its totals (after `adopt_running`) cannot
+/// Amounts in use, summed wide so a ledger over its totals cannot
 /// overflow.
 #[derive(Default)]
 struct Used {
@@ -70,7 +70,7 @@ fn left_u32(total: u32, used: u64) -> u32 {
 /// The capacity ledger of one node.
 ///
 /// Inputs: `handle_bid`, `handle_commit`, `handle_release` (each answers synchronously),
-/// `finished`, `adopt_running`, `set_draining`, `set_policy`, `handle_timeout`. Outputs: the
+/// `finished`, `set_draining`, `set_policy`, `handle_timeout`. Outputs: the
 /// answers, `capacity()` for the gossiped record, `running()`, and `poll_timeout()`, the next
 /// reservation expiry.
 ///
@@ -240,8 +240,16 @@ impl Host {
         self.running.remove(&(task, attempt)).is_some()
     }
 
-    /// Re-registers an attempt still running after a restart, so its resources stay taken.
-    pub fn adopt_running(&mut self, origin: PeerId, task: TaskId, attempt: Attempt, resources: Resources) {
+    /// Takes capacity for an attempt without a bid: tests fill a host with it. A restarted node
+    /// does not need it (its attempts died with it and are reported lost).
+    #[cfg(test)]
+    pub(crate) fn adopt_running(
+        &mut self,
+        origin: PeerId,
+        task: TaskId,
+        attempt: Attempt,
+        resources: Resources,
+    ) {
         self.running.insert((task, attempt), (origin, resources));
     }
 
