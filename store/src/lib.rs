@@ -32,7 +32,8 @@
 //! - `schema`: every table, with its key and value encodings.
 //! - `writer`: the batching writer thread (group commit, ordering, notifications).
 //! - `read`: read queries over MVCC snapshots.
-//! - this file: the public types and [`Store`], whose methods are thin wrappers.
+//! - this file: the public types, [`Store`] and its read-only view [`StoreReader`], whose
+//!   methods are thin wrappers.
 //!
 //! # Example
 //! ```
@@ -426,6 +427,75 @@ impl Store {
             ops: s.ops.load(Ordering::Relaxed),
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A read-only view of a [`Store`]: the queries and subscriptions a reader needs (the API), and
+/// no way to write. Cheap to clone. Like a `Store` clone it keeps the store open: the file
+/// closes when the last handle of either kind is dropped.
+#[derive(Clone)]
+pub struct StoreReader {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreReader").field("path", &self.shared.name).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A read-only handle on this store.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader { shared: self.shared.clone() }
+    }
+}
+
+impl From<Store> for StoreReader {
+    fn from(store: Store) -> Self {
+        StoreReader { shared: store.shared }
+    }
+}
+
+impl StoreReader {
+    /// One task.
+    pub fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        read::task(&self.shared.db, id)
+    }
+
+    /// Tasks newest first, optionally of one status, strictly older than `before` if given.
+    pub fn list_tasks(
+        &self,
+        status: Option<TaskStatus>,
+        limit: usize,
+        before: Option<TaskId>,
+    ) -> Result<Vec<Task>, StoreError> {
+        read::list_tasks(&self.shared.db, status, limit, before)
+    }
+
+    /// Up to `max` bytes of `task`'s log from byte `offset`.
+    pub fn read_log(&self, task: TaskId, offset: u64, max: usize) -> Result<Vec<u8>, StoreError> {
+        read::read_log(&self.shared.db, task, offset, max)
+    }
+
+    /// Length of `task`'s log in bytes.
+    pub fn log_len(&self, task: TaskId) -> Result<u64, StoreError> {
+        read::log_len(&self.shared.db, task)
+    }
+
+    /// Up to `limit` events with `seq > after`, in order.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        read::events_after(&self.shared.db, after, limit)
+    }
+
+    /// The sequence number of the newest event (0 if none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        read::last_seq(&self.shared.db)
+    }
+
+    /// Notifications of what each commit changed. Slow receivers lag (and should re-read).
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.shared.notify.subscribe()
     }
 }
 

@@ -663,3 +663,39 @@ async fn the_commit_observer_sees_every_commit_once() {
     assert_eq!(seen.load(Ordering::SeqCst), store.writer_stats().commits);
     assert!(store.writer_stats().commits >= 5);
 }
+
+#[tokio::test]
+async fn a_reader_sees_what_the_store_committed_and_keeps_the_file_open() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let reader = store.reader();
+    let mut rx = reader.subscribe();
+    let (old, new) = (task(90, 1), with_status(task(91, 1), TaskStatus::Running));
+    store.put_task(old.clone(), vec![ev("task.pending", "{}")]).await.unwrap();
+    store.put_task(new.clone(), vec![ev("task.running", "{}")]).await.unwrap();
+    store.append_log(old.id, 0, b"hello".to_vec()).await.unwrap().unwrap();
+    assert!(
+        matches!(rx.try_recv(), Ok(Notification::Task { .. })),
+        "the reader's subscription hears commits"
+    );
+    assert_eq!(reader.task(old.id).unwrap(), store.task(old.id).unwrap());
+    assert_eq!(reader.task(TaskId::new(1, 1)).unwrap(), None);
+    assert_eq!(ids(&reader.list_tasks(None, 10, None).unwrap()), vec![new.id, old.id]);
+    assert_eq!(ids(&reader.list_tasks(Some(TaskStatus::Running), 10, None).unwrap()), vec![new.id]);
+    assert_eq!(ids(&reader.list_tasks(None, 10, Some(new.id)).unwrap()), vec![old.id]);
+    assert_eq!(
+        (reader.log_len(old.id).unwrap(), reader.read_log(old.id, 1, 3).unwrap()),
+        (5, b"ell".to_vec())
+    );
+    assert_eq!(reader.last_seq().unwrap(), 2);
+    assert_eq!(reader.events_after(1, 10).unwrap(), store.events_after(1, 10).unwrap());
+    // A reader is a handle like any other: the file stays open until it goes too.
+    drop(store);
+    assert!(matches!(Store::open(&path), Err(StoreError::Open { .. })), "still open through the reader");
+    assert_eq!(reader.last_seq().unwrap(), 2);
+    drop(reader);
+    assert_eq!(Store::open(&path).unwrap().last_seq().unwrap(), 2);
+    // And a store turns into a reader without a clone.
+    let reader = StoreReader::from(Store::open(&path).unwrap());
+    assert_eq!(reader.last_seq().unwrap(), 2);
+}
