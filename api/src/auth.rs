@@ -10,74 +10,19 @@
 //! everything, as the actor `anonymous@loopback`. A missing or unknown token answers 401 with
 //! `WWW-Authenticate: Bearer`; a known token without the route's scope answers 403.
 //!
-//! This module must never log or echo a presented token, and never compare secrets with `==`.
+//! The middleware that applies this policy to each request is `access`; the caller and scope
+//! types are `caller`'s. This module must never log or echo a presented token, and never
+//! compare secrets with `==`.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::ApiState;
-use crate::problem::Problem;
+pub use crate::caller::{Caller, Scope, grants};
 use crate::ratelimit::RateLimiter;
-use crate::routes;
-
-/// What a token allows. `Admin` implies `Submit` and `Read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Every read: node, peers, tasks, logs, events, metrics, the OpenAPI document.
-    Read,
-    /// Submit and cancel tasks.
-    Submit,
-    /// Drain the node.
-    Admin,
-}
-
-impl Scope {
-    /// Every scope, in order.
-    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Submit, Scope::Admin];
-
-    /// The name used in config files and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Submit => "submit",
-            Scope::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "read" => Ok(Scope::Read),
-            "submit" => Ok(Scope::Submit),
-            "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope {other:?}: use read, submit or admin")),
-        }
-    }
-}
-
-/// Whether holding `held` grants `needed`.
-pub fn grants(held: &[Scope], needed: Scope) -> bool {
-    held.iter().any(|h| *h == needed || *h == Scope::Admin)
-}
 
 /// One configured token: a name for the event log, its scopes, and the SHA-256 of the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -143,25 +88,6 @@ pub fn generate_token() -> Result<String, String> {
     Ok(out)
 }
 
-/// Who made a request, as recorded in the event log, and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The token's name, or `anonymous@loopback`.
-    pub actor: String,
-    /// What it may do.
-    pub scopes: Vec<Scope>,
-}
-
-impl Caller {
-    /// The actor of tokenless requests on an open loopback API.
-    pub const ANONYMOUS_LOOPBACK: &'static str = "anonymous@loopback";
-
-    /// A caller with every scope (a tokenless request on an open loopback API, or a test).
-    pub fn anonymous_loopback() -> Self {
-        Self { actor: Self::ANONYMOUS_LOOPBACK.into(), scopes: vec![Scope::Admin] }
-    }
-}
-
 /// The API's access policy.
 #[derive(Debug, Clone)]
 pub struct Security {
@@ -220,6 +146,11 @@ impl Security {
         self
     }
 
+    /// The per-caller rate limit, if any.
+    pub(crate) fn limiter(&self) -> Option<&RateLimiter> {
+        self.limiter.as_deref()
+    }
+
     /// Whether tokenless requests are let in (as `anonymous@loopback`).
     pub fn anonymous_allowed(&self) -> bool {
         self.anonymous_allowed
@@ -270,87 +201,6 @@ pub enum AuthError {
     Unknown,
 }
 
-/// 401 with the challenge that tells clients what to send.
-fn unauthorized(e: AuthError) -> Response {
-    let mut resp = Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-    let challenge = match e {
-        AuthError::Missing => "Bearer realm=\"orgmesh\"",
-        _ => "Bearer realm=\"orgmesh\", error=\"invalid_token\"",
-    };
-    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    resp
-}
-
-/// Middleware: authenticates, checks the route's scope, applies the rate limit, and hands the
-/// [`Caller`] to the handler as an extension.
-pub(crate) async fn layer(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
-    let security = &state.security;
-    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    // Unknown paths need `read` too, so probing the API without a token learns nothing.
-    let needed = match &path {
-        Some(path) => routes::scope_of(req.method(), path),
-        None => Some(Scope::Read),
-    };
-    let Some(needed) = needed else {
-        // Open routes (liveness, readiness): no token, no rate limit.
-        return next.run(req).await;
-    };
-    let caller = match security.authenticate(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
-        Ok(caller) => caller,
-        Err(e) => return unauthorized(e),
-    };
-    if let Some(limiter) = &security.limiter {
-        // Tokens are limited by name; tokenless callers by client IP.
-        let key = if caller.actor == Caller::ANONYMOUS_LOOPBACK {
-            let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-            format!("ip:{}", ip.unwrap_or_else(|| "unknown".into()))
-        } else {
-            format!("token:{}", caller.actor)
-        };
-        if let Err(wait) = limiter.check(&key, std::time::Instant::now()) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let secs = secs.max(1);
-            let mut resp = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("rate limit exceeded for {}; retry in {secs} s", caller.actor),
-            )
-            .into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return resp;
-        }
-    }
-    if !grants(&caller.scopes, needed) {
-        let held: Vec<&str> = caller.scopes.iter().map(|s| s.as_str()).collect();
-        return Problem::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "token {:?} has scopes [{}]; {} {} needs {needed}",
-                caller.actor,
-                held.join(", "),
-                req.method(),
-                path.as_deref().unwrap_or("this path")
-            ),
-        )
-        .with("required_scope", serde_json::json!(needed.as_str()))
-        .into_response();
-    }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
-
-    /// The authenticated caller; a router without the auth layer (never built by this crate)
-    /// would make every call anonymous.
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_else(Caller::anonymous_loopback))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,20 +211,6 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn admin_implies_everything_and_others_only_themselves() {
-        for s in Scope::ALL {
-            assert!(grants(&[Scope::Admin], s));
-        }
-        assert!(grants(&[Scope::Read], Scope::Read));
-        assert!(!grants(&[Scope::Read], Scope::Submit));
-        assert!(!grants(&[Scope::Submit], Scope::Read));
-        assert!(!grants(&[Scope::Read, Scope::Submit], Scope::Admin));
-        assert!(!grants(&[], Scope::Read));
-        assert_eq!("admin".parse::<Scope>(), Ok(Scope::Admin));
-        assert!("root".parse::<Scope>().is_err());
     }
 
     #[test]

@@ -1,96 +1,20 @@
 //! The API's only way to ask the node to do something: the `Control` trait, implemented by the
 //! node's cloneable handle (commands over a channel to its event loop). Reads that need no
-//! decision go straight to the store instead. JSON shapes of node and peer views live here too.
+//! decision go straight to the store instead. The JSON shapes of its views live in `schema`,
+//! which the OpenAPI document reads too. This module must never build an HTTP answer: handlers
+//! turn its errors into problems (see `problem`).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use orgmesh_protocol::membership::PeerState;
-use orgmesh_protocol::{Capacity, Org, PeerId, TaskId, TaskSpec, TaskStatus, Timestamp};
+use orgmesh_protocol::{TaskId, TaskSpec, TaskStatus};
 use orgmesh_store::Idempotency;
 use serde::{Deserialize, Serialize};
 
+use crate::schema::{Check, DrainStatus, NodeInfo, PeerEntry};
+
 /// A boxed future, so `Control` can be used as `dyn Control`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// `GET /v1/node`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeInfo {
-    /// This node.
-    #[schema(value_type = String)]
-    pub peer_id: PeerId,
-    /// Its org.
-    #[schema(value_type = String)]
-    pub org: Org,
-    /// Its name.
-    pub name: String,
-    /// orgmesh version.
-    pub version: String,
-    /// Multiaddrs the p2p listener is bound to.
-    pub listen_addrs: Vec<String>,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
-    /// Its capacity now.
-    #[schema(value_type = crate::openapi::schema::Capacity)]
-    pub capacity: Capacity,
-    /// When the process started.
-    #[schema(value_type = String, format = DateTime)]
-    pub started_at: Timestamp,
-    /// Whether it is draining.
-    pub draining: bool,
-    /// How it confines the tasks it runs (`none` or `sandbox`), as its signed record says.
-    #[schema(value_type = crate::openapi::schema::Isolation)]
-    pub isolation: orgmesh_protocol::Isolation,
-    /// What the node dropped or refused since it started (malformed frames, rejected records,
-    /// rate-limited requests, stale reports, bans...), by name.
-    #[serde(default)]
-    pub counters: BTreeMap<String, u64>,
-}
-
-/// One item of `GET /v1/peers`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PeerEntry {
-    /// The peer.
-    #[schema(value_type = String)]
-    pub peer_id: PeerId,
-    /// Its org.
-    #[schema(value_type = String)]
-    pub org: Org,
-    /// Its name.
-    pub name: String,
-    /// Failure-detector verdict.
-    #[schema(value_type = String, example = "alive")]
-    pub state: PeerState,
-    /// Its multiaddrs.
-    pub addrs: Vec<String>,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
-    /// Its capacity as last gossiped.
-    #[schema(value_type = crate::openapi::schema::Capacity)]
-    pub capacity: Capacity,
-    /// When it was last heard of.
-    #[schema(value_type = String, format = DateTime)]
-    pub last_seen: Timestamp,
-    /// Whether it is draining.
-    pub draining: bool,
-    /// How it confines the tasks it runs (`none` or `sandbox`), as its signed record says.
-    #[schema(value_type = crate::openapi::schema::Isolation)]
-    pub isolation: orgmesh_protocol::Isolation,
-    /// Discovery sources that found it (`static`, `gossip`, ...).
-    pub sources: Vec<String>,
-}
-
-/// One readiness check of `GET /readyz`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Check {
-    /// `store`, `p2p`, `discovery:static`, ...
-    pub name: String,
-    /// Whether it passes.
-    pub ok: bool,
-    /// Details, especially when failing.
-    pub detail: String,
-}
 
 /// The answer of a successful submit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,15 +60,6 @@ pub enum CancelError {
     /// The node is shutting down (503).
     #[error("{0}")]
     Unavailable(String),
-}
-
-/// `POST /v1/drain` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DrainStatus {
-    /// Whether the node is draining.
-    pub draining: bool,
-    /// Attempts still running here.
-    pub running: u32,
 }
 
 /// The node as the API sees it. Implemented by the node's handle; tests may implement it too.

@@ -20,11 +20,11 @@ use orgmesh_store::{Store, StoredEvent};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, Sleep};
 
-use crate::ApiState;
 use crate::fanout::{Batch, encode, ready};
-use crate::logs::KEEP_ALIVE;
 use crate::problem::Problem;
 use crate::shutdown::Shutdown;
+use crate::sse::{KEEP_ALIVE, last_event_id};
+use crate::state::ApiState;
 
 /// Events read from the store per catch-up page.
 const PAGE: usize = 1000;
@@ -55,15 +55,7 @@ pub(crate) async fn events(
     shutdown: Shutdown,
 ) -> Result<Response, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let last_event_id = match headers.get("last-event-id") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| Problem::bad_request("Last-Event-ID: must be an event sequence number"))?,
-        ),
-    };
+    let last_event_id = last_event_id(&headers, "an event sequence number")?;
     let since = match query.get("since") {
         None => None,
         Some(s) => Some(

@@ -4,22 +4,30 @@
 //! goes through [`Control`]. Binds 127.0.0.1 unless configured otherwise; see `docs/security.md`
 //! for tokens, scopes, TLS, CORS and rate limits.
 //!
-//! Layout:
-//! - [`control`](Control): the trait the node implements, and the JSON shapes of its views.
-//! - `routes`: the one list of routes with the scope each needs; the router is built from it.
-//! - [`auth`]: bearer tokens (hashed at rest), scopes, the loopback rule, the auth middleware.
-//! - [`ratelimit`]: the token bucket per caller behind 429.
-//! - [`tls`]: HTTPS with rustls from PEM files (or PEM fetched by the node, e.g. from tailscaled).
-//! - `origin`: refuses browsers' cross-site writes and tokenless requests to a non-loopback Host.
+//! Layout. The modules form a DAG (`tests/module_graph.rs` keeps it so); this file only wires
+//! them, and no module uses an item defined here. From the leaves up:
+//! - `schema`: every JSON shape the API documents: the node's views, and mirror shapes of
+//!   protocol types for the OpenAPI document.
+//! - `caller`: [`Caller`] and [`Scope`], who is calling and what they may do.
 //! - `problem`: the problem+json error type every handler returns, and the 404/405 fallbacks.
+//! - `sse`: what the two SSE streams share (keep-alive, `Last-Event-ID`); `params`: request
+//!   parameters several handlers parse (the task id); `shutdown`: the signal [`serve`] hands to
+//!   SSE streams so they end at shutdown.
+//! - [`control`](Control): the trait the node implements, its answers and errors.
+//! - [`auth`]: the access policy: bearer tokens (hashed at rest), the loopback rule.
+//!   [`ratelimit`]: the token bucket per caller behind 429.
+//! - `state`: [`ApiState`], what every handler gets.
 //! - `tasks`: submit (idempotency keys), list (cursor), one task (ETag), cancel.
 //! - `logs`: task output, plain or followed as SSE with byte-offset ids.
-//! - `events`: the event log as SSE with exact resume.
+//! - `events`: the event log as SSE with exact resume (`fanout` encodes each event once).
 //! - `node`: health, readiness, node, peers, drain.
 //! - `dashboard`: the web dashboard at `/` (embedded HTML, CSS and JS under a strict CSP).
 //! - `metrics`: `GET /metrics`, rendered by the node; `openapi`: `GET /openapi.json` (utoipa).
-//! - `server`: the accept loop (plain or TLS) with header timeout, head size and connection limits.
-//! - `shutdown`: the signal [`serve`] hands to SSE streams so they end at shutdown.
+//! - `routes`: the one list of routes with the scope each needs; the router is built from it.
+//! - `access`: the middleware that authenticates, rate-limits and checks each route's scope.
+//! - `origin`: refuses browsers' cross-site writes and tokenless requests to a non-loopback Host.
+//! - [`tls`]: HTTPS with rustls from PEM files (or PEM fetched by the node, e.g. from tailscaled);
+//!   `server`: the accept loop (plain or TLS) with header timeout, head size and connection limits.
 //!
 //! ```no_run
 //! # async fn run(store: orgmesh_store::Store, control: std::sync::Arc<dyn orgmesh_api::Control>) -> std::io::Result<()> {
@@ -33,7 +41,9 @@
 //! the node through [`Control`].
 #![warn(missing_docs)]
 
+mod access;
 pub mod auth;
+mod caller;
 mod control;
 mod dashboard;
 mod events;
@@ -43,25 +53,28 @@ mod metrics;
 mod node;
 mod openapi;
 mod origin;
+mod params;
 mod problem;
 pub mod ratelimit;
 mod routes;
+mod schema;
 mod server;
 mod shutdown;
+mod sse;
+mod state;
 mod tasks;
 pub mod tls;
 
-pub use auth::{Caller, Scope, Security, SecurityError, TokenEntry};
-pub use control::{
-    BoxFuture, CancelError, Check, Control, DrainStatus, NodeInfo, PeerEntry, SubmitError, Submitted,
-};
+pub use auth::{Security, SecurityError, TokenEntry};
+pub use caller::{Caller, Scope};
+pub use control::{BoxFuture, CancelError, Control, SubmitError, Submitted};
 pub use metrics::OPENMETRICS_CONTENT_TYPE;
 pub use ratelimit::RateLimiter;
+pub use schema::{Check, DrainStatus, NodeInfo, PeerEntry};
 pub use server::{ConnLimits, serve_with};
-pub use tasks::MAX_BODY_BYTES;
+pub use state::{ApiState, MAX_BODY_BYTES};
 pub use tls::{TlsConfig, TlsError};
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -69,72 +82,8 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use orgmesh_store::Store;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
-
-/// What every handler gets.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The node's store, for reads and subscriptions.
-    pub store: Store,
-    /// The node, for commands.
-    pub control: Arc<dyn Control>,
-    /// Who may call what.
-    pub(crate) security: Arc<Security>,
-    /// Largest request body.
-    pub(crate) max_body_bytes: usize,
-    /// Browser origins allowed by CORS; empty: none.
-    pub(crate) cors_origins: Vec<HeaderValue>,
-    /// Encoded events for `/v1/events` clients.
-    pub(crate) events: fanout::Fanout,
-}
-
-impl ApiState {
-    /// State over `store` (reads) and `control` (commands), open to every caller (see
-    /// [`Security::open`]) until [`with_security`](Self::with_security) sets a policy.
-    pub fn new(store: Store, control: Arc<dyn Control>) -> Self {
-        Self {
-            store,
-            control,
-            security: Arc::new(Security::open()),
-            max_body_bytes: MAX_BODY_BYTES,
-            cors_origins: Vec::new(),
-            events: fanout::Fanout::default(),
-        }
-    }
-
-    /// Sets who may call what.
-    pub fn with_security(mut self, security: Security) -> Self {
-        self.security = Arc::new(security);
-        self
-    }
-
-    /// Sets the largest accepted request body (default [`MAX_BODY_BYTES`]).
-    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
-        self.max_body_bytes = bytes;
-        self
-    }
-
-    /// Allows browsers on these origins (`https://dash.example.com`) to call the API (CORS).
-    /// Fails on an origin that is not a valid header value.
-    pub fn with_cors_origins(mut self, origins: &[String]) -> Result<Self, String> {
-        self.cors_origins = origins
-            .iter()
-            .map(|o| {
-                HeaderValue::from_str(o.trim_end_matches('/'))
-                    .map_err(|_| format!("invalid CORS origin {o:?}"))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(self)
-    }
-}
-
-impl std::fmt::Debug for ApiState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiState").finish_non_exhaustive()
-    }
-}
 
 /// The full router: every INTERFACE.md endpoint this build serves.
 ///
@@ -151,7 +100,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .fallback(problem::not_found_fallback)
         .method_not_allowed_fallback(problem::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), access::layer))
         .layer(middleware::from_fn_with_state(state.clone(), origin::guard));
     if !state.cors_origins.is_empty() {
         router = router.layer(cors(&state.cors_origins));

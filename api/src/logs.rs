@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -21,15 +20,14 @@ use orgmesh_protocol::{TaskId, TaskStatus};
 use orgmesh_store::{Notification, Store};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::ApiState;
+use crate::params::task_id;
 use crate::problem::Problem;
 use crate::shutdown::Shutdown;
-use crate::tasks::task_id;
+use crate::sse::{KEEP_ALIVE, last_event_id};
+use crate::state::ApiState;
 
 /// Bytes read from the store at a time (one plain-body frame, at most one SSE event).
 const CHUNK: usize = 32 * 1024;
-/// How often an idle SSE stream sends a comment, so proxies and clients see it alive.
-pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /v1/tasks/{id}/logs[?offset=N][&follow=true]`.
 #[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", security(("bearer" = ["read"])),
@@ -40,7 +38,7 @@ pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
     ),
     responses(
         (status = 200, description = "The output so far (text/plain), or an SSE stream with follow=true", content_type = "text/plain"),
-        (status = 404, description = "No such task here", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task here", body = crate::schema::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn logs(
     State(state): State<ApiState>,
@@ -74,12 +72,8 @@ pub(crate) async fn logs(
             .into_response());
     }
     // A reconnecting EventSource sends the last id it saw: it wins over the URL's offset.
-    if let Some(last) = headers.get("last-event-id") {
-        offset = last
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| Problem::bad_request("Last-Event-ID: must be a byte offset"))?;
+    if let Some(last) = last_event_id(&headers, "a byte offset")? {
+        offset = last;
     }
     // Subscribe before the first read: whatever commits after that read is then announced to us.
     let rx = state.store.subscribe();

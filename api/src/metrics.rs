@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::ApiState;
 use crate::problem::Problem;
+use crate::state::ApiState;
 
 /// The content type of the OpenMetrics text format, which Prometheus scrapes natively.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

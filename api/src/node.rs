@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::ApiState;
-use crate::auth::Caller;
-use crate::control::{Check, DrainStatus, NodeInfo};
+use crate::caller::Caller;
 use crate::problem::Problem;
+use crate::schema::{Check, DrainStatus, NodeInfo};
+use crate::state::ApiState;
 
 /// `GET /healthz`: 200 while the process serves.
 #[utoipa::path(get, path = "/healthz", tag = "node", security(()),
@@ -24,7 +24,7 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 /// the checks as an extension member.
 #[utoipa::path(get, path = "/readyz", tag = "node", security(()), responses(
     (status = 200, description = "Every check passes", body = Object),
-    (status = 503, description = "A check fails; `checks` lists them", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+    (status = 503, description = "A check fails; `checks` lists them", body = crate::schema::Problem, content_type = "application/problem+json"),
 ))]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     let store = match state.store.last_seq() {
@@ -53,7 +53,7 @@ pub(crate) async fn node(State(state): State<ApiState>) -> Result<Json<NodeInfo>
 
 /// `GET /v1/peers`: `{items: [...]}`, this node excluded (the node's `peers()` already does).
 #[utoipa::path(get, path = "/v1/peers", tag = "node", security(("bearer" = ["read"])),
-    responses((status = 200, description = "Every peer this node knows", body = crate::openapi::schema::PeerList)))]
+    responses((status = 200, description = "Every peer this node knows", body = crate::schema::PeerList)))]
 pub(crate) async fn peers(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Problem> {
     let items = state.control.peers().await.map_err(Problem::unavailable)?;
     Ok(Json(json!({ "items": items })))

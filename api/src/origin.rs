@@ -8,8 +8,9 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::ApiState;
 use crate::problem::Problem;
+use crate::server::OverTls;
+use crate::state::ApiState;
 
 /// Middleware: refuses a browser's cross-origin state-changing request unless its origin is in
 /// the CORS allow list (the rule of Go's `http.CrossOriginProtection`), and a tokenless plain-HTTP
@@ -31,7 +32,7 @@ pub(crate) async fn guard(State(state): State<ApiState>, req: Request, next: Nex
     }
     if state.security.anonymous_allowed()
         && !headers.contains_key(header::AUTHORIZATION)
-        && req.extensions().get::<crate::server::OverTls>().is_none()
+        && req.extensions().get::<OverTls>().is_none()
         && let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host())
         && !is_loopback_host(host)
     {

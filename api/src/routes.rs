@@ -6,8 +6,8 @@
 use axum::http::Method;
 use axum::routing::{MethodRouter, get, post};
 
-use crate::ApiState;
-use crate::auth::Scope;
+use crate::caller::Scope;
+use crate::state::ApiState;
 use crate::{dashboard, events, logs, metrics, node, openapi, tasks};
 
 /// One endpoint.
@@ -64,5 +64,54 @@ pub(crate) fn scope_of(method: &Method, path: &str) -> Option<Scope> {
     match ROUTES.iter().find(|r| r.path == path && r.method == *method) {
         Some(route) => route.scope,
         None => Some(Scope::Read),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::openapi::document;
+
+    /// (method, path) → the scopes its security requirement names (empty when open).
+    fn documented() -> BTreeSet<(String, String, Vec<String>)> {
+        let doc = document();
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if !["get", "post", "put", "patch", "delete", "head", "options"].contains(&method.as_str()) {
+                    continue;
+                }
+                let scopes: Vec<String> = op["security"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|req| req["bearer"].as_array())
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect();
+                out.insert((method.to_uppercase(), path.clone(), scopes));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_lists_exactly_the_routes_with_their_scopes() {
+        let routes: BTreeSet<(String, String, Vec<String>)> = ROUTES
+            .iter()
+            .map(|r| {
+                let scopes = r.scope.map(|s| vec![s.as_str().to_string()]).unwrap_or_default();
+                (r.method.to_string(), r.path.to_string(), scopes)
+            })
+            .collect();
+        let doc = documented();
+        let missing: Vec<_> = routes.difference(&doc).collect();
+        let extra: Vec<_> = doc.difference(&routes).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "routes not documented (or with another scope): {missing:?}\ndocumented but not routed: {extra:?}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Task endpoints: submit (with `Idempotency-Key`), list with a cursor, one task with an `ETag`,
 //! and cancel. Submission parses and validates here so that every refusal is a 4xx with serde's
-//! or the spec's own words; the decision to accept goes through [`Control`](crate::Control).
+//! or the spec's own words; the decision to accept goes through [`Control`](crate::control::Control).
 //! Nothing here may answer 500 to any input a client can send.
 
 use std::collections::BTreeMap;
@@ -16,13 +16,12 @@ use orgmesh_store::Idempotency;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::ApiState;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::control::{CancelError, SubmitError};
+use crate::params::task_id;
 use crate::problem::{Problem, excerpt};
+use crate::state::ApiState;
 
-/// Largest accepted submit body unless configured otherwise.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Page size of `GET /v1/tasks` without `limit`.
 const DEFAULT_LIMIT: usize = 50;
 /// Largest `limit` accepted.
@@ -33,13 +32,13 @@ const MAX_KEY_LEN: usize = 255;
 /// `POST /v1/tasks`: the task and its `task.created` event (with the caller as `actor`) are
 /// durable when this answers 202.
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = ["submit"])),
-    request_body(content = crate::openapi::schema::TaskSpec, description = "The task spec"),
+    request_body(content = crate::schema::TaskSpec, description = "The task spec"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays with the same key and body return the same task")),
     responses(
-        (status = 202, description = "Accepted and durable", body = crate::openapi::schema::Accepted),
-        (status = 200, description = "A replay of an earlier submission", body = crate::openapi::schema::Accepted),
-        (status = 409, description = "Same key, different body", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid spec", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+        (status = 202, description = "Accepted and durable", body = crate::schema::Accepted),
+        (status = 200, description = "A replay of an earlier submission", body = crate::schema::Accepted),
+        (status = 409, description = "Same key, different body", body = crate::schema::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid spec", body = crate::schema::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn submit(
     State(state): State<ApiState>,
@@ -147,7 +146,7 @@ pub(crate) fn spec_hash(spec: &TaskSpec) -> Result<[u8; 32], Problem> {
         ("limit" = Option<usize>, Query, description = "Page size, 1 to 1000 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
-    responses((status = 200, description = "A page of tasks", body = crate::openapi::schema::TaskList)))]
+    responses((status = 200, description = "A page of tasks", body = crate::schema::TaskList)))]
 pub(crate) async fn list(
     State(state): State<ApiState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -184,19 +183,13 @@ pub(crate) async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-/// Parses the `{id}` path segment: 400 when it cannot be a task id.
-pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, Problem> {
-    let Path(text) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
-    text.parse::<TaskId>().map_err(|e| Problem::bad_request(e.to_string()))
-}
-
 /// `GET /v1/tasks/{id}`, with a strong `ETag` over the body and `If-None-Match` → 304.
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["read"])),
     params(("id" = String, Path, description = "Task id")),
     responses(
-        (status = 200, description = "The task, with an ETag", body = crate::openapi::schema::Task),
+        (status = 200, description = "The task, with an ETag", body = crate::schema::Task),
         (status = 304, description = "Unchanged since the If-None-Match tag"),
-        (status = 404, description = "No such task here", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task here", body = crate::schema::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn get(
     State(state): State<ApiState>,
@@ -237,9 +230,9 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = ["submit"])),
     params(("id" = String, Path, description = "Task id")),
     responses(
-        (status = 202, description = "The cancel is under way", body = crate::openapi::schema::CancelAccepted),
-        (status = 404, description = "No such task here", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task already ended", body = crate::openapi::schema::Problem, content_type = "application/problem+json"),
+        (status = 202, description = "The cancel is under way", body = crate::schema::CancelAccepted),
+        (status = 404, description = "No such task here", body = crate::schema::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already ended", body = crate::schema::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn cancel(
     State(state): State<ApiState>,
