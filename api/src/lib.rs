@@ -25,7 +25,8 @@
 //! - `metrics`: `GET /metrics`, rendered by the node; `openapi`: `GET /openapi.json` (utoipa).
 //! - `routes`: the one list of routes with the scope each needs; the router is built from it.
 //! - `access`: the middleware that authenticates, rate-limits and checks each route's scope.
-//! - `origin`: refuses browsers' cross-site writes and tokenless requests to a non-loopback Host.
+//! - `browser_origin`: refuses browsers' cross-site writes, and tokenless requests whose HTTP
+//!   `Host` is not a loopback name (DNS rebinding).
 //! - [`tls`]: HTTPS with rustls from PEM files (or PEM fetched by the node, e.g. from tailscaled);
 //!   `server`: the accept loop (plain or TLS) with header timeout, head size and connection limits.
 //!
@@ -43,6 +44,7 @@
 
 mod access;
 pub mod auth;
+mod browser_origin;
 mod caller;
 mod control;
 mod dashboard;
@@ -52,7 +54,6 @@ mod logs;
 mod metrics;
 mod node;
 mod openapi;
-mod origin;
 mod params;
 mod problem;
 pub mod ratelimit;
@@ -101,7 +102,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .method_not_allowed_fallback(problem::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), access::layer))
-        .layer(middleware::from_fn_with_state(state.clone(), origin::guard));
+        .layer(middleware::from_fn_with_state(state.clone(), browser_origin::guard));
     if !state.cors_origins.is_empty() {
         router = router.layer(cors(&state.cors_origins));
     }

@@ -1,7 +1,9 @@
-//! Protection from web pages in the admin's own browser: a cross-site page may not make the
-//! browser submit, cancel or drain (CSRF), and a page that rebinds its DNS name to 127.0.0.1 may
-//! not use the tokenless loopback access over plain HTTP (over TLS the certificate stops it). Non-browser clients (curl, the CLI) are never affected.
-//! It must never let a request through that the rules below refuse.
+//! The browser-origin guard: protection from web pages in the admin's own browser. A
+//! cross-site page may not make the browser submit, cancel or drain (CSRF), and a page that
+//! rebinds its DNS name to 127.0.0.1 may not use the tokenless loopback access over plain HTTP
+//! (over TLS the certificate stops it). Non-browser clients (curl, the CLI) are never affected.
+//! "Origin" here is a browser's `Origin` header and "Host" the HTTP header, never an org's node
+//! roles. It must never let a request through that the rules below refuse.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -33,14 +35,14 @@ pub(crate) async fn guard(State(state): State<ApiState>, req: Request, next: Nex
     if state.security.anonymous_allowed()
         && !headers.contains_key(header::AUTHORIZATION)
         && req.extensions().get::<OverTls>().is_none()
-        && let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host())
-        && !is_loopback_host(host)
+        && let Some(authority) = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host())
+        && !is_loopback_authority(authority)
     {
         return Problem::new(
             StatusCode::FORBIDDEN,
             format!(
                 "tokenless access is for clients that address this node as localhost or a loopback \
-                 IP, not as {host:?}; send a bearer token"
+                 IP, not as {authority:?}; send a bearer token"
             ),
         )
         .into_response();
@@ -61,16 +63,17 @@ fn cross_origin(headers: &HeaderMap) -> Option<String> {
         };
     }
     let sent = headers.get(header::ORIGIN)?.to_str().ok()?;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let origin_host = sent.split_once("://").map_or(sent, |(_, rest)| rest);
-    (!origin_host.eq_ignore_ascii_case(host)).then(|| sent.to_string())
+    let authority = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let origin_authority = sent.split_once("://").map_or(sent, |(_, rest)| rest);
+    (!origin_authority.eq_ignore_ascii_case(authority)).then(|| sent.to_string())
 }
 
+/// Whether an HTTP `Host` value (an authority: name and optional port) names this machine:
 /// `localhost`, `*.localhost`, `127.x.y.z` or `[::1]`, with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
+fn is_loopback_authority(authority: &str) -> bool {
+    let name = match authority.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map_or(v6, |(addr, _)| addr),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        None => authority.rsplit_once(':').map_or(authority, |(name, _)| name),
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost"
@@ -109,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn loopback_hosts() {
+    fn loopback_authorities() {
         for ok in [
             "localhost",
             "localhost:7070",
@@ -120,7 +123,7 @@ mod tests {
             "[::1]:7070",
             "[::1]",
         ] {
-            assert!(is_loopback_host(ok), "{ok}");
+            assert!(is_loopback_authority(ok), "{ok}");
         }
         for bad in [
             "evil.example",
@@ -130,7 +133,7 @@ mod tests {
             "[fd00::1]:1",
             "localhost.evil.example",
         ] {
-            assert!(!is_loopback_host(bad), "{bad}");
+            assert!(!is_loopback_authority(bad), "{bad}");
         }
     }
 }
