@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
-use orgmesh_store::{Store, StoredEvent};
+use orgmesh_store::{StoreReader, StoredEvent};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, Sleep};
 
@@ -138,7 +138,7 @@ impl KindFilter {
 
 /// One subscriber's position in the event log.
 struct Tail {
-    store: Store,
+    store: StoreReader,
     rx: broadcast::Receiver<Arc<Batch>>,
     /// Sequence number of the last event passed on (sent or filtered out).
     cursor: u64,

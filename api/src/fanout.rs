@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use orgmesh_store::{Notification, Store, StoreError, StoredEvent};
+use orgmesh_store::{Notification, StoreError, StoreReader, StoredEvent};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 /// Batches a slow client may fall behind before it catches up from the store instead.
@@ -68,7 +68,10 @@ pub(crate) struct Fanout(Arc<Mutex<Option<broadcast::Sender<Arc<Batch>>>>>);
 impl Fanout {
     /// A receiver of every batch from now on. The relay starts with the first subscriber, so a
     /// node nobody watches encodes nothing.
-    pub(crate) fn subscribe(&self, store: &Store) -> Result<broadcast::Receiver<Arc<Batch>>, StoreError> {
+    pub(crate) fn subscribe(
+        &self,
+        store: &StoreReader,
+    ) -> Result<broadcast::Receiver<Arc<Batch>>, StoreError> {
         let mut relay = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(tx) = relay.as_ref() {
             return Ok(tx.subscribe());
@@ -89,7 +92,7 @@ impl Fanout {
 /// notifications is filled from the store itself, so the batches stay gap-free while the relay
 /// keeps up with the store.
 struct Relay {
-    store: Store,
+    store: StoreReader,
     /// Last event taken (sent, or pending).
     cursor: u64,
     tx: broadcast::Sender<Arc<Batch>>,

@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, stream};
 use orgmesh_protocol::{TaskId, TaskStatus};
-use orgmesh_store::{Notification, Store};
+use orgmesh_store::{Notification, StoreReader};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::params::task_id;
@@ -93,7 +93,7 @@ fn no_task(id: TaskId) -> Problem {
 }
 
 /// The stored log from `offset` to its end, in `CHUNK`-sized frames.
-fn plain(store: Store, task: TaskId, offset: u64) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+fn plain(store: StoreReader, task: TaskId, offset: u64) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     stream::unfold(Some(offset), move |at| {
         let store = store.clone();
         async move {
@@ -113,7 +113,7 @@ fn plain(store: Store, task: TaskId, offset: u64) -> impl Stream<Item = Result<B
 
 /// One follower's position in one task's log.
 struct Follower {
-    store: Store,
+    store: StoreReader,
     task: TaskId,
     rx: broadcast::Receiver<Notification>,
     /// Bytes sent so far, counted from the log's start.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
-use orgmesh_store::Store;
+use orgmesh_store::StoreReader;
 
 use crate::auth::Security;
 use crate::control::Control;
@@ -18,8 +18,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What every handler gets.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The node's store, for reads and subscriptions.
-    pub store: Store,
+    /// The node's store, for reads and subscriptions: a read-only handle, so nothing in the
+    /// API can write behind the node's back.
+    pub store: StoreReader,
     /// The node, for commands.
     pub control: Arc<dyn Control>,
     /// Who may call what.
@@ -35,9 +36,10 @@ pub struct ApiState {
 impl ApiState {
     /// State over `store` (reads) and `control` (commands), open to every caller (see
     /// [`Security::open`]) until [`with_security`](Self::with_security) sets a policy.
-    pub fn new(store: Store, control: Arc<dyn Control>) -> Self {
+    /// `store` may be a [`Store`](orgmesh_store::Store), taken as its reader.
+    pub fn new(store: impl Into<StoreReader>, control: Arc<dyn Control>) -> Self {
         Self {
-            store,
+            store: store.into(),
             control,
             security: Arc::new(Security::open()),
             max_body_bytes: MAX_BODY_BYTES,

@@ -238,7 +238,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         .await
         .with_context(|| format!("cannot bind the API to {}", config.api.addr))?;
     let api_addr = listener.local_addr()?;
-    let state = orgmesh_api::ApiState::new(store.clone(), Arc::new(handle.clone()))
+    let state = orgmesh_api::ApiState::new(store.reader(), Arc::new(handle.clone()))
         .with_security(security)
         .with_max_body_bytes(config.api.max_body_bytes)
         .with_cors_origins(&config.api.cors_origins)
