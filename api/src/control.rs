@@ -2,13 +2,13 @@
 //! node's cloneable handle (commands over a channel to its event loop). Reads that need no
 //! decision go straight to the store instead. The JSON shapes of its views live in `schema`,
 //! which the OpenAPI document reads too. This module must never build an HTTP answer: handlers
-//! turn its errors into problems (see `problem`).
+//! turn its errors into problems (`problem` says which status each one answers).
 
 use std::future::Future;
 use std::pin::Pin;
 
 use orgmesh_protocol::{TaskId, TaskSpec, TaskStatus};
-use orgmesh_store::Idempotency;
+use orgmesh_store::{Idempotency, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{Check, DrainStatus, NodeInfo, PeerEntry};
@@ -62,6 +62,32 @@ pub enum CancelError {
     Unavailable(String),
 }
 
+/// Why the node could not carry out a command or build a view (`drain`, `node`, `peers`,
+/// `metrics`). Each variant's status is set in one place, `problem`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The node's event loop is gone: the node is shutting down (503).
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The action was taken but its event could not be recorded (503 if the store closed,
+    /// else 500, as for any store fault).
+    #[error("{action} not recorded: {source}")]
+    NotRecorded {
+        /// What was not recorded (`drain`).
+        action: &'static str,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// This node serves no metrics (503).
+    #[error("this node serves no metrics")]
+    NoMetrics,
+    /// The node could not build the answer (a read or an encoding failed); retrying may work
+    /// (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// The node as the API sees it. Implemented by the node's handle; tests may implement it too.
 pub trait Control: Send + Sync + 'static {
     /// Validated spec in, durable task out: resolves only after the task is committed to the store.
@@ -75,16 +101,16 @@ pub trait Control: Send + Sync + 'static {
     /// Cancels a task wherever it runs, recording `actor` in an event.
     fn cancel(&self, actor: String, id: TaskId) -> BoxFuture<'_, Result<(), CancelError>>;
     /// Starts draining (no new placements here) and reports what still runs; records `actor`.
-    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>>;
+    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, ControlError>>;
     /// This node.
-    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>>;
+    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, ControlError>>;
     /// Every peer this node knows.
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, String>>;
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, ControlError>>;
     /// Readiness checks other than the store's (p2p listener, discovery sources).
     fn readiness(&self) -> BoxFuture<'_, Vec<Check>>;
 
     /// The node's metrics in the OpenMetrics text format (`GET /metrics`); by default none.
-    fn metrics(&self) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async { Err("this node serves no metrics".to_string()) })
+    fn metrics(&self) -> BoxFuture<'_, Result<String, ControlError>> {
+        Box::pin(async { Err(ControlError::NoMetrics) })
     }
 }

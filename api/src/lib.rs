@@ -68,7 +68,7 @@ pub mod tls;
 
 pub use auth::{Security, SecurityError, TokenEntry};
 pub use caller::{Caller, Scope};
-pub use control::{BoxFuture, CancelError, Control, SubmitError, Submitted};
+pub use control::{BoxFuture, CancelError, Control, ControlError, SubmitError, Submitted};
 pub use metrics::OPENMETRICS_CONTENT_TYPE;
 pub use ratelimit::RateLimiter;
 pub use schema::{Check, DrainStatus, NodeInfo, PeerEntry};

@@ -15,7 +15,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 #[utoipa::path(get, path = "/metrics", tag = "meta", security(("bearer" = ["read"])),
     responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
-    let text = state.control.metrics().await.map_err(Problem::unavailable)?;
+    let text = state.control.metrics().await?;
     let mut resp = text.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE));
     Ok(resp)

@@ -48,14 +48,14 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
 #[utoipa::path(get, path = "/v1/node", tag = "node", security(("bearer" = ["read"])),
     responses((status = 200, description = "This node", body = NodeInfo)))]
 pub(crate) async fn node(State(state): State<ApiState>) -> Result<Json<NodeInfo>, Problem> {
-    state.control.node().await.map(Json).map_err(Problem::unavailable)
+    Ok(Json(state.control.node().await?))
 }
 
 /// `GET /v1/peers`: `{items: [...]}`, this node excluded (the node's `peers()` already does).
 #[utoipa::path(get, path = "/v1/peers", tag = "node", security(("bearer" = ["read"])),
     responses((status = 200, description = "Every peer this node knows", body = crate::schema::PeerList)))]
 pub(crate) async fn peers(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Problem> {
-    let items = state.control.peers().await.map_err(Problem::unavailable)?;
+    let items = state.control.peers().await?;
     Ok(Json(json!({ "items": items })))
 }
 
@@ -66,5 +66,5 @@ pub(crate) async fn drain(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> Result<Json<DrainStatus>, Problem> {
-    state.control.drain(caller.actor).await.map(Json).map_err(Problem::unavailable)
+    Ok(Json(state.control.drain(caller.actor).await?))
 }

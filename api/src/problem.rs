@@ -1,12 +1,14 @@
 //! RFC 9457 problem details: the one shape every error of this API takes
 //! (`application/problem+json`). Handlers return `Result<_, Problem>`; nothing else builds error
-//! bodies. A problem never echoes more of a request than a short excerpt, and never exposes a
+//! bodies, and the status each typed error answers is decided here. A problem never echoes more of a request than a short excerpt, and never exposes a
 //! store or node internal beyond its message.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use orgmesh_store::StoreError;
 use serde::Serialize;
+
+use crate::control::{CancelError, ControlError, SubmitError};
 
 /// The media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -87,6 +89,43 @@ impl From<StoreError> for Problem {
     }
 }
 
+impl From<ControlError> for Problem {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotRecorded { source: StoreError::Closed, .. } => {
+                Problem::unavailable(e.to_string())
+            }
+            ControlError::NotRecorded { ref source, .. } => {
+                tracing::warn!(error = %source, "store write failed");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+            ControlError::ShuttingDown | ControlError::NoMetrics | ControlError::Unavailable(_) => {
+                Problem::unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<SubmitError> for Problem {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Invalid(m) => Problem::unprocessable(m),
+            SubmitError::Conflict(_) => Problem::conflict(e.to_string()),
+            SubmitError::Unavailable(m) => Problem::unavailable(m),
+        }
+    }
+}
+
+impl From<CancelError> for Problem {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound(_) => Problem::not_found(e.to_string()),
+            CancelError::AlreadyEnded { .. } => Problem::conflict(e.to_string()),
+            CancelError::Unavailable(m) => Problem::unavailable(m),
+        }
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = Body {
@@ -144,6 +183,35 @@ mod tests {
         assert_eq!(v["status"], 422);
         assert_eq!(v["detail"], "command: bad");
         assert_eq!(v["checks"], serde_json::json!([1]));
+    }
+
+    #[test]
+    fn control_errors_answer_their_status_with_their_message() {
+        let status = |e: ControlError| {
+            let p = Problem::from(e.clone());
+            (p.status.as_u16(), p.detail == e.to_string())
+        };
+        assert_eq!(status(ControlError::ShuttingDown), (503, true));
+        assert_eq!(status(ControlError::NoMetrics), (503, true));
+        assert_eq!(status(ControlError::Unavailable("no".into())), (503, true));
+        let not_recorded = |source| ControlError::NotRecorded { action: "drain", source };
+        assert_eq!(status(not_recorded(StoreError::Closed)), (503, true));
+        assert_eq!(status(not_recorded(StoreError::Io("disk".into()))), (500, true));
+        assert_eq!(not_recorded(StoreError::Closed).to_string(), "drain not recorded: store is closed");
+        assert_eq!(ControlError::ShuttingDown.to_string(), "the node is shutting down");
+    }
+
+    #[test]
+    fn submit_and_cancel_errors_keep_their_statuses() {
+        let id = orgmesh_protocol::TaskId::new(1, 1);
+        let status = |p: Problem| p.status.as_u16();
+        assert_eq!(status(SubmitError::Invalid("x".into()).into()), 422);
+        assert_eq!(status(SubmitError::Conflict(id).into()), 409);
+        assert_eq!(status(SubmitError::Unavailable("x".into()).into()), 503);
+        assert_eq!(status(CancelError::NotFound(id).into()), 404);
+        let ended = CancelError::AlreadyEnded { id, status: orgmesh_protocol::TaskStatus::Succeeded };
+        assert_eq!(status(ended.into()), 409);
+        assert_eq!(status(CancelError::Unavailable("x".into()).into()), 503);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::caller::Caller;
-use crate::control::{CancelError, SubmitError};
 use crate::params::task_id;
 use crate::problem::{Problem, excerpt};
 use crate::state::ApiState;
@@ -55,11 +54,7 @@ pub(crate) async fn submit(
         Some(key) => Some(Idempotency { key, body_hash: spec_hash(&spec)? }),
         None => None,
     };
-    let submitted = state.control.submit(caller.actor, spec, idempotency).await.map_err(|e| match e {
-        SubmitError::Invalid(m) => Problem::unprocessable(m),
-        SubmitError::Conflict(_) => Problem::conflict(e.to_string()),
-        SubmitError::Unavailable(m) => Problem::unavailable(m),
-    })?;
+    let submitted = state.control.submit(caller.actor, spec, idempotency).await?;
     // A replay answers 200: nothing new was accepted, but it is the same task.
     let status = if submitted.existing { StatusCode::OK } else { StatusCode::ACCEPTED };
     let location = HeaderValue::from_str(&format!("/v1/tasks/{}", submitted.id))
@@ -240,11 +235,7 @@ pub(crate) async fn cancel(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let id = task_id(path)?;
-    state.control.cancel(caller.actor, id).await.map_err(|e| match e {
-        CancelError::NotFound(_) => Problem::not_found(e.to_string()),
-        CancelError::AlreadyEnded { .. } => Problem::conflict(e.to_string()),
-        CancelError::Unavailable(m) => Problem::unavailable(m),
-    })?;
+    state.control.cancel(caller.actor, id).await?;
     // Report the status as stored now; `cancel_requested` says the cancel is under way.
     let status = state.store.task(id)?.map(|t| t.status);
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": status, "cancel_requested": true })))

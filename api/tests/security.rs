@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use axum::http::{Method, StatusCode};
 use orgmesh_api::auth::hash_token;
 use orgmesh_api::{
-    ApiState, BoxFuture, CancelError, Check, Control, DrainStatus, NodeInfo, PeerEntry, RateLimiter, Scope,
-    Security, SubmitError, Submitted, TokenEntry,
+    ApiState, BoxFuture, CancelError, Check, Control, ControlError, DrainStatus, NodeInfo, PeerEntry,
+    RateLimiter, Scope, Security, SubmitError, Submitted, TokenEntry,
 };
 use orgmesh_protocol::{TaskId, TaskSpec};
 use orgmesh_store::Idempotency;
@@ -37,20 +37,20 @@ impl Control for Recorder {
         self.actors.lock().unwrap().push(("cancel".into(), actor.clone()));
         self.inner.cancel(actor, id)
     }
-    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
+    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, ControlError>> {
         self.actors.lock().unwrap().push(("drain".into(), actor.clone()));
         self.inner.drain(actor)
     }
-    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>> {
+    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, ControlError>> {
         self.inner.node()
     }
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, String>> {
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, ControlError>> {
         self.inner.peers()
     }
     fn readiness(&self) -> BoxFuture<'_, Vec<Check>> {
         self.inner.readiness()
     }
-    fn metrics(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn metrics(&self) -> BoxFuture<'_, Result<String, ControlError>> {
         Box::pin(async { Ok("# EOF\n".to_string()) })
     }
 }

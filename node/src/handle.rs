@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orgmesh_api::{
-    BoxFuture, CancelError, Check, Control, DrainStatus, NodeInfo, PeerEntry, SubmitError, Submitted,
+    BoxFuture, CancelError, Check, Control, ControlError, DrainStatus, NodeInfo, PeerEntry, SubmitError,
+    Submitted,
 };
 use orgmesh_protocol::task::TaskOrigin;
 use orgmesh_protocol::{Task, TaskId, TaskSpec, TaskStatus};
@@ -114,35 +115,36 @@ impl Control for NodeHandle {
         })
     }
 
-    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
+    fn drain(&self, actor: String) -> BoxFuture<'_, Result<DrainStatus, ControlError>> {
         Box::pin(async move {
-            let status = self.ask(|reply| Command::Drain { reply }).await.ok_or_else(|| GONE.to_string())?;
+            let status =
+                self.ask(|reply| Command::Drain { reply }).await.ok_or(ControlError::ShuttingDown)?;
             self.store
                 .append_events(vec![crate::events::draining(&actor, status.running)])
                 .await
-                .map_err(|e| format!("drain not recorded: {e}"))?;
+                .map_err(|source| ControlError::NotRecorded { action: "drain", source })?;
             Ok(status)
         })
     }
 
-    fn metrics(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn metrics(&self) -> BoxFuture<'_, Result<String, ControlError>> {
         Box::pin(async move {
-            let metrics = self.metrics.as_ref().ok_or("this node serves no metrics")?;
-            let peers = self.ask(|reply| Command::Peers { reply }).await.ok_or_else(|| GONE.to_string())?;
+            let metrics = self.metrics.as_ref().ok_or(ControlError::NoMetrics)?;
+            let peers = self.ask(|reply| Command::Peers { reply }).await.ok_or(ControlError::ShuttingDown)?;
             let states: Vec<_> = peers.iter().map(|p| p.state).collect();
-            metrics.render(&self.store, &states)
+            metrics.render(&self.store, &states).map_err(ControlError::Unavailable)
         })
     }
 
-    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>> {
+    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, ControlError>> {
         Box::pin(
-            async move { self.ask(|reply| Command::Node { reply }).await.ok_or_else(|| GONE.to_string()) },
+            async move { self.ask(|reply| Command::Node { reply }).await.ok_or(ControlError::ShuttingDown) },
         )
     }
 
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, String>> {
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, ControlError>> {
         Box::pin(
-            async move { self.ask(|reply| Command::Peers { reply }).await.ok_or_else(|| GONE.to_string()) },
+            async move { self.ask(|reply| Command::Peers { reply }).await.ok_or(ControlError::ShuttingDown) },
         )
     }
 

@@ -13,8 +13,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use orgmesh_api::{
-    ApiState, BoxFuture, CancelError, Check, Control, DrainStatus, NodeInfo, PeerEntry, SubmitError,
-    Submitted,
+    ApiState, BoxFuture, CancelError, Check, Control, ControlError, DrainStatus, NodeInfo, PeerEntry,
+    SubmitError, Submitted,
 };
 use orgmesh_protocol::task::TaskOrigin;
 use orgmesh_protocol::{Capacity, Org, PeerId, Task, TaskId, TaskSpec, TaskStatus, Timestamp};
@@ -79,11 +79,11 @@ impl Control for FakeControl {
         })
     }
 
-    fn drain(&self, _actor: String) -> BoxFuture<'_, Result<DrainStatus, String>> {
+    fn drain(&self, _actor: String) -> BoxFuture<'_, Result<DrainStatus, ControlError>> {
         Box::pin(async { Ok(DrainStatus { draining: true, running: 0 }) })
     }
 
-    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, String>> {
+    fn node(&self) -> BoxFuture<'_, Result<NodeInfo, ControlError>> {
         Box::pin(async {
             Ok(NodeInfo {
                 peer_id: origin().peer_id,
@@ -101,7 +101,7 @@ impl Control for FakeControl {
         })
     }
 
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, String>> {
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<PeerEntry>, ControlError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 
