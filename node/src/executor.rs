@@ -2,10 +2,13 @@
 //! environment plus the spec's `env`, stdout and stderr captured (interleaved as they arrive),
 //! `timeout_s` enforced, cancellation honoured. With a [`Sandbox`] (the default wherever the host
 //! can build one) the attempt runs confined in it and every process it started is found through
-//! its cgroup; without one, its process group is signalled. Output is capped per attempt (the
-//! log then ends with [`crate::output_cap::marker`]) and flows under a window the host's reports
-//! to the origin open: a task printing faster than its origin takes it is slowed down, never
-//! buffered without bound. Never decides anything about placement or results.
+//! its cgroup; without one, its process group is signalled. Output goes to the attempt's spool
+//! file ([`crate::spool`]) as it is read, capped per attempt (the spool then ends with
+//! [`crate::output_cap::marker`]); the event loop only learns how long the spool is, and reads it
+//! at the pace of its origin. So the pipe is drained at the disk's pace, whoever listens, and a
+//! task's output never sits in this process's memory. A signal death is reported as the exit
+//! code a shell gives (128 + N), sandboxed or not. Never decides anything about placement or
+//! results.
 //!
 //! The `noop` kind (config `executor.kind = "noop"`, like other orchestrators' mock drivers) runs
 //! nothing: every attempt starts and succeeds at once with no output, so benchmarks and
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use orgmesh_protocol::{Attempt, TaskId, TaskSpec};
 use tokio::process::{Child, Command};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::cgroup::Limits;
@@ -26,11 +29,8 @@ use crate::sandbox::{Confined, Sandbox};
 
 /// The `PATH` a task gets unless its spec sets one: enough to find `sh` and the usual tools.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Largest chunk of output sent as one event.
+/// Largest read from the task's pipe.
 const CHUNK: usize = 64 * 1024;
-/// Output of one attempt read but not yet acknowledged by its origin, at most: the window
-/// [`ExecRequest::output_window`] starts with.
-pub const OUTPUT_WINDOW: usize = 8 << 20;
 
 /// What runs an attempt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,9 +73,9 @@ pub struct ExecRequest {
     pub sandbox: Option<Arc<Sandbox>>,
     /// Most output bytes kept; the rest is read and dropped, and the log ends with the marker.
     pub output_cap: u64,
-    /// Bytes of output that may be read ahead of the origin's acknowledgements: the executor
-    /// takes permits before it hands a chunk on, the host gives them back as the origin acks.
-    pub output_window: Arc<Semaphore>,
+    /// The attempt's spool file, created here (it must not exist yet); the caller reads and
+    /// removes it.
+    pub spool: PathBuf,
 }
 
 /// How a process ended.
@@ -101,14 +101,15 @@ pub enum ExecEvent {
         /// The process group the attempt runs in.
         pgid: Option<i32>,
     },
-    /// Output bytes, in order.
-    Output {
+    /// The spool grew: its first `len` bytes are written and may be read. Lengths only grow;
+    /// several writes may be reported as one.
+    Spooled {
         /// The task.
         task: TaskId,
         /// The attempt.
         attempt: Attempt,
-        /// The bytes.
-        data: Vec<u8>,
+        /// Bytes in the spool.
+        len: u64,
     },
     /// The process ended; no more output follows.
     Exited {
@@ -118,6 +119,8 @@ pub enum ExecEvent {
         attempt: Attempt,
         /// How.
         info: ExitInfo,
+        /// The spool's final length: all of the attempt's output (0 if it has no spool).
+        output_len: u64,
     },
 }
 
@@ -128,16 +131,28 @@ pub fn spawn(req: ExecRequest, events: mpsc::Sender<ExecEvent>, cancel: Cancella
         if req.kind == ExecutorKind::Noop {
             let _ = events.send(ExecEvent::Started { task, attempt, pgid: None }).await;
             let info = ExitInfo { exit_code: Some(0), error: None, cancelled: false };
-            let _ = events.send(ExecEvent::Exited { task, attempt, info }).await;
+            let _ = events.send(ExecEvent::Exited { task, attempt, info, output_len: 0 }).await;
             return;
         }
-        let info = run(req, &events, cancel).await;
-        let _ = events.send(ExecEvent::Exited { task, attempt, info }).await;
+        let (info, output_len) = match crate::spool::create(&req.spool) {
+            Ok(spool) => run(req, spool, &events, cancel).await,
+            Err(e) => {
+                let error = format!("cannot create the output spool {}: {e}", req.spool.display());
+                (ExitInfo { exit_code: None, error: Some(error), cancelled: false }, 0)
+            }
+        };
+        let _ = events.send(ExecEvent::Exited { task, attempt, info, output_len }).await;
     });
 }
 
-async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: CancellationToken) -> ExitInfo {
-    let failed = |error: String| ExitInfo { exit_code: None, error: Some(error), cancelled: false };
+/// Runs the attempt, its output into `spool`; returns how it ended and how long its spool is.
+async fn run(
+    req: ExecRequest,
+    spool: std::fs::File,
+    events: &mpsc::Sender<ExecEvent>,
+    cancel: CancellationToken,
+) -> (ExitInfo, u64) {
+    let failed = |error: String| (ExitInfo { exit_code: None, error: Some(error), cancelled: false }, 0);
     let dir = req.work_root.join(format!("{}-{}", req.task, req.attempt.0));
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
         return failed(format!("cannot create working directory {}: {e}", dir.display()));
@@ -194,7 +209,10 @@ async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: Cancell
             cmd.stdout(out_writer).stderr(err_writer);
             reader
         }
-        Err(e) => return finish(failed(format!("cannot create output pipe: {e}")), confined, &dir).await,
+        Err(e) => {
+            let (info, len) = failed(format!("cannot create output pipe: {e}"));
+            return (finish(info, confined, &dir).await, len);
+        }
     };
     let spawned = cmd.spawn();
     // Our copies of the write end must go, or the reader never sees end-of-file.
@@ -203,7 +221,8 @@ async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: Cancell
         Ok(child) => child,
         Err(e) => {
             let program = &req.spec.command[0];
-            return finish(failed(format!("failed to start {program:?}: {e}")), confined, &dir).await;
+            let (info, len) = failed(format!("failed to start {program:?}: {e}"));
+            return (finish(info, confined, &dir).await, len);
         }
     };
     // A sandboxed attempt is found through its cgroup, after a crash too; a process group id
@@ -211,16 +230,12 @@ async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: Cancell
     let pgid = if confined.is_some() { None } else { child.id().and_then(|id| i32::try_from(id).ok()) };
     let _ = events.send(ExecEvent::Started { task: req.task, attempt: req.attempt, pgid }).await;
 
-    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(16);
-    let reader = tokio::task::spawn_blocking(move || pump(reader, out_tx));
-    let forward = tokio::spawn(forward_output(
-        out_rx,
-        events.clone(),
-        (req.task, req.attempt),
-        req.output_cap,
-        Arc::clone(&req.output_window),
-        cancel.clone(),
-    ));
+    // The pipe is copied into the spool on the blocking pool; the lengths it reaches go out
+    // through a watch, so a busy event loop coalesces them instead of slowing the copy down.
+    let (progress, progress_rx) = watch::channel(0u64);
+    let writer = crate::spool::SpoolWriter::new(spool, req.output_cap);
+    let reader = tokio::task::spawn_blocking(move || pump(reader, writer, &progress));
+    let forward = tokio::spawn(report_progress(progress_rx, events.clone(), (req.task, req.attempt)));
 
     let timeout = Duration::from_secs(req.spec.timeout_s);
     let mut info = tokio::select! {
@@ -243,9 +258,9 @@ async fn run(req: ExecRequest, events: &mpsc::Sender<ExecEvent>, cancel: Cancell
             req.spec.resources.memory_mb
         ));
     }
-    let _ = reader.await;
+    let output_len = reader.await.unwrap_or(0);
     let _ = forward.await;
-    finish(info, confined, &dir).await
+    (finish(info, confined, &dir).await, output_len)
 }
 
 /// Tears the attempt's sandbox down (off the async threads) and removes its work dir.
@@ -269,40 +284,16 @@ async fn kill_rest(pgid: Option<i32>, confined: Option<Confined>) -> Option<Conf
     .ok()
 }
 
-/// Hands output on as `Output` events: at most `cap` bytes (then the marker once, and whatever
-/// follows is read and dropped, so the task is not blocked on a full pipe), each chunk only once
-/// the window has room for it.
-async fn forward_output(
-    mut from: mpsc::Receiver<Vec<u8>>,
+/// Tells the event loop how long the spool has grown, until the copy ends. Lengths written while
+/// the loop was busy are reported as one.
+async fn report_progress(
+    mut progress: watch::Receiver<u64>,
     events: mpsc::Sender<ExecEvent>,
     (task, attempt): (TaskId, Attempt),
-    cap: u64,
-    window: Arc<Semaphore>,
-    cancel: CancellationToken,
 ) {
-    let mut kept = 0u64;
-    let mut cut = false;
-    while let Some(mut data) = from.recv().await {
-        if cut {
-            continue;
-        }
-        let room = usize::try_from(cap - kept).unwrap_or(usize::MAX);
-        if data.len() > room {
-            data.truncate(room);
-            data.extend(crate::output_cap::marker(cap));
-            cut = true;
-        }
-        kept += data.len().min(room) as u64;
-        let Ok(permits) = u32::try_from(data.len()) else { break };
-        tokio::select! {
-            permit = window.acquire_many(permits) => match permit {
-                Ok(permit) => permit.forget(),
-                Err(_) => break,
-            },
-            // Nobody will acknowledge more: the rest is dropped, the pipe still drained.
-            _ = cancel.cancelled() => { cut = true; continue; }
-        }
-        if events.send(ExecEvent::Output { task, attempt, data }).await.is_err() {
+    while progress.changed().await.is_ok() {
+        let len = *progress.borrow_and_update();
+        if events.send(ExecEvent::Spooled { task, attempt, len }).await.is_err() {
             break;
         }
     }
@@ -317,9 +308,13 @@ fn exit_info(status: std::io::Result<std::process::ExitStatus>) -> ExitInfo {
                 error: (code != 0).then(|| format!("exited with code {code}")),
                 cancelled: false,
             },
-            (None, Some(sig)) => {
-                ExitInfo { exit_code: None, error: Some(format!("killed by signal {sig}")), cancelled: false }
-            }
+            // What a shell reports, and what bubblewrap exits with when the sandboxed task dies
+            // by a signal: sandboxed or not, `kill -TERM $$` reads as exit code 143.
+            (None, Some(sig)) => ExitInfo {
+                exit_code: Some(128 + sig),
+                error: Some(format!("killed by signal {sig} (exit code {})", 128 + sig)),
+                cancelled: false,
+            },
             (None, None) => {
                 ExitInfo { exit_code: None, error: Some("ended without status".into()), cancelled: false }
             }
@@ -369,23 +364,32 @@ fn signal_group(pgid: Option<i32>, signal: i32) {
     }
 }
 
-/// Copies the output pipe into chunks until end-of-file (every writer closed). Blocking: runs on
+/// Copies the output pipe into the spool until end-of-file (every writer closed), publishing each
+/// length the spool reaches; returns the final one. Past the cap, or once the spool cannot be
+/// written, the pipe is still drained, so the task is never blocked on it. Blocking: runs on
 /// tokio's blocking pool.
-fn pump(mut from: std::io::PipeReader, to: mpsc::Sender<Vec<u8>>) {
+fn pump(
+    mut from: std::io::PipeReader,
+    mut to: crate::spool::SpoolWriter<std::fs::File>,
+    progress: &watch::Sender<u64>,
+) -> u64 {
     use std::io::Read;
     let mut buf = vec![0u8; CHUNK];
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.blocking_send(buf[..n].to_vec()).is_err() {
-                    break;
+                let before = to.len();
+                let len = to.push(&buf[..n]);
+                if len != before {
+                    progress.send_replace(len);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
+    to.len()
 }
 
 #[cfg(test)]
@@ -412,18 +416,20 @@ mod tests {
             task: TaskId::new(1, 1),
             attempt: Attempt(1),
             spec,
-            work_root: dir,
+            work_root: dir.clone(),
             kill_grace: Duration::from_millis(200),
             sandbox,
             output_cap: 1 << 20,
-            output_window: Arc::new(Semaphore::new(OUTPUT_WINDOW)),
+            spool: dir.join("spool.log"),
         }
     }
 
+    /// Runs `req` to its end; returns what its spool holds (checked against the lengths reported)
+    /// and how it ended.
     async fn run_request(req: ExecRequest, cancel_after: Option<Duration>) -> (Vec<u8>, ExitInfo) {
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
-        let window = Arc::clone(&req.output_window);
+        let spool = req.spool.clone();
         spawn(req, tx, cancel.clone());
         if let Some(after) = cancel_after {
             tokio::spawn(async move {
@@ -431,15 +437,19 @@ mod tests {
                 cancel.cancel();
             });
         }
-        let mut out = Vec::new();
+        let mut reported = 0;
         while let Some(ev) = rx.recv().await {
             match ev {
-                ExecEvent::Output { data, .. } => {
-                    // The origin acknowledges at once here.
-                    window.add_permits(data.len());
-                    out.extend(data)
+                ExecEvent::Spooled { len, .. } => {
+                    assert!(len > reported, "spooled lengths only grow: {len} after {reported}");
+                    reported = len;
                 }
-                ExecEvent::Exited { info, .. } => return (out, info),
+                ExecEvent::Exited { info, output_len, .. } => {
+                    assert!(output_len >= reported);
+                    let out = std::fs::read(&spool).unwrap_or_default();
+                    assert_eq!(out.len() as u64, output_len, "the spool is as long as reported");
+                    return (out, info);
+                }
                 ExecEvent::Started { .. } => {}
             }
         }
@@ -520,32 +530,64 @@ mod tests {
         assert_eq!(info.exit_code, Some(4), "the task is drained, not blocked, past the cap");
     }
 
+    /// This process's resident memory, in bytes.
+    fn rss() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    }
+
     #[tokio::test]
-    async fn output_waits_for_the_window() {
-        let mut req = request(ExecutorKind::Process, sh("head -c 3000000 /dev/zero; echo end"), None);
-        req.output_window = Arc::new(Semaphore::new(256 * 1024));
-        let window = Arc::clone(&req.output_window);
-        let (tx, mut rx) = mpsc::channel(16);
+    async fn output_goes_to_the_spool_whoever_listens_and_not_into_memory() {
+        // 100 MB, all of it under the cap, and nobody reads the events while it is printed.
+        let total = 100_000_000u64;
+        let mut req =
+            request(ExecutorKind::Process, sh(&format!("head -c {total} /dev/zero; echo end")), None);
+        req.output_cap = 200 << 20;
+        let spool = req.spool.clone();
+        let before = rss();
+        let (tx, mut rx) = mpsc::channel(4);
         spawn(req, tx, CancellationToken::new());
-        let mut got = 0usize;
-        // Nobody acknowledges: the executor stops at the window.
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            if let ExecEvent::Output { data, .. } = ev {
-                got += data.len();
-            }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) < total + 4 {
+            assert!(std::time::Instant::now() < deadline, "the pipe stopped being read");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(got <= 256 * 1024, "{got} bytes read past the window");
-        window.add_permits(1 << 30);
+        let grew = rss().saturating_sub(before);
+        // A bound, not a measurement: the 100 MB must not be anywhere in memory.
+        assert!(grew < 32 << 20, "the process grew by {grew} bytes while spooling 100 MB");
         let mut ended = None;
         while let Some(ev) = rx.recv().await {
-            match ev {
-                ExecEvent::Output { data, .. } => got += data.len(),
-                ExecEvent::Exited { info, .. } => ended = Some(info),
-                ExecEvent::Started { .. } => {}
+            if let ExecEvent::Exited { info, output_len, .. } = ev {
+                ended = Some((info, output_len));
             }
         }
-        assert_eq!(got, 1 << 20 | crate::output_cap::marker(1 << 20).len());
-        assert_eq!(ended.unwrap().exit_code, Some(0));
+        let (info, output_len) = ended.unwrap();
+        assert_eq!((info.exit_code, output_len), (Some(0), total + 4));
+        let file = crate::spool::open(&spool).unwrap();
+        assert_eq!(crate::spool::read_chunk(&file, total, 64).unwrap(), b"end\n");
+    }
+
+    #[tokio::test]
+    async fn an_existing_spool_is_never_written_through() {
+        let req = request(ExecutorKind::Process, sh("echo should not run"), None);
+        let target = req.work_root.join("elsewhere");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, &req.spool).unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        spawn(req, tx, CancellationToken::new());
+        let Some(ExecEvent::Exited { info, output_len, .. }) = rx.recv().await else { panic!("no exit") };
+        assert!(info.error.unwrap().contains("cannot create the output spool"));
+        assert_eq!(output_len, 0);
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    }
+
+    #[tokio::test]
+    async fn a_task_killed_by_a_signal_reports_what_a_shell_would() {
+        let (_, info) = run_to_end(sh("kill -TERM $$"), None).await;
+        assert_eq!(info.exit_code, Some(143), "{info:?}");
+        let (_, info) = run_to_end(sh("kill -KILL $$"), None).await;
+        assert_eq!(info.exit_code, Some(137), "{info:?}");
     }
 
     fn sandbox() -> Arc<Sandbox> {
@@ -599,5 +641,16 @@ mod tests {
         assert!(info.error.unwrap().contains("timed out"));
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(sandbox.running_attempts().is_empty(), "an attempt's cgroup outlived it");
+    }
+
+    #[tokio::test]
+    async fn a_sandboxed_task_killed_by_a_signal_reports_what_a_shell_would() {
+        let sandbox = sandbox();
+        let req = request(ExecutorKind::Process, sh("kill -TERM $$"), Some(Arc::clone(&sandbox)));
+        let (_, info) = run_request(req, None).await;
+        assert_eq!(info.exit_code, Some(143), "{info:?}");
+        let req = request(ExecutorKind::Process, sh("echo x; kill -KILL $$"), Some(sandbox));
+        let (out, info) = run_request(req, None).await;
+        assert_eq!((out.as_slice(), info.exit_code), (&b"x\n"[..], Some(137)), "{info:?}");
     }
 }

@@ -8,6 +8,7 @@
 //! - [`actor`]: the event loop that owns the swarm and every state machine.
 //! - [`executor`]: child processes for task attempts, each in a [`sandbox`] unless policy says not.
 //! - [`output_cap`]: the cap on a task's output and the marker a cut log ends with.
+//! - [`spool`]: each attempt's output in a file of its own, written up to the cap, read at send time.
 //! - [`handle`]: `NodeHandle`, the API's way in.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`, and the hooks that feed it.
 //! - [`run`]: assembles a node; [`cli`] and [`demo`] are the binary's commands.
@@ -26,6 +27,7 @@ pub mod output_cap;
 pub mod p2p;
 pub mod run;
 pub mod sandbox;
+pub mod spool;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

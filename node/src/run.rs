@@ -204,6 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         sandbox,
         sandbox_unavailable,
         output_cap: config.executor.output_cap_mb.saturating_mul(1 << 20),
+        spool: crate::spool::SpoolDir::new(data_dir.join("spool")),
         external_addrs,
         peer_requests_per_s: config.limits.peer_requests_per_s,
         peer_burst: config.limits.peer_burst,

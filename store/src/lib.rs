@@ -123,8 +123,12 @@ pub struct StoredEvent {
 }
 
 /// Host side: an attempt this node runs for an origin, kept so that a restart knows what it was
-/// doing. Written when the attempt starts and again when it ends (with its result and the output
-/// the origin has not acknowledged), removed once the origin has the result.
+/// doing. Written when the attempt starts and again when it ends (with its result and how much of
+/// its output the origin had acknowledged), removed once the origin has the result. The output
+/// itself is in the attempt's spool file, which the node finds from `task` and `attempt`.
+///
+/// Encoded by position (postcard): the fields keep the order and types of the records written
+/// before the spool existed, so those still decode (`legacy_output` holding their bytes).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostedRun {
     /// The task.
@@ -137,11 +141,11 @@ pub struct HostedRun {
     pub pgid: Option<i32>,
     /// How the attempt ended, once it has.
     pub outcome: Option<Outcome>,
-    /// Output the origin had not acknowledged when this was written, starting at byte
-    /// `output_start` of the attempt's output.
-    pub output: Vec<u8>,
-    /// Offset of `output`'s first byte.
-    pub output_start: u64,
+    /// Output kept in the record itself: only records written before the spool existed have
+    /// any (the bytes from `acked` on, not yet acknowledged then). Written empty.
+    pub legacy_output: Vec<u8>,
+    /// Bytes of the attempt's output the origin had acknowledged when this was written.
+    pub acked: u64,
 }
 
 /// An idempotency key and the hash of the request body it was first used with.

@@ -617,8 +617,8 @@ async fn hosted_runs_survive_reopen_and_are_removed_once_delivered() {
         origin: PeerId::new("12D3KooWorigin").unwrap(),
         pgid: Some(4242),
         outcome: None,
-        output: Vec::new(),
-        output_start: 0,
+        legacy_output: Vec::new(),
+        acked: 0,
     };
     {
         let store = Store::open(&path).unwrap();
@@ -628,15 +628,14 @@ async fn hosted_runs_survive_reopen_and_are_removed_once_delivered() {
         let mut ended = run(1, 1);
         ended.outcome =
             Some(Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 9 });
-        ended.output = b"tail".to_vec();
-        ended.output_start = 5;
+        ended.acked = 5;
         store.put_run(ended).await.unwrap();
     }
     let store = Store::open(&path).unwrap();
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].outcome.as_ref().and_then(|o| o.exit_code), Some(0));
-    assert_eq!((runs[0].output.as_slice(), runs[0].output_start), (&b"tail"[..], 5));
+    assert_eq!((runs[0].legacy_output.as_slice(), runs[0].acked), (&b""[..], 5));
     assert_eq!(
         (runs[1].task, runs[1].attempt, runs[1].outcome.clone()),
         (TaskId::new(1, 2), Attempt(3), None)
@@ -698,4 +697,37 @@ async fn a_reader_sees_what_the_store_committed_and_keeps_the_file_open() {
     // And a store turns into a reader without a clone.
     let reader = StoreReader::from(Store::open(&path).unwrap());
     assert_eq!(reader.last_seq().unwrap(), 2);
+}
+
+/// A run as written before the spool existed: same fields, in the same order, its undelivered
+/// output inside.
+#[derive(serde::Serialize)]
+struct RunBeforeTheSpool {
+    task: TaskId,
+    attempt: Attempt,
+    origin: PeerId,
+    pgid: Option<i32>,
+    outcome: Option<orgmesh_protocol::wire::task::Outcome>,
+    output: Vec<u8>,
+    output_start: u64,
+}
+
+#[test]
+fn a_run_written_before_the_spool_still_decodes() {
+    let old = RunBeforeTheSpool {
+        task: TaskId::new(1, 9),
+        attempt: Attempt(2),
+        origin: PeerId::new("12D3KooWorigin").unwrap(),
+        pgid: None,
+        outcome: None,
+        output: b"undelivered".to_vec(),
+        output_start: 77,
+    };
+    let bytes = postcard::to_allocvec(&old).unwrap();
+    let run: HostedRun = crate::schema::decode("hosted run", &bytes).unwrap();
+    assert_eq!((run.task, run.attempt, run.acked), (old.task, old.attempt, 77));
+    assert_eq!(run.legacy_output, b"undelivered");
+    // And a new record is no longer than an old one with no output.
+    let new = postcard::to_allocvec(&HostedRun { legacy_output: Vec::new(), ..run }).unwrap();
+    assert_eq!(new.len(), bytes.len() - b"undelivered".len());
 }

@@ -99,7 +99,7 @@ impl Op {
             Request::PutPeer(_) => 1024,
             Request::RemovePeer(_) => 64,
             Request::PutMeta { key, value } => key.len() + value.len(),
-            Request::PutRun(run) => 1024 + run.output.len(),
+            Request::PutRun(run) => 1024 + run.legacy_output.len(),
             Request::RemoveRun(..) => 64,
         }
     }

@@ -1,13 +1,15 @@
 //! The host side: attempts this node runs for an origin (possibly itself). Starts the executor on
-//! an accepted commit, buffers the attempt's output, and reports to the origin strictly in order:
-//! `Started`, `Log` chunks, `Finished`, one request in flight at a time, retried until the origin
-//! acknowledges. Renews the leases of the attempts it holds. An origin that answers `Stale` or
+//! an accepted commit, which spools the attempt's output to disk; reports to the origin strictly
+//! in order: `Started`, `Log` chunks read from the spool at the offset the origin needs when each
+//! is sent (so one chunk per attempt is in memory, whatever the origin's speed), `Finished`; one
+//! request in flight at a time, retried until the origin acknowledges. Removes the spool once the
+//! origin has the result or no longer wants it. Renews the leases of the attempts it holds. An origin that answers `Stale` or
 //! `Unknown`, or lists an attempt to stop, gets the attempt stopped. Each attempt is recorded in
 //! the store when it starts and when it ends, so a result outlives a crash of this node and an
 //! attempt the crash killed is reported lost instead of being silently forgotten.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use orgmesh_protocol::wire::limits;
@@ -15,7 +17,6 @@ use orgmesh_protocol::wire::place::CommitRequest;
 use orgmesh_protocol::wire::task::{Outcome, TaskRequest, TaskResponse};
 use orgmesh_protocol::{Attempt, PeerId, TaskId, Time};
 use orgmesh_store::HostedRun;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventLoop, ReportKind, TaskOut};
@@ -33,12 +34,16 @@ pub(crate) struct Run {
     /// The process started; `Started` must be reported.
     started: bool,
     started_acked: bool,
-    /// Output not yet acknowledged by the origin, starting at byte `buf_start`.
-    buf: Vec<u8>,
-    /// The executor's read-ahead: every byte leaving `buf` is given back to it.
-    window: Arc<Semaphore>,
-    buf_start: u64,
+    /// The attempt's output file.
+    spool: PathBuf,
+    /// It, open for reading once there is something to read.
+    reader: Option<std::fs::File>,
+    /// Bytes of output the origin has: the next `Log` starts here.
+    acked: u64,
+    /// Bytes in the spool (as far as the executor said, or the whole output once it ended).
     total: u64,
+    /// The spool could not be read: what is not delivered yet never will be.
+    unreadable: bool,
     /// Set when the process ended.
     outcome: Option<Outcome>,
     /// The process ended (resources freed).
@@ -55,16 +60,17 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    fn new(origin: PeerId, cancel: CancellationToken) -> Self {
+    fn new(origin: PeerId, cancel: CancellationToken, spool: PathBuf) -> Self {
         Self {
             origin,
             cancel,
             started: false,
             started_acked: false,
-            buf: Vec::new(),
-            window: Arc::new(Semaphore::new(0)),
-            buf_start: 0,
+            spool,
+            reader: None,
+            acked: 0,
             total: 0,
+            unreadable: false,
             outcome: None,
             exited: false,
             in_flight: false,
@@ -84,9 +90,37 @@ impl Run {
             origin: self.origin.clone(),
             pgid: self.pgid,
             outcome: self.outcome.clone(),
-            output: if self.outcome.is_some() { self.buf.clone() } else { Vec::new() },
-            output_start: self.buf_start,
+            legacy_output: Vec::new(),
+            acked: self.acked,
         }
+    }
+
+    /// The next chunk of output to send (empty: nothing to send now). A spool that cannot be
+    /// read ends the output where the origin has it: the result is then reported with what was
+    /// delivered rather than held hostage by bytes that cannot be sent.
+    fn next_chunk(&mut self, task: TaskId) -> Vec<u8> {
+        if self.unreadable || self.acked >= self.total {
+            return Vec::new();
+        }
+        let want = usize::try_from(self.total - self.acked).unwrap_or(usize::MAX).min(limits::LOG_CHUNK);
+        let read = match &self.reader {
+            Some(file) => crate::spool::read_chunk(file, self.acked, want),
+            None => crate::spool::open(&self.spool)
+                .and_then(|file| crate::spool::read_chunk(self.reader.insert(file), self.acked, want)),
+        };
+        let error = match read {
+            Ok(data) if !data.is_empty() => return data,
+            Ok(_) => "it is shorter than written".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(task = %task, acked = self.acked, spooled = self.total, %error,
+            "cannot read the attempt's spool; its output ends where the origin has it");
+        self.unreadable = true;
+        self.total = self.acked;
+        if let Some(o) = self.outcome.as_mut() {
+            o.log_len = self.acked;
+        }
+        Vec::new()
     }
 }
 
@@ -98,7 +132,7 @@ impl EventLoop {
             return; // a repeated commit of an attempt already running
         }
         let cancel = CancellationToken::new();
-        let window = Arc::new(Semaphore::new(executor::OUTPUT_WINDOW));
+        let spool = self.facts.spool.path(commit.task, commit.attempt);
         tracing::info!(task = %commit.task, attempt = %commit.attempt, origin = %origin.short(), "running task");
         executor::spawn(
             ExecRequest {
@@ -110,13 +144,12 @@ impl EventLoop {
                 kind: self.facts.executor,
                 sandbox: self.facts.sandbox.clone(),
                 output_cap: self.facts.output_cap,
-                output_window: Arc::clone(&window),
+                spool: spool.clone(),
             },
             self.exec_tx.clone(),
             cancel.clone(),
         );
-        let mut run = Run::new(origin, cancel);
-        run.window = window;
+        let run = Run::new(origin, cancel, spool);
         drop(self.store.put_run(run.record(key.0, key.1)));
         self.runs.insert(key, run);
     }
@@ -124,23 +157,37 @@ impl EventLoop {
     /// Takes over the attempts the store says this node was running or reporting when it last
     /// stopped. One that had not ended died with the node (what is left of it is killed): it is
     /// reported lost, so its origin places it again at once. One that had ended still owes its
-    /// origin the result, which is sent again.
+    /// origin the result, which is sent again, with the output still in its spool. Every other
+    /// spool is what an earlier run left: removed.
     pub(super) fn recover_runs(&mut self, runs: Vec<HostedRun>) {
+        // An attempt that had not ended is reported lost with no output: its spool goes too.
+        let owed: Vec<_> = runs.iter().filter(|r| r.outcome.is_some()).map(|r| (r.task, r.attempt)).collect();
+        let reaped = self.facts.spool.reap(&owed);
+        if reaped > 0 {
+            tracing::info!(spools = reaped, "removed output spools an earlier run left");
+        }
         for stored in runs {
             let key = (stored.task, stored.attempt);
-            let mut run = Run::new(stored.origin, CancellationToken::new());
+            let spool = self.facts.spool.path(key.0, key.1);
+            let mut run = Run::new(stored.origin, CancellationToken::new(), spool);
             run.exited = true;
             run.started = true;
-            run.buf_start = stored.output_start;
-            run.total = stored.output_start + stored.output.len() as u64;
-            run.buf = stored.output;
+            run.acked = stored.acked;
+            let kept_in_record = stored.acked + stored.legacy_output.len() as u64;
+            run.total = stored.outcome.as_ref().map_or(0, |o| o.log_len).max(kept_in_record);
+            if !stored.legacy_output.is_empty() && stored.outcome.is_some() {
+                // Written before the spool existed: its undelivered bytes move into one.
+                if let Err(e) = crate::spool::write_at(&run.spool, stored.acked, &stored.legacy_output) {
+                    tracing::warn!(task = %key.0, error = %e, "cannot move a stored attempt's output to its spool");
+                }
+            }
             run.outcome = Some(match stored.outcome {
                 Some(outcome) => outcome,
                 None => {
                     let killed = stored.pgid.is_some_and(|pgid| executor::kill_orphan(pgid, key.0, key.1));
                     tracing::warn!(task = %key.0, attempt = %key.1, killed_orphan = killed, "attempt lost in a restart");
                     let lost = Outcome::lost("its executor restarted while it ran", 0);
-                    run.buf_start = 0;
+                    run.acked = 0;
                     run.total = 0;
                     drop(
                         self.store
@@ -160,7 +207,7 @@ impl EventLoop {
         let now = self.now();
         let key = match &event {
             ExecEvent::Started { task, attempt, .. }
-            | ExecEvent::Output { task, attempt, .. }
+            | ExecEvent::Spooled { task, attempt, .. }
             | ExecEvent::Exited { task, attempt, .. } => (*task, *attempt),
         };
         let Some(run) = self.runs.get_mut(&key) else { return };
@@ -170,11 +217,15 @@ impl EventLoop {
                 run.pgid = pgid;
                 drop(self.store.put_run(run.record(key.0, key.1)));
             }
-            ExecEvent::Output { data, .. } => {
-                run.total += data.len() as u64;
-                run.buf.extend_from_slice(&data);
+            ExecEvent::Spooled { len, .. } => {
+                if !run.unreadable {
+                    run.total = run.total.max(len);
+                }
             }
-            ExecEvent::Exited { info, .. } => {
+            ExecEvent::Exited { info, output_len, .. } => {
+                if !run.unreadable {
+                    run.total = run.total.max(output_len);
+                }
                 run.exited = true;
                 run.outcome = Some(if run.handed_back {
                     Outcome::lost("handed back: its executor was stopping", run.total)
@@ -196,7 +247,7 @@ impl EventLoop {
                 }
                 self.host.finished(key.0, key.1);
                 if abandoned {
-                    self.runs.remove(&key);
+                    self.forget_run(key);
                 }
                 // A slot freed here may unblock this node's own pending tasks.
                 self.wake_waiting = true;
@@ -219,12 +270,12 @@ impl EventLoop {
             return;
         }
         let (task, attempt) = key;
+        let data = if run.started_acked { run.next_chunk(task) } else { Vec::new() };
         let (request, kind) = if run.started && !run.started_acked {
             (TaskRequest::Started { task, attempt }, ReportKind::Started)
-        } else if !run.buf.is_empty() {
-            let len = run.buf.len().min(limits::LOG_CHUNK);
-            let data = run.buf[..len].to_vec();
-            (TaskRequest::Log { task, attempt, offset: run.buf_start, data }, ReportKind::Log { len })
+        } else if !data.is_empty() {
+            let len = data.len();
+            (TaskRequest::Log { task, attempt, offset: run.acked, data }, ReportKind::Log { len })
         } else if let Some(outcome) = &run.outcome {
             (TaskRequest::Finished { task, attempt, outcome: outcome.clone() }, ReportKind::Finished)
         } else {
@@ -254,35 +305,24 @@ impl EventLoop {
                 match kind {
                     ReportKind::Started => run.started_acked = true,
                     ReportKind::Log { len } => {
-                        let len = len.min(run.buf.len());
-                        run.buf.drain(..len);
-                        run.window.add_permits(len);
-                        run.buf_start += len as u64;
+                        run.acked = run.acked.saturating_add(len as u64).min(run.total);
                     }
                     ReportKind::Finished => {
-                        self.runs.remove(&key);
+                        self.forget_run(key);
                         drop(self.store.remove_run(task, attempt));
                         return;
                     }
                 }
             }
             Some(TaskResponse::LogGap { have }) => {
-                if have >= run.buf_start {
-                    let skip = usize::try_from(have - run.buf_start).unwrap_or(usize::MAX).min(run.buf.len());
-                    run.buf.drain(..skip);
-                    run.window.add_permits(skip);
-                    run.buf_start += skip as u64;
-                } else {
-                    // The origin lost bytes this host no longer holds; report what it has so the
-                    // result is not held hostage by output that cannot be resent.
-                    tracing::warn!(task = %task, have, buffered_from = run.buf_start, "origin lost log bytes");
-                    if let Some(o) = run.outcome.as_mut() {
-                        o.log_len = have;
-                    }
-                    run.window.add_permits(run.buf.len());
-                    run.buf.clear();
-                    run.buf_start = have;
+                // The whole output is in the spool: the next chunk starts where the origin's log
+                // ends, behind or ahead of what it acknowledged. An origin claiming more than
+                // there is has all there is. If the spool cannot be read from there,
+                // `next_chunk` ends the output at `have` and the result goes out with that.
+                if have < run.acked {
+                    tracing::warn!(task = %task, have, acked = run.acked, "origin lost log bytes; resending from the spool");
                 }
+                run.acked = have.min(run.total);
             }
             Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => {
                 self.abandon_run(key);
@@ -310,9 +350,17 @@ impl EventLoop {
         run.abandoned = true;
         run.cancel.cancel();
         if run.exited {
-            self.runs.remove(&key);
+            self.forget_run(key);
         }
         drop(self.store.remove_run(key.0, key.1));
+    }
+
+    /// Forgets an attempt that owes its origin nothing more, and removes its spool. One still
+    /// running keeps writing its (then unlinked) spool until it ends; nothing reads it.
+    fn forget_run(&mut self, key: (TaskId, Attempt)) {
+        if self.runs.remove(&key).is_some() {
+            self.facts.spool.remove(key.0, key.1);
+        }
     }
 
     /// Renews the leases of every attempt held here, one `Renew` per origin (split at the

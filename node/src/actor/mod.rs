@@ -228,6 +228,8 @@ pub struct NodeFacts {
     pub sandbox_unavailable: Option<String>,
     /// Most output bytes kept of one attempt (and stored of one task).
     pub output_cap: u64,
+    /// Where attempts' output is spooled (under the data dir, which no sandbox sees).
+    pub spool: crate::spool::SpoolDir,
     /// Extra advertised addresses.
     pub external_addrs: Vec<Multiaddr>,
     /// Inbound requests per second one peer may sustain.
