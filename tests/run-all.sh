@@ -3,7 +3,8 @@
 # state-machine tests, and multi-process tests with real orgmesh nodes on 127.0.0.1).
 # Needs the Rust toolchain and root (some tests build hosts of their own with network
 # namespaces) and headless Chromium (the dashboard test); installs iproute2, nftables, chromium
-# and chromium-driver, and bubblewrap (the task sandbox), if they are missing.
+# and chromium-driver, bubblewrap and slirp4netns (the task sandbox and its `outbound`
+# network), if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)   # network namespaces for 
 command -v nft >/dev/null 2>&1 || missing+=(nftables)  # packet drop in the chaos test (no netem here)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)  # the task sandbox (namespaces)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)  # the sandbox's drop to a task's uid
+command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)  # the sandbox's network "outbound"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

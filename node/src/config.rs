@@ -474,7 +474,8 @@ pub struct ExecutorSection {
     /// cannot build the sandbox refuses other orgs' work. `none`: attempts run as the node's own
     /// user, unconfined, an explicit choice of the admin.
     pub isolation: crate::sandbox::Isolation,
-    /// What a sandboxed attempt's network reaches: `none` (loopback of its own only) or `host`.
+    /// What a sandboxed attempt's network reaches: `none` (loopback of its own only),
+    /// `outbound` (routes out through slirp4netns, but not to the host's loopback) or `host`.
     pub network: crate::sandbox::NetworkMode,
     /// First of the uids (and gids) handed to sandboxed attempts, one per running attempt.
     pub sandbox_uid_base: u32,
@@ -491,6 +492,8 @@ pub struct ExecutorSection {
     pub bwrap: PathBuf,
     /// The `setpriv` binary (util-linux).
     pub setpriv: PathBuf,
+    /// The slirp4netns binary, for network `outbound`.
+    pub slirp4netns: PathBuf,
 }
 
 impl Default for ExecutorSection {
@@ -508,6 +511,7 @@ impl Default for ExecutorSection {
             output_cap_mb: crate::output_cap::DEFAULT_OUTPUT_CAP_MB,
             bwrap: PathBuf::from("/usr/bin/bwrap"),
             setpriv: PathBuf::from("/usr/bin/setpriv"),
+            slirp4netns: PathBuf::from("/usr/bin/slirp4netns"),
         }
     }
 }
@@ -943,6 +947,24 @@ mod tests {
         let c = Config::load(None, |_| None).unwrap();
         assert_eq!(c.api.addr.to_string(), "127.0.0.1:7070");
         assert_eq!(c.data_dir(), PathBuf::from("orgmesh-data"));
+    }
+
+    #[test]
+    fn the_sandbox_network_is_none_outbound_or_host_from_file_or_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orgmesh.toml");
+        std::fs::write(&path, "[executor]\nnetwork = \"outbound\"\n").unwrap();
+        let c = Config::load(Some(&path), |_| None).unwrap();
+        assert_eq!(c.executor.network, crate::sandbox::NetworkMode::Outbound);
+        assert_eq!(c.executor.slirp4netns, PathBuf::from("/usr/bin/slirp4netns"));
+        let env = |v: &'static str| move |k: &str| (k == "ORGMESH_SANDBOX_NETWORK").then(|| v.to_string());
+        let c = Config::load(Some(&path), env("host")).unwrap();
+        assert_eq!(c.executor.network, crate::sandbox::NetworkMode::Host);
+        let c = Config::load(None, env("outbound")).unwrap();
+        assert_eq!(c.executor.network, crate::sandbox::NetworkMode::Outbound);
+        assert!(Config::load(None, env("bridge")).is_err());
+        std::fs::write(&path, "[executor]\nnetwork = \"everything\"\n").unwrap();
+        assert!(Config::load(Some(&path), |_| None).is_err());
     }
 
     #[test]

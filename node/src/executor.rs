@@ -225,6 +225,32 @@ async fn run(
             return (finish(info, confined, &dir).await, len);
         }
     };
+    // Network `outbound`: the task waits inside bubblewrap until its network is up.
+    let confined = match confined {
+        Some(mut confined) => {
+            match tokio::task::spawn_blocking(move || {
+                let started = confined.start_network();
+                (confined, started)
+            })
+            .await
+            {
+                Ok((confined, Ok(()))) => Some(confined),
+                Ok((confined, Err(e))) => {
+                    stop(&mut child, None, Some(&confined), req.kill_grace).await;
+                    let confined = kill_rest(None, Some(confined)).await;
+                    let (info, len) = failed(format!("cannot set up the sandbox: {e}"));
+                    return (finish(info, confined, &dir).await, len);
+                }
+                // The sandbox was dropped, and so torn down, with the panicking closure.
+                Err(e) => {
+                    let _ = child.kill().await;
+                    let (info, len) = failed(format!("cannot set up the sandbox: {e}"));
+                    return (finish(info, None, &dir).await, len);
+                }
+            }
+        }
+        None => None,
+    };
     // A sandboxed attempt is found through its cgroup, after a crash too; a process group id
     // would only name bubblewrap.
     let pgid = if confined.is_some() { None } else { child.id().and_then(|id| i32::try_from(id).ok()) };
@@ -591,9 +617,13 @@ mod tests {
     }
 
     fn sandbox() -> Arc<Sandbox> {
+        sandbox_with(crate::sandbox::NetworkMode::None)
+    }
+
+    fn sandbox_with(network: crate::sandbox::NetworkMode) -> Arc<Sandbox> {
         let policy = crate::sandbox::Policy {
             node: format!("exec-test-{}-{}", std::process::id(), rand::random::<u32>()),
-            network: crate::sandbox::NetworkMode::None,
+            network,
             uid_base: 230_000,
             uid_count: 100,
             pids_max: 64,
@@ -602,6 +632,7 @@ mod tests {
             hidden: Vec::new(),
             bwrap: "/usr/bin/bwrap".into(),
             setpriv: "/usr/bin/setpriv".into(),
+            slirp4netns: "/usr/bin/slirp4netns".into(),
         };
         Sandbox::probe(policy).unwrap_or_else(|e| panic!("the sandbox must work on this host: {e}"))
     }
@@ -652,5 +683,53 @@ mod tests {
         let req = request(ExecutorKind::Process, sh("echo x; kill -KILL $$"), Some(sandbox));
         let (out, info) = run_request(req, None).await;
         assert_eq!((out.as_slice(), info.exit_code), (&b"x\n"[..], Some(137)), "{info:?}");
+    }
+
+    /// The slirp4netns processes whose cgroup belongs to the sandbox of node `node`.
+    fn slirp4netns_of(node: &str) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+            .filter(|pid| {
+                let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+                read("comm").trim() == "slirp4netns" && read("cgroup").contains(node)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_outbound_task_times_out_or_is_cancelled_and_its_slirp4netns_goes_with_it() {
+        for cancel in [false, true] {
+            let sandbox = sandbox_with(crate::sandbox::NetworkMode::Outbound);
+            let node = sandbox.policy().node.clone();
+            let mut spec = sh("cat /proc/net/dev; sleep 300");
+            spec.timeout_s = if cancel { 300 } else { 2 };
+            let req = request(ExecutorKind::Process, spec, Some(Arc::clone(&sandbox)));
+            let watch = tokio::task::spawn_blocking(move || {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let seen = slirp4netns_of(&node);
+                    if !seen.is_empty() || std::time::Instant::now() > deadline {
+                        return (seen, node);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let (out, info) = run_request(req, cancel.then_some(Duration::from_secs(2))).await;
+            let (seen, node) = watch.await.unwrap();
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.contains("tap0"), "the task ran with its network up: {text}");
+            assert_eq!(seen.len(), 1, "one slirp4netns in the attempt's cgroup while it ran");
+            assert_eq!(info.cancelled, cancel, "{info:?}");
+            for pid in seen {
+                assert!(
+                    !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                    "slirp4netns {pid} outlived it"
+                );
+            }
+            assert!(slirp4netns_of(&node).is_empty());
+            assert!(sandbox.running_attempts().is_empty(), "an attempt's cgroup outlived it");
+        }
     }
 }

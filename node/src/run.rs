@@ -477,6 +477,7 @@ pub(crate) fn build_sandbox(
         hidden,
         bwrap: e.bwrap.clone(),
         setpriv: e.setpriv.clone(),
+        slirp4netns: e.slirp4netns.clone(),
     };
     match Sandbox::probe(policy) {
         Ok(sandbox) => {

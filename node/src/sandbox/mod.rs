@@ -10,8 +10,13 @@
 //! checked against a uid that owns nothing of the node's. `setpriv` (util-linux) drops every
 //! capability, the bounding set and the supplementary groups, and sets `no_new_privs`, so no
 //! setuid binary can lift the attempt back up. See docs/security.md.
+//!
+//! Network `outbound` (routes out through slirp4netns, but not to the host's loopback) is set up
+//! in [`net`]: a `Confined` of that mode must get [`Confined::start_network`] once its command is
+//! spawned, or its task never starts.
 
 pub mod cgroup;
+mod net;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -27,6 +32,8 @@ use cgroup::{AttemptCgroup, Hierarchy, Limits};
 /// node's signed record and `constraints.isolation` use.
 pub use orgmesh_protocol::Isolation;
 
+pub use net::NetworkError;
+
 /// What the attempt's network namespace reaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,8 +41,23 @@ pub enum NetworkMode {
     /// Loopback only, in a namespace of its own: no route out, and the node's API unreachable.
     #[default]
     None,
+    /// A namespace of its own routed out through slirp4netns: other hosts are reachable, the
+    /// host's loopback (and so a loopback-only node API) is not. The host's own non-loopback
+    /// addresses are reachable like any other host's (see docs/security.md).
+    Outbound,
     /// The host's network, the node's loopback API included: an explicit opt-in.
     Host,
+}
+
+impl NetworkMode {
+    /// The word config and `/readyz` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Outbound => "outbound",
+            Self::Host => "host",
+        }
+    }
 }
 
 impl std::str::FromStr for NetworkMode {
@@ -43,9 +65,9 @@ impl std::str::FromStr for NetworkMode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "none" => Ok(Self::None),
+            "outbound" => Ok(Self::Outbound),
             "host" => Ok(Self::Host),
-            "outbound" => Err("network mode \"outbound\" is not built yet: use \"none\" or \"host\"".into()),
-            other => Err(format!("unknown network mode {other:?} (none or host)")),
+            other => Err(format!("unknown network mode {other:?} (none, outbound or host)")),
         }
     }
 }
@@ -74,6 +96,8 @@ pub struct Policy {
     pub bwrap: PathBuf,
     /// The `setpriv` binary.
     pub setpriv: PathBuf,
+    /// The slirp4netns binary, used by network mode `outbound` only.
+    pub slirp4netns: PathBuf,
 }
 
 /// The system directories an attempt sees by default: enough for `sh`, coreutils and
@@ -91,6 +115,9 @@ pub struct Unavailable(pub String);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PrepareError {
+    /// The pipes of the `outbound` network could not be made.
+    #[error("cannot prepare the attempt's network: {0}")]
+    Network(io::Error),
     /// Every uid of the range is in use.
     #[error("no free sandbox uid: {0} attempts already run")]
     NoUid(u32),
@@ -128,9 +155,13 @@ impl Sandbox {
         if !running_as_root() {
             return fail("the sandbox needs root (namespaces, mounts, cgroups, per-attempt uids); the node runs as another user".into());
         }
-        for (what, path, package) in
-            [("bubblewrap", &policy.bwrap, "bubblewrap"), ("setpriv", &policy.setpriv, "util-linux")]
-        {
+        let mut tools =
+            vec![("bubblewrap", &policy.bwrap, "bubblewrap"), ("setpriv", &policy.setpriv, "util-linux")];
+        // Never a fallback to another network: without slirp4netns, `outbound` has no sandbox.
+        if policy.network == NetworkMode::Outbound {
+            tools.push(("slirp4netns (network \"outbound\")", &policy.slirp4netns, "slirp4netns"));
+        }
+        for (what, path, package) in tools {
             if !path.is_file() {
                 return fail(format!(
                     "{what} not found at {} (install the {package} package)",
@@ -170,8 +201,8 @@ impl Sandbox {
             p.uid_base,
             p.uid_base + p.uid_count - 1,
             match p.network {
-                NetworkMode::None => "none",
-                NetworkMode::Host => "host",
+                NetworkMode::Outbound => "outbound (slirp4netns, no host loopback)",
+                other => other.as_str(),
             },
             p.work_dir_max_mb
         )
@@ -192,7 +223,14 @@ impl Sandbox {
             .prepare("probe", &limits, &dir, &["true".to_string()], &[])
             .map_err(|e| Unavailable(format!("cannot set up a trial sandbox: {e}")))?;
         confined.command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let result = confined.command.output();
+        let result = confined.command.spawn().and_then(|child| {
+            if let Err(e) = confined.start_network() {
+                confined.kill_all();
+                let _ = child.wait_with_output();
+                return Err(io::Error::other(e.to_string()));
+            }
+            child.wait_with_output()
+        });
         confined.release();
         let _ = fs::remove_dir(&dir);
         match result {
@@ -202,7 +240,7 @@ impl Sandbox {
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ))),
-            Err(e) => Err(Unavailable(format!("cannot start bubblewrap: {e}"))),
+            Err(e) => Err(Unavailable(format!("cannot start a trial sandbox: {e}"))),
         }
     }
 
@@ -250,6 +288,8 @@ impl Sandbox {
             cgroup: None,
             work_dir: work_dir.to_path_buf(),
             mounted: false,
+            pending: None,
+            slirp: Mutex::new(None),
             command: Command::new(&self.policy.bwrap),
         };
         confined.cgroup = Some(self.hierarchy.create(name, limits).map_err(PrepareError::Cgroup)?);
@@ -269,15 +309,31 @@ impl Sandbox {
             return Err(work_err(format!("mount failed: {}", String::from_utf8_lossy(&mount.stderr).trim())));
         }
         confined.mounted = true;
-        confined.command = self.command(uid, work_dir, command, env);
+        if self.policy.network == NetworkMode::Outbound {
+            confined.pending = Some(net::Pending::new().map_err(PrepareError::Network)?);
+        }
+        let fds = confined.pending.as_ref().map(net::Pending::child_fds);
+        confined.command = self.command(uid, work_dir, command, env, fds);
         let cgroup = confined.cgroup.as_ref().ok_or_else(|| work_err("no cgroup".into()))?;
         let join = cgroup.join_files().map_err(PrepareError::Cgroup)?;
         join_cgroup_before_exec(&mut confined.command, join);
+        if let Some(fds) = fds {
+            net::inherit_fds(&mut confined.command, fds.to_vec());
+        }
         Ok(confined)
     }
 
     /// bubblewrap's command line: the mounts, the namespaces, then `setpriv` to the attempt's uid.
-    fn command(&self, uid: u32, work_dir: &Path, command: &[String], env: &[(String, String)]) -> Command {
+    /// `outbound` (the `--info-fd` and `--block-fd` descriptors) makes bubblewrap report its
+    /// sandbox and wait for the network before it runs the command.
+    fn command(
+        &self,
+        uid: u32,
+        work_dir: &Path,
+        command: &[String],
+        env: &[(String, String)],
+        outbound: Option<[i32; 2]>,
+    ) -> Command {
         let p = &self.policy;
         let mut cmd = Command::new(&p.bwrap);
         cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
@@ -287,8 +343,11 @@ impl Sandbox {
         let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let hostname = if hostname.trim().is_empty() { "orgmesh-task" } else { hostname.trim() };
         cmd.args(["--unshare-cgroup-try", "--hostname", hostname]);
-        if p.network == NetworkMode::None {
+        if p.network != NetworkMode::Host {
             cmd.arg("--unshare-net");
+        }
+        if let Some([info, block]) = outbound {
+            cmd.arg("--info-fd").arg(info.to_string()).arg("--block-fd").arg(block.to_string());
         }
         // A private /tmp first (capped like the work dir: tmpfs pages would otherwise be a
         // second, uncapped disk), so that a system directory configured below it stays visible.
@@ -379,6 +438,10 @@ pub struct Confined {
     cgroup: Option<AttemptCgroup>,
     work_dir: PathBuf,
     mounted: bool,
+    /// `outbound`: the pipes to bubblewrap, until [`Confined::start_network`].
+    pending: Option<net::Pending>,
+    /// `outbound`: the attempt's slirp4netns, once started.
+    slirp: Mutex<Option<net::Slirp>>,
     /// The command that starts the attempt (stdio still to be set by the caller).
     pub command: Command,
 }
@@ -395,6 +458,33 @@ impl Confined {
         std::mem::replace(&mut self.command, Command::new("/bin/false"))
     }
 
+    /// Once the command is spawned: gives the attempt its network and lets the task start. Only
+    /// `outbound` has anything to do here (slirp4netns, up to 10 s); the other modes return at
+    /// once. Blocking. On an error the caller must kill the attempt (its task would otherwise run
+    /// with loopback only, never with more).
+    pub fn start_network(&mut self) -> Result<(), net::NetworkError> {
+        let Some(pending) = self.pending.take() else { return Ok(()) };
+        let join = match &self.cgroup {
+            Some(cgroup) => cgroup.join_files()?,
+            None => Vec::new(),
+        };
+        let slirp = pending.start(&self.sandbox.policy.slirp4netns, join)?;
+        *self.slirp.lock().unwrap_or_else(|e| e.into_inner()) = Some(slirp);
+        Ok(())
+    }
+
+    /// The pid of the attempt's slirp4netns while it runs (`outbound` only).
+    pub fn slirp4netns_pid(&self) -> Option<u32> {
+        self.slirp.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(net::Slirp::pid)
+    }
+
+    /// Ends the attempt's slirp4netns, if any, and reaps it.
+    fn stop_network(&self) {
+        if let Some(mut slirp) = self.slirp.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            slirp.stop();
+        }
+    }
+
     /// The attempt's cgroup.
     pub fn cgroup(&self) -> Option<&AttemptCgroup> {
         self.cgroup.as_ref()
@@ -407,8 +497,9 @@ impl Confined {
         }
     }
 
-    /// Kills every process of the attempt; returns whether none is left.
+    /// Kills every process of the attempt, its slirp4netns included; returns whether none is left.
     pub fn kill_all(&self) -> bool {
+        self.stop_network();
         self.cgroup.as_ref().is_none_or(AttemptCgroup::kill_all)
     }
 
@@ -423,6 +514,8 @@ impl Confined {
     }
 
     fn teardown(&mut self) {
+        self.pending = None;
+        self.stop_network();
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.kill_all();
             cgroup.remove();
@@ -461,7 +554,7 @@ fn running_as_root() -> bool {
 /// everything it starts are inside from their first instruction: nothing escapes the limits or
 /// the final kill by forking early.
 #[allow(unsafe_code)]
-fn join_cgroup_before_exec(cmd: &mut Command, files: Vec<fs::File>) {
+pub(crate) fn join_cgroup_before_exec(cmd: &mut Command, files: Vec<fs::File>) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let fds: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();

@@ -46,6 +46,7 @@ fn fixture(tweak: impl FnOnce(&mut Policy)) -> Fixture {
         hidden: vec![dir.path().join("secret"), dir.path().join("data")],
         bwrap: "/usr/bin/bwrap".into(),
         setpriv: "/usr/bin/setpriv".into(),
+        slirp4netns: "/usr/bin/slirp4netns".into(),
     };
     tweak(&mut policy);
     let sandbox =
@@ -57,6 +58,8 @@ struct Ran {
     out: String,
     status: std::process::ExitStatus,
     oom: bool,
+    /// The attempt's slirp4netns while it ran (network `outbound`).
+    slirp4netns: Option<u32>,
 }
 
 fn run(f: &Fixture, limits: Limits, script: &str) -> Ran {
@@ -72,11 +75,14 @@ fn run(f: &Fixture, limits: Limits, script: &str) -> Ran {
         )
         .unwrap();
     confined.command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = confined.command.output().unwrap();
+    let child = confined.command.spawn().unwrap();
+    confined.start_network().unwrap_or_else(|e| panic!("the attempt's network: {e}"));
+    let slirp4netns = confined.slirp4netns_pid();
+    let out = child.wait_with_output().unwrap();
     let oom = confined.oom_killed();
     confined.release();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Ran { out: text, status: out.status, oom }
+    Ran { out: text, status: out.status, oom, slirp4netns }
 }
 
 fn limits() -> Limits {
@@ -325,4 +331,157 @@ fn a_v2_cgroup_tracks_and_kills_everything() {
     if let Hierarchy::V2 { dir, .. } = &hierarchy {
         let _ = std::fs::remove_dir(dir);
     }
+}
+
+/// An IPv4 address of this host beyond loopback, where a listener is "outside" the attempt:
+/// the default route's source address, or else one on a dummy interface made for the test
+/// (removed when the guard drops).
+fn outside_address() -> (std::net::Ipv4Addr, Option<DummyInterface>) {
+    let out = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]).output();
+    let found = out.ok().and_then(|out| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find_map(|w| w.split_once('/').and_then(|(addr, _)| addr.parse::<std::net::Ipv4Addr>().ok()))
+    });
+    if let Some(addr) = found {
+        return (addr, None);
+    }
+    let dummy = DummyInterface(format!("om{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["link", "add", &dummy.0, "type", "dummy"]);
+    ip(&["addr", "add", "198.51.100.7/32", "dev", &dummy.0]);
+    ip(&["link", "set", &dummy.0, "up"]);
+    ("198.51.100.7".parse().unwrap(), Some(dummy))
+}
+
+struct DummyInterface(String);
+
+impl Drop for DummyInterface {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+/// A listener that sends `byte` to whoever connects, and counts them.
+fn listener(addr: std::net::IpAddr, byte: u8) -> (u16, Arc<AtomicU32>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind((addr, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.write_all(&[byte]);
+        }
+    });
+    (port, accepted)
+}
+
+/// A shell line that connects to `addr:port` (bash's /dev/tcp, 5 s at most) and prints the
+/// first byte the peer sends, or `no-<what>` if it cannot connect.
+fn dial(addr: &str, port: u16, what: &str) -> String {
+    format!(
+        "(timeout 5 bash -c 'exec 3<>/dev/tcp/{addr}/{port} && head -c1 <&3' 2>/dev/null || printf no-{what}); echo; "
+    )
+}
+
+#[test]
+fn outbound_reaches_other_hosts_but_not_the_host_loopback() {
+    let f = fixture(|p| p.network = NetworkMode::Outbound);
+    let (outside, _dummy) = outside_address();
+    let (out_port, out_accepted) = listener(outside.into(), b'O');
+    let (lo_port, lo_accepted) = listener(std::net::Ipv4Addr::LOCALHOST.into(), b'L');
+    let script = format!(
+        "{}{}{}{}cat /proc/net/dev",
+        dial(&outside.to_string(), out_port, "outside"),
+        // 10.0.2.2 is slirp4netns's name for the host's loopback; --disable-host-loopback refuses it.
+        dial("10.0.2.2", lo_port, "gateway"),
+        dial("127.0.0.1", lo_port, "loopback"),
+        dial("localhost", lo_port, "localhost"),
+    );
+    let ran = run(&f, limits(), &script);
+    let lines: Vec<&str> = ran.out.lines().collect();
+    assert_eq!(lines[0], "O", "the outside listener's byte: {}", ran.out);
+    assert_eq!(out_accepted.load(Ordering::SeqCst), 1, "{}", ran.out);
+    assert_eq!(&lines[1..4], ["no-gateway", "no-loopback", "no-localhost"], "{}", ran.out);
+    assert!(!ran.out.contains('L'), "reached the host's loopback: {}", ran.out);
+    assert_eq!(lo_accepted.load(Ordering::SeqCst), 0, "the loopback listener saw a connection");
+    // Its own namespace: its loopback and the tap slirp4netns serves, nothing of the host's.
+    let interfaces: Vec<&str> =
+        lines[6..].iter().filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(interfaces, ["lo", "tap0"], "{}", ran.out);
+}
+
+#[test]
+fn slirp4netns_ends_with_the_attempt() {
+    let f = fixture(|p| p.network = NetworkMode::Outbound);
+    let ran = run(&f, limits(), "true");
+    assert!(ran.status.success(), "{}", ran.out);
+    let pid = ran.slirp4netns.expect("an outbound attempt has a slirp4netns");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "slirp4netns {pid} outlived its attempt");
+    // Killed mid-run, as at a timeout or cancel: slirp4netns goes with the rest.
+    let work = f.dir.path().join(unique("work"));
+    let mut confined = f
+        .sandbox
+        .prepare(&unique("attempt"), &limits(), &work, &["sleep".into(), "300".into()], &[])
+        .unwrap();
+    confined.command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = confined.command.spawn().unwrap();
+    confined.start_network().unwrap();
+    let pid = confined.slirp4netns_pid().unwrap();
+    let in_cgroup = confined.cgroup().unwrap().pids();
+    assert!(in_cgroup.contains(&i32::try_from(pid).unwrap()), "slirp4netns runs in the attempt's cgroup");
+    assert!(confined.kill_all(), "processes outlived kill_all");
+    let _ = child.wait();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "slirp4netns {pid} outlived kill_all");
+    confined.release();
+}
+
+#[test]
+fn outbound_without_slirp4netns_is_refused_naming_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(|_| {});
+    let policy = Policy {
+        node: unique("node"),
+        network: NetworkMode::Outbound,
+        slirp4netns: dir.path().join("no-slirp4netns"),
+        ..f.sandbox.policy().clone()
+    };
+    let why = Sandbox::probe(policy).unwrap_err().0;
+    assert!(why.contains("slirp4netns package"), "{why}");
+}
+
+#[test]
+fn network_modes_parse_and_outbound_is_described() {
+    assert_eq!("outbound".parse::<NetworkMode>(), Ok(NetworkMode::Outbound));
+    assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
+    assert_eq!("host".parse::<NetworkMode>(), Ok(NetworkMode::Host));
+    assert!("bridge".parse::<NetworkMode>().unwrap_err().contains("none, outbound or host"));
+    let f = fixture(|p| p.network = NetworkMode::Outbound);
+    assert!(f.sandbox.describe().contains("network outbound"), "{}", f.sandbox.describe());
+}
+
+#[test]
+fn a_crashed_nodes_slirp4netns_is_reaped_with_its_attempt() {
+    let f = fixture(|p| p.network = NetworkMode::Outbound);
+    let work_root = f.dir.path().join("work-root");
+    let mut confined = f
+        .sandbox
+        .prepare(&unique("attempt"), &limits(), &work_root.join("t-1"), &["sleep".into(), "300".into()], &[])
+        .unwrap();
+    confined.command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let child = confined.command.spawn().unwrap();
+    confined.start_network().unwrap();
+    let pid = i32::try_from(confined.slirp4netns_pid().unwrap()).unwrap();
+    // The node dies without tearing down; its exit-fd stays open here, so only the cgroup
+    // reaping of the next start can end slirp4netns.
+    std::mem::forget(confined);
+    std::mem::forget(child);
+    let again = Sandbox::probe(f.sandbox.policy().clone()).unwrap();
+    assert!(again.reap_leftovers(&work_root) >= 2, "the task and slirp4netns");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "slirp4netns {pid} still runs");
 }
