@@ -8,7 +8,9 @@
 //! and namespace ids there once they exist) and `--block-fd` (it waits on that pipe before it
 //! execs the task). [`Pending::start`] reads the info, opens `/proc/<pid>/ns/net` and checks its
 //! inode against the namespace bubblewrap named (a reused pid cannot hand us another namespace),
-//! starts slirp4netns on that open namespace, waits for its `--ready-fd` (the tap device is up,
+//! waits until bubblewrap has set the namespace's `lo` up (it reports the pid before it does, and
+//! slirp4netns configuring `tap0` alongside made that fail now and then), starts slirp4netns on
+//! that open namespace, waits for its `--ready-fd` (the tap device is up,
 //! addressed and routed), and only then writes to the block pipe. If anything fails, the block
 //! pipe is closed unwritten: bubblewrap then runs the task with no interface but `lo` (a failure
 //! fails closed), and the caller kills the attempt anyway.
@@ -114,6 +116,9 @@ impl Pending {
         if netns.metadata()?.ino() != info.net_namespace {
             return Err(NetworkError::WrongNamespace(info.pid));
         }
+        // bubblewrap reports the pid before its child sets the namespace's loopback up; netlink
+        // work of slirp4netns alongside makes that setup fail now and then.
+        wait_for_loopback(&netns)?;
         let slirp = Slirp::start(slirp4netns, &netns, join)?;
         if let Some(mut block) = self.block.take() {
             block.write_all(b"1")?;
@@ -153,6 +158,76 @@ fn read_info(from: &mut File) -> Result<Info, NetworkError> {
             };
         }
     }
+}
+
+/// Waits until `lo` is up and addressed in the namespace `netns` (bubblewrap's last network
+/// step before it waits on `--block-fd`). Looks from a thread of its own that joins the namespace, so that no
+/// thread of the node ever changes namespace.
+fn wait_for_loopback(netns: &File) -> Result<(), NetworkError> {
+    let netns = netns.try_clone()?;
+    let looked = std::thread::spawn(move || -> io::Result<bool> {
+        join_netns(&netns)?;
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        while Instant::now() < deadline {
+            if loopback_is_up()? {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(false)
+    })
+    .join();
+    match looked {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(NetworkError::NoSandboxPid("its loopback never came up".into())),
+        Ok(Err(e)) => Err(NetworkError::Io(e)),
+        Err(_) => Err(NetworkError::NoSandboxPid("the loopback check panicked".into())),
+    }
+}
+
+/// Moves the calling thread (only) into the network namespace `netns`.
+#[allow(unsafe_code)]
+fn join_netns(netns: &File) -> io::Result<()> {
+    // SAFETY: setns(2) on a namespace descriptor we hold open; it changes only this thread.
+    if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `lo` of the calling thread's network namespace is up.
+#[allow(unsafe_code)]
+fn loopback_is_up() -> io::Result<bool> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) creates a new descriptor, owned from here on by `socket` alone.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `request`, which lives
+    // across the call.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFFLAGS the union holds the flags.
+    let flags = unsafe { request.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short == 0 {
+        return Ok(false);
+    }
+    // Up, and addressed (bubblewrap adds 127.0.0.1 and sets the link up, in either order).
+    // SAFETY: as above, SIOCGIFADDR writes the address into `request`.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFADDR, &mut request) } != 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) { Ok(false) } else { Err(e) };
+    }
+    Ok(true)
 }
 
 /// Waits until `file` is readable (or at end-of-file), up to `deadline`; false on timeout.

@@ -1,6 +1,6 @@
 //! The sandbox against hostile commands, on this host's real namespaces and cgroups. These tests
-//! need root, bubblewrap and setpriv (tests/run-all.sh installs them); without them they fail
-//! rather than pass by skipping.
+//! need root, bubblewrap, setpriv and slirp4netns (tests/run-all.sh installs them); without them
+//! they fail rather than pass by skipping.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -279,9 +279,10 @@ fn honest_work_runs_with_the_usual_tools() {
 
 #[test]
 fn uids_are_not_shared_between_sandboxes_on_one_host() {
-    // A range of its own: other tests hold uids of the shared one at the same time.
+    // A range of its own: other tests hold uids of the shared one at the same time, and the
+    // claims are host-wide, so a run of this test in another checkout must not share it either.
     let a = fixture(|p| {
-        p.uid_base = 220_000;
+        p.uid_base = 220_000 + 2 * (std::process::id() % 4096);
         p.uid_count = 2;
     });
     let b = Sandbox::probe(Policy { node: unique("node"), ..a.sandbox.policy().clone() }).unwrap();
@@ -296,7 +297,18 @@ fn uids_are_not_shared_between_sandboxes_on_one_host() {
     ));
     let freed = one.uid();
     one.release();
-    let three = b.prepare(&unique("b"), &limits(), &dir.path().join("4"), &["true".into()], &[]).unwrap();
+    // A process another test forks at this moment holds a copy of the lock's descriptor until
+    // it execs (joining a v1 cgroup in between can take milliseconds): the claim ends with that
+    // copy, so the free uid may show up a moment later, never the held one.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let three = loop {
+        match b.prepare(&unique("b"), &limits(), &dir.path().join("4"), &["true".into()], &[]) {
+            Err(PrepareError::NoUid(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other.unwrap(),
+        }
+    };
     assert_eq!(three.uid(), freed);
 }
 
@@ -390,7 +402,7 @@ fn dial(addr: &str, port: u16, what: &str) -> String {
 }
 
 #[test]
-fn outbound_reaches_other_hosts_but_not_the_host_loopback() {
+fn outbound_reaches_beyond_loopback_but_not_the_host_loopback() {
     let f = fixture(|p| p.network = NetworkMode::Outbound);
     let (outside, _dummy) = outside_address();
     let (out_port, out_accepted) = listener(outside.into(), b'O');
