@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use orgmesh_protocol::settings::{GossipSettings, PlacementSettings, millis};
+
 use serde::{Deserialize, Serialize};
 
 /// Why a node refuses to start with a configuration that loaded (see [`Config::security`]).
@@ -90,9 +92,9 @@ pub struct Config {
     /// Whose work this node runs.
     pub policy: PolicySection,
     /// Gossip and failure-detection timing.
-    pub gossip: GossipSection,
+    pub gossip: GossipSettings,
     /// Placement negotiation timing.
-    pub placement: PlacementSection,
+    pub placement: PlacementSettings,
     /// Leases on placed attempts, and graceful stop.
     pub tasks: TasksSection,
     /// How tasks run here.
@@ -377,60 +379,6 @@ impl Default for LimitsSection {
     }
 }
 
-/// `[gossip]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GossipSection {
-    /// Milliseconds between gossip rounds.
-    pub interval_ms: u64,
-    /// Milliseconds of silence before a peer is `suspect`.
-    pub suspect_after_ms: u64,
-    /// Milliseconds of silence before a peer is `dead`.
-    pub dead_after_ms: u64,
-}
-
-impl Default for GossipSection {
-    fn default() -> Self {
-        let engine = orgmesh_protocol::membership::MembershipConfig::default();
-        Self {
-            interval_ms: millis(engine.gossip_interval),
-            suspect_after_ms: millis(engine.suspect_after),
-            dead_after_ms: millis(engine.dead_after),
-        }
-    }
-}
-
-/// `[placement]`: how this node negotiates where its tasks run, and how long its offers hold.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PlacementSection {
-    /// Hosts asked for a bid at once.
-    pub fanout: usize,
-    /// Milliseconds to wait for bids before deciding with what arrived.
-    pub bid_timeout_ms: u64,
-    /// Milliseconds to wait for a commit's answer before trying another host.
-    pub commit_timeout_ms: u64,
-    /// Milliseconds an offer this node made holds its capacity without a commit.
-    pub reservation_ttl_ms: u64,
-}
-
-impl Default for PlacementSection {
-    fn default() -> Self {
-        let engine = orgmesh_protocol::placement::PlacementConfig::default();
-        Self {
-            fanout: engine.fanout,
-            bid_timeout_ms: millis(engine.bid_timeout),
-            commit_timeout_ms: millis(engine.commit_timeout),
-            reservation_ttl_ms: millis(orgmesh_protocol::placement::DEFAULT_RESERVATION_TTL),
-        }
-    }
-}
-
-/// A protocol default, in the milliseconds the file speaks.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// `[tasks]`: how placed attempts are kept alive, and how a stopping node lets go of them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -455,6 +403,19 @@ impl Default for TasksSection {
             lease_ttl_ms: millis(engine.ttl),
             stop_grace_s: 30,
             overdue_grace_s: engine.overdue_grace.as_secs(),
+        }
+    }
+}
+
+impl TasksSection {
+    /// The leases this node keeps as an origin, and the renewals it sends as a host.
+    pub fn leases(&self) -> orgmesh_protocol::lifecycle::LeaseConfig {
+        orgmesh_protocol::lifecycle::LeaseConfig {
+            renew_every: Duration::from_millis(self.lease_renew_ms),
+            ttl: Duration::from_millis(self.lease_ttl_ms),
+            // Half the ttl: a gap that long would have cost the hosts half their lease.
+            stall_after: Duration::from_millis(self.lease_ttl_ms / 2),
+            overdue_grace: Duration::from_secs(self.overdue_grace_s),
         }
     }
 }
@@ -940,6 +901,51 @@ pub fn machine_resources() -> (u32, u64) {
 
 #[cfg(test)]
 mod tests {
+    use orgmesh_protocol::lifecycle::LeaseConfig;
+    use orgmesh_protocol::membership::MembershipConfig;
+    use orgmesh_protocol::settings::{GossipSettings, PlacementSettings};
+
+    /// The node ships the protocol's defaults (the protocol's own test covers the gossip and
+    /// placement settings' translation); a lease default changed on one side only fails here.
+    #[test]
+    fn the_default_config_is_the_protocols_defaults() {
+        let config = Config::default();
+        assert_eq!(config.gossip, GossipSettings::default());
+        assert_eq!(config.placement, PlacementSettings::default());
+        assert_eq!(config.tasks.leases(), LeaseConfig::default());
+    }
+
+    #[test]
+    fn the_file_reaches_the_state_machines() {
+        let config: Config = toml::from_str(
+            "[gossip]\ninterval_ms = 200\nfanout = 4\nsuspect_after_ms = 900\ndead_after_ms = 1300\n\
+             [placement]\nfanout = 5\nbid_timeout_ms = 700\ncommit_timeout_ms = 1100\nreservation_ttl_ms = 4000\n\
+             [tasks]\nlease_renew_ms = 300\nlease_ttl_ms = 1000\noverdue_grace_s = 7\n",
+        )
+        .expect("a valid file");
+        let m: MembershipConfig = config.gossip.to_config();
+        assert_eq!(
+            (m.gossip_interval, m.fanout, m.suspect_after, m.dead_after),
+            (Duration::from_millis(200), 4, Duration::from_millis(900), Duration::from_millis(1300))
+        );
+        let p = config.placement.to_config();
+        assert_eq!(
+            (p.fanout, p.bid_timeout, p.commit_timeout),
+            (5, Duration::from_millis(700), Duration::from_millis(1100))
+        );
+        assert_eq!(config.placement.reservation_ttl(), Duration::from_secs(4));
+        let l = config.tasks.leases();
+        assert_eq!(
+            (l.renew_every, l.ttl, l.stall_after, l.overdue_grace),
+            (
+                Duration::from_millis(300),
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+                Duration::from_secs(7)
+            )
+        );
+    }
+
     use super::*;
 
     #[test]

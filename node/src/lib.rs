@@ -17,7 +17,6 @@ pub mod actor;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod engine_config;
 mod events;
 pub mod executor;
 pub mod handle;

@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actor::{Command, EventLoop, NodeFacts, Parts};
 use crate::config::{ApiTls, Config, machine_resources};
-use crate::engine_config;
 use crate::handle::NodeHandle;
 use crate::identity::{self, Libp2pKeyring, TrustPolicy};
 use crate::metrics::Metrics;
@@ -129,7 +128,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         memory_mb: config.capacity.memory_mb.unwrap_or(mem),
         gpus: config.capacity.gpus,
         slots: config.capacity.slots,
-        reservation_ttl: engine_config::reservation_ttl(&config),
+        reservation_ttl: config.placement.reservation_ttl(),
     };
     // An org named in accept_from is only as good as the claim to it: unattested, any trusted
     // peer may say it is that org.
@@ -173,7 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         // A new generation per start, so peers tell a restart from a stale record.
         version: RecordVersion { generation: started_at.0, version: 1 },
     };
-    let gossip = engine_config::membership(&config);
+    let gossip = config.gossip.to_config();
     let seed: u64 = rand::random();
     let membership = Membership::new(
         record,
@@ -185,7 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let negotiator = Negotiator::new(
         peer.clone(),
         org.clone(),
-        engine_config::placement(&config),
+        config.placement.to_config(),
         ChaCha8Rng::seed_from_u64(seed ^ 1),
     );
 
@@ -218,7 +217,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             membership,
             negotiator,
             host,
-            leases: engine_config::leases(&config),
+            leases: config.tasks.leases(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 2),
             runs: hosted,
             epoch,

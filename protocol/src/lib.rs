@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod membership;
 pub mod placement;
 pub mod record;
+pub mod settings;
 pub mod task;
 pub mod time;
 pub mod wire;

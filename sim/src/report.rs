@@ -231,7 +231,7 @@ impl Report {
         let loaded_s = i.sim_seconds - s.load_from_us as f64 / 1e6;
         let per_loaded = |x: u64| if loaded_s > 0.0 { round(x as f64 / n / loaded_s) } else { 0.0 };
         let (all_msgs, all_bytes) = s.traffic.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let interval_s = i.scenario.membership.gossip_interval_ms as f64 / 1000.0;
+        let interval_s = i.scenario.membership.interval_ms as f64 / 1000.0;
         let wait = Dist::of(&i.waits, 1e-3);
         let omni = Dist::of(&i.omni_waits, 1e-3);
         let mut r = Report {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
+use orgmesh_protocol::settings::{GossipSettings, PlacementSettings};
 use serde::Deserialize;
 
 /// One simulated run's description.
@@ -29,9 +30,9 @@ pub struct Scenario {
     /// Orgs the nodes are spread over (round robin).
     pub orgs: Vec<String>,
     /// Gossip tuning.
-    pub membership: MembershipSection,
+    pub membership: GossipSettings,
     /// Placement tuning.
-    pub placement: PlacementSection,
+    pub placement: PlacementSettings,
     /// Regions and their share of nodes.
     pub regions: Vec<Region>,
     /// The virtual network.
@@ -55,71 +56,13 @@ impl Default for Scenario {
             sample_ms: 1000,
             observers: 64,
             orgs: vec!["acme".into(), "globex".into(), "initech".into()],
-            membership: MembershipSection::default(),
-            placement: PlacementSection::default(),
+            membership: GossipSettings::default(),
+            placement: PlacementSettings::default(),
             regions: vec![Region { name: "local".into(), weight: 1.0 }],
             network: NetworkSection::default(),
             node_classes: vec![NodeClass::default()],
             workload: Workload::default(),
             faults: Faults::default(),
-        }
-    }
-}
-
-/// `protocol::membership::MembershipConfig`, in milliseconds.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MembershipSection {
-    /// Between two rounds.
-    pub gossip_interval_ms: u64,
-    /// Peers per round.
-    pub fanout: usize,
-    /// Silent this long: suspect.
-    pub suspect_after_ms: u64,
-    /// Silent this long: dead.
-    pub dead_after_ms: u64,
-}
-
-/// The shipped defaults: the protocol's, which the node's `orgmesh.toml` defaults are too.
-impl Default for MembershipSection {
-    fn default() -> Self {
-        let shipped = orgmesh_protocol::membership::MembershipConfig::default();
-        Self {
-            gossip_interval_ms: millis(shipped.gossip_interval),
-            fanout: shipped.fanout,
-            suspect_after_ms: millis(shipped.suspect_after),
-            dead_after_ms: millis(shipped.dead_after),
-        }
-    }
-}
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `protocol::placement::PlacementConfig` and the host's reservation TTL.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PlacementSection {
-    /// Candidates asked at once.
-    pub fanout: usize,
-    /// Bid deadline.
-    pub bid_timeout_ms: u64,
-    /// Commit deadline.
-    pub commit_timeout_ms: u64,
-    /// How long an offer holds.
-    pub reservation_ttl_ms: u64,
-}
-
-/// The shipped defaults, as for [`MembershipSection`].
-impl Default for PlacementSection {
-    fn default() -> Self {
-        let shipped = orgmesh_protocol::placement::PlacementConfig::default();
-        Self {
-            fanout: shipped.fanout,
-            bid_timeout_ms: millis(shipped.bid_timeout),
-            commit_timeout_ms: millis(shipped.commit_timeout),
-            reservation_ttl_ms: millis(orgmesh_protocol::placement::DEFAULT_RESERVATION_TTL),
         }
     }
 }

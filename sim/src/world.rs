@@ -4,14 +4,9 @@
 //! from the seed, one per purpose, and every ordering comes from the event queue.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use orgmesh_protocol::membership::{
-    Membership, MembershipConfig, MembershipEvent, MembershipOutput, PeerState,
-};
-use orgmesh_protocol::placement::{
-    Host, HostConfig, Negotiator, NegotiatorOutput, PlacementConfig, PlacementEvent,
-};
+use orgmesh_protocol::membership::{Membership, MembershipEvent, MembershipOutput, PeerState};
+use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, NegotiatorOutput, PlacementEvent};
 use orgmesh_protocol::record::InsecureTestKeyring;
 use orgmesh_protocol::task::Constraints;
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
@@ -293,7 +288,7 @@ impl World {
                 memory_mb: class.memory_mb,
                 gpus: 0,
                 slots: class.slots,
-                reservation_ttl: Duration::from_millis(s.placement.reservation_ttl_ms),
+                reservation_ttl: s.placement.reservation_ttl(),
             };
             shapes.push(NodeShape {
                 cpu_millis: class.cpu_millis,
@@ -409,14 +404,7 @@ impl World {
     fn start_node(&mut self, i: usize) {
         let inc = self.nodes[i].inc;
         let wall = self.wall_ms(i);
-        let m = &self.s.membership;
-        let config = MembershipConfig {
-            gossip_interval: Duration::from_millis(m.gossip_interval_ms),
-            fanout: m.fanout,
-            suspect_after: Duration::from_millis(m.suspect_after_ms),
-            dead_after: Duration::from_millis(m.dead_after_ms),
-            ..MembershipConfig::default()
-        };
+        let config = self.s.membership.to_config();
         let node = &self.nodes[i];
         let host =
             Host::new(node.host_config.clone(), node.org.clone(), node.labels.clone(), AcceptPolicy::AnyOrg);
@@ -445,16 +433,10 @@ impl World {
         for &b in &node.bootstrap {
             membership.add_contact(self.nodes[b].id.clone(), now);
         }
-        let p = &self.s.placement;
-        let placement = PlacementConfig {
-            fanout: p.fanout,
-            bid_timeout: Duration::from_millis(p.bid_timeout_ms),
-            commit_timeout: Duration::from_millis(p.commit_timeout_ms),
-        };
         let negotiator = Negotiator::new(
             node.id.clone(),
             node.org.clone(),
-            placement,
+            self.s.placement.to_config(),
             stream(self.seed, Purpose::Negotiator, i as u64, u64::from(inc)),
         );
         let live = Live {
