@@ -715,6 +715,9 @@ impl Config {
         {
             return invalid("gossip", "need 0 < interval_ms < suspect_after_ms < dead_after_ms".into());
         }
+        if g.fanout == 0 {
+            return invalid("gossip.fanout", "must be at least 1".into());
+        }
         let p = &self.placement;
         if p.fanout == 0 || p.bid_timeout_ms == 0 || p.commit_timeout_ms == 0 || p.reservation_ttl_ms == 0 {
             return invalid(
@@ -913,6 +916,13 @@ mod tests {
         assert_eq!(config.gossip, GossipSettings::default());
         assert_eq!(config.placement, PlacementSettings::default());
         assert_eq!(config.tasks.leases(), LeaseConfig::default());
+    }
+
+    #[test]
+    fn a_gossip_fanout_of_zero_is_refused() {
+        let config: Config = toml::from_str("[gossip]\nfanout = 0\n").expect("parses");
+        let err = config.validate().expect_err("a mesh that never gossips");
+        assert!(err.to_string().contains("gossip.fanout"), "{err}");
     }
 
     #[test]
