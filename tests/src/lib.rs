@@ -648,3 +648,23 @@ pub async fn three_orgs(timeout: Duration) -> anyhow::Result<(Node, Node, Node, 
     }
     Ok((acme, globex, initech, started.elapsed()))
 }
+
+/// Starts globex (the host, with `host_env`), then acme (the origin, with `origin_env`)
+/// bootstrapping from it, and waits until each sees the other alive. Returns `(acme, globex)`.
+pub async fn origin_and_host(
+    origin_env: &[(&str, &str)],
+    host_env: &[(&str, &str)],
+) -> anyhow::Result<(Node, Node)> {
+    let env = |vars: &[(&str, &str)]| vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let globex = Node::start("globex", &NodeOptions { env: env(host_env), ..NodeOptions::default() }).await?;
+    let opts =
+        NodeOptions { bootstrap: vec![globex.multiaddr()], env: env(origin_env), ..NodeOptions::default() };
+    let acme = Node::start("acme", &opts).await?;
+    for (node, other) in [(&acme, "globex"), (&globex, "acme")] {
+        wait_for(&format!("{} to see {other}", node.org), Duration::from_secs(15), async || {
+            node.alive_orgs().await.contains(&other.to_string()).then_some(())
+        })
+        .await?;
+    }
+    Ok((acme, globex))
+}

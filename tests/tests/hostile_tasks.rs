@@ -8,27 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-use orgmesh_tests::{Node, NodeOptions, wait_for};
+use orgmesh_tests::{Node, NodeOptions, origin_and_host, wait_for};
 use serde_json::{Value, json};
 
 /// Cap of globex's attempts' work dirs here: small, so filling it is quick.
 const WORK_DIR_MAX_MB: u64 = 32;
 
 async fn mesh() -> anyhow::Result<(Node, Node)> {
-    let globex_opts = NodeOptions {
-        env: vec![("ORGMESH_WORK_DIR_MAX_MB".into(), WORK_DIR_MAX_MB.to_string())],
-        ..NodeOptions::default()
-    };
-    let globex = Node::start("globex", &globex_opts).await?;
-    let opts = NodeOptions { bootstrap: vec![globex.multiaddr()], ..NodeOptions::default() };
-    let acme = Node::start("acme", &opts).await?;
-    for (node, other) in [(&acme, "globex"), (&globex, "acme")] {
-        wait_for(&format!("{} to see {other}", node.org), Duration::from_secs(15), async || {
-            node.alive_orgs().await.contains(&other.to_string()).then_some(())
-        })
-        .await?;
-    }
-    Ok((acme, globex))
+    origin_and_host(&[], &[("ORGMESH_WORK_DIR_MAX_MB", &WORK_DIR_MAX_MB.to_string())]).await
 }
 
 /// Submits `script` at acme to run at globex, waits for its end; returns the task and its log.

@@ -8,24 +8,14 @@
 
 use std::time::Duration;
 
-use orgmesh_tests::{Node, NodeOptions, wait_for};
+use orgmesh_tests::origin_and_host;
 use serde_json::json;
 
 const ORIGIN_CAP: usize = 1 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_stores_at_most_its_cap_and_the_marker_once() -> anyhow::Result<()> {
-    let globex = Node::start("globex", &NodeOptions::default()).await?;
-    let opts = NodeOptions {
-        bootstrap: vec![globex.multiaddr()],
-        env: vec![("ORGMESH_OUTPUT_CAP_MB".into(), "1".into())],
-        ..NodeOptions::default()
-    };
-    let acme = Node::start("acme", &opts).await?;
-    wait_for("acme to see globex", Duration::from_secs(15), async || {
-        acme.alive_orgs().await.contains(&"globex".to_string()).then_some(())
-    })
-    .await?;
+    let (acme, _globex) = origin_and_host(&[("ORGMESH_OUTPUT_CAP_MB", "1")], &[]).await?;
 
     // 3 MiB at globex: under globex's cap, so globex sends it all; acme keeps 1 MiB of it.
     let spec = json!({

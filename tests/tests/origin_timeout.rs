@@ -10,25 +10,15 @@
 
 use std::time::{Duration, Instant};
 
-use orgmesh_tests::{Node, NodeOptions, wait_for};
+use orgmesh_tests::{origin_and_host, wait_for};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_past_its_timeout_and_grace_is_given_up_by_the_origin() -> anyhow::Result<()> {
-    let host_opts = NodeOptions {
-        env: vec![("ORGMESH_KILL_GRACE_S".into(), "60".into()), ("ORGMESH_ISOLATION".into(), "none".into())],
-        ..NodeOptions::default()
-    };
-    let globex = Node::start("globex", &host_opts).await?;
-    let opts = NodeOptions {
-        bootstrap: vec![globex.multiaddr()],
-        env: vec![("ORGMESH_OVERDUE_GRACE_S".into(), "2".into())],
-        ..NodeOptions::default()
-    };
-    let acme = Node::start("acme", &opts).await?;
-    wait_for("acme to see globex", Duration::from_secs(15), async || {
-        acme.alive_orgs().await.contains(&"globex".to_string()).then_some(())
-    })
+    let (acme, globex) = origin_and_host(
+        &[("ORGMESH_OVERDUE_GRACE_S", "2")],
+        &[("ORGMESH_KILL_GRACE_S", "60"), ("ORGMESH_ISOLATION", "none")],
+    )
     .await?;
 
     let spec = json!({
