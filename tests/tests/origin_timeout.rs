@@ -8,7 +8,7 @@
 //! it unsandboxed (`ORGMESH_ISOLATION=none`, the admin's explicit choice) because in the sandbox
 //! SIGTERM also ends bubblewrap, and with it the whole PID namespace, so no task outlives it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use orgmesh_tests::{origin_and_host, wait_for};
 use serde_json::json;
@@ -27,16 +27,13 @@ async fn an_attempt_past_its_timeout_and_grace_is_given_up_by_the_origin() -> an
         "timeout_s": 2,
         "max_attempts": 1,
     });
-    let submitted = Instant::now();
     let id = acme.submit(&spec).await?;
+    // globex alone would end it only after its 60 s kill grace: ending within 40 s is the origin's.
     let task = acme.wait_terminal(&id, Duration::from_secs(40)).await?;
-    let took = submitted.elapsed();
     assert_eq!(task["status"], "failed", "{task}");
     let error = task["error"].as_str().unwrap_or_default();
     assert!(error.contains("timed out at the origin"), "error does not say the origin gave up: {task}");
     assert!(error.contains("timeout_s + 2 s"), "error does not name the grace: {task}");
-    // globex would have answered only after its 60 s kill grace.
-    assert!(took < Duration::from_secs(40), "the origin waited for the host: {took:?}");
     let (_, node) = acme.get("/v1/node").await?;
     assert_eq!(node["counters"]["attempts_overdue"], 1, "{}", node["counters"]);
 
