@@ -41,8 +41,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long bubblewrap may take to report its sandbox, and slirp4netns to configure it.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the whole setup may take, from bubblewrap's start until slirp4netns has configured
+/// the namespace: one deadline for every step, so that the attempt waits this long at most.
+pub(super) const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The attempt's MTU: slirp4netns's largest, for throughput (it is a virtual link).
 const MTU: &str = "--mtu=65520";
 
@@ -111,15 +112,16 @@ impl Pending {
         // Our copies of bubblewrap's ends go first: an early exit of bubblewrap is then an EOF.
         self.info_child = None;
         self.block_child = None;
-        let info = read_info(&mut self.info)?;
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        let info = read_info(&mut self.info, deadline)?;
         let netns = File::open(format!("/proc/{}/ns/net", info.pid))?;
         if netns.metadata()?.ino() != info.net_namespace {
             return Err(NetworkError::WrongNamespace(info.pid));
         }
         // bubblewrap reports the pid before its child sets the namespace's loopback up; netlink
         // work of slirp4netns alongside makes that setup fail now and then.
-        wait_for_loopback(&netns)?;
-        let slirp = Slirp::start(slirp4netns, &netns, join)?;
+        wait_for_loopback(&netns, deadline)?;
+        let slirp = Slirp::start(slirp4netns, &netns, join, deadline)?;
         if let Some(mut block) = self.block.take() {
             block.write_all(b"1")?;
         }
@@ -133,8 +135,7 @@ struct Info {
     net_namespace: u64,
 }
 
-fn read_info(from: &mut File) -> Result<Info, NetworkError> {
-    let deadline = Instant::now() + SETUP_TIMEOUT;
+fn read_info(from: &mut File, deadline: Instant) -> Result<Info, NetworkError> {
     let mut text = Vec::new();
     let mut buf = [0u8; 512];
     loop {
@@ -163,18 +164,19 @@ fn read_info(from: &mut File) -> Result<Info, NetworkError> {
 /// Waits until `lo` is up and addressed in the namespace `netns` (bubblewrap's last network
 /// step before it waits on `--block-fd`). Looks from a thread of its own that joins the namespace, so that no
 /// thread of the node ever changes namespace.
-fn wait_for_loopback(netns: &File) -> Result<(), NetworkError> {
+fn wait_for_loopback(netns: &File, deadline: Instant) -> Result<(), NetworkError> {
     let netns = netns.try_clone()?;
     let looked = std::thread::spawn(move || -> io::Result<bool> {
         join_netns(&netns)?;
-        let deadline = Instant::now() + SETUP_TIMEOUT;
-        while Instant::now() < deadline {
+        loop {
             if loopback_is_up()? {
                 return Ok(true);
             }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(false)
     })
     .join();
     match looked {
@@ -262,7 +264,7 @@ pub(super) struct Slirp {
 }
 
 impl Slirp {
-    fn start(path: &Path, netns: &File, join: Vec<File>) -> Result<Self, NetworkError> {
+    fn start(path: &Path, netns: &File, join: Vec<File>, deadline: Instant) -> Result<Self, NetworkError> {
         let (ready_r, ready_w) = io::pipe()?;
         let (exit_r, exit_w) = io::pipe()?;
         let log = memfd("slirp4netns-log")?;
@@ -289,8 +291,7 @@ impl Slirp {
         let mut slirp = Slirp { child: Some(child), exit: Some(File::from(OwnedFd::from(exit_w))) };
         let mut ready = File::from(OwnedFd::from(ready_r));
         let mut byte = [0u8; 1];
-        let ok =
-            wait_readable(&ready, Instant::now() + SETUP_TIMEOUT)? && matches!(ready.read(&mut byte), Ok(1));
+        let ok = wait_readable(&ready, deadline)? && matches!(ready.read(&mut byte), Ok(1));
         if ok {
             return Ok(slirp);
         }
