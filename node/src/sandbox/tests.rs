@@ -497,3 +497,41 @@ fn a_crashed_nodes_slirp4netns_is_reaped_with_its_attempt() {
     assert!(again.reap_leftovers(&work_root) >= 2, "the task and slirp4netns");
     assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "slirp4netns {pid} still runs");
 }
+
+#[test]
+fn a_slirp4netns_that_never_gets_ready_is_killed_and_the_task_gets_loopback_only() {
+    let f = fixture(|_| {});
+    // Starts, never reports ready, and would live on: every failure of the setup must end it.
+    let fake = f.dir.path().join("fake-slirp4netns");
+    let pid_file = f.dir.path().join("fake-slirp4netns.pid");
+    std::fs::write(&fake, format!("#!/bin/sh\necho $$ > {}\nexec sleep 300\n", pid_file.display())).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Past the probe, which would refuse this slirp4netns: the attempt is what is under test.
+    let policy = Policy {
+        node: unique("node"),
+        network: NetworkMode::Outbound,
+        slirp4netns: fake,
+        ..f.sandbox.policy().clone()
+    };
+    let sandbox = Sandbox::with_hierarchy(policy.clone(), Hierarchy::detect(&policy.node).unwrap());
+    let work = f.dir.path().join(unique("work"));
+    let command = ["sh".to_string(), "-c".into(), "cat /proc/net/dev".into()];
+    let mut confined = sandbox.prepare(&unique("attempt"), &limits(), &work, &command, &[]).unwrap();
+    confined.command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = confined.command.spawn().unwrap();
+    let started = Instant::now();
+    let e = confined.start_network().unwrap_err();
+    assert!(matches!(e, NetworkError::NotReady(_)), "{e}");
+    assert!(started.elapsed() < net::SETUP_TIMEOUT + Duration::from_secs(2), "one deadline for the setup");
+    assert_eq!(confined.slirp4netns_pid(), None);
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let pid: i32 = pid.trim().parse().unwrap();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the unready slirp4netns {pid} still runs");
+    // Fails closed: the task was let go without a network, so it saw its own loopback alone.
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let interfaces: Vec<&str> =
+        text.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(interfaces, ["lo"], "{text}{}", String::from_utf8_lossy(&out.stderr));
+    confined.release();
+}
