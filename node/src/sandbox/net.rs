@@ -46,6 +46,12 @@ use std::time::{Duration, Instant};
 pub(super) const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The attempt's MTU: slirp4netns's largest, for throughput (it is a virtual link).
 const MTU: &str = "--mtu=65520";
+/// The most descriptors slirp4netns may hold. Every connection or UDP flow the task opens is a
+/// socket of the host held by slirp4netns, and it would otherwise inherit the node's own limit
+/// (raised to the hard limit at start: 65536 under the shipped unit, often 2^20 in a container),
+/// letting one task hold that many host sockets and their ephemeral ports. The task's own limit
+/// is no bound here: it opens no sockets of the host itself.
+pub(super) const SLIRP_MAX_FDS: libc::rlim_t = 1024;
 
 /// Why the attempt's outbound network could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +289,7 @@ impl Slirp {
             .stderr(log.try_clone()?);
         super::join_cgroup_before_exec(&mut cmd, join);
         inherit_fds(&mut cmd, inherit.to_vec());
+        limit_fds(&mut cmd, SLIRP_MAX_FDS);
         let child = cmd
             .spawn()
             .map_err(|e| NetworkError::Spawn { path: path.to_path_buf(), message: e.to_string() })?;
@@ -358,6 +365,22 @@ pub(super) fn inherit_fds(cmd: &mut Command, fds: Vec<RawFd>) {
                 if flags < 0 || libc::fcntl(*fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Caps the child's open descriptors at `max` (soft and hard, so it cannot raise them again).
+#[allow(unsafe_code)]
+fn limit_fds(cmd: &mut Command, max: libc::rlim_t) {
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2), which
+    // is async-signal-safe, on a struct on its own stack. Descriptors already open stay valid.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: max, rlim_max: max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });

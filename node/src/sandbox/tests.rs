@@ -447,6 +447,11 @@ fn slirp4netns_ends_with_the_attempt() {
     let pid = confined.slirp4netns_pid().unwrap();
     let in_cgroup = confined.cgroup().unwrap().pids();
     assert!(in_cgroup.contains(&i32::try_from(pid).unwrap()), "slirp4netns runs in the attempt's cgroup");
+    // The host sockets it holds for the task are bounded, not the node's raised limit.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    let max = net::SLIRP_MAX_FDS.to_string();
+    assert_eq!(open_files.split_whitespace().skip(3).take(2).collect::<Vec<_>>(), [&max, &max], "{limits}");
     assert!(confined.kill_all(), "processes outlived kill_all");
     let _ = child.wait();
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "slirp4netns {pid} outlived kill_all");
