@@ -237,13 +237,15 @@ pub struct WriterStats {
     pub largest_batch: u64,
 }
 
-/// A handle to the store; cheap to clone.
+/// A handle to the store; cheap to clone. Its read queries are those of the read-only view it
+/// derefs to ([`StoreReader`]), so the two never drift apart; the methods here write, or read
+/// what only the node itself needs.
 ///
 /// Dropping the last clone waits (briefly, on the dropping thread) for the writer to commit what
 /// is queued, then closes the file.
 #[derive(Clone)]
 pub struct Store {
-    shared: Arc<Shared>,
+    reader: StoreReader,
 }
 
 /// What every clone of a [`Store`] shares. Its drop is the store's shutdown.
@@ -272,7 +274,7 @@ impl Drop for Shared {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("path", &self.shared.name).finish_non_exhaustive()
+        f.debug_struct("Store").field("path", &self.shared().name).finish_non_exhaustive()
     }
 }
 
@@ -342,7 +344,7 @@ impl Store {
 
     /// Host side: every attempt recorded by `put_run` and not removed.
     pub fn runs(&self) -> Result<Vec<HostedRun>, StoreError> {
-        read::runs(&self.shared.db)
+        read::runs(&self.shared().db)
     }
 
     /// Stores a small metadata value.
@@ -352,57 +354,22 @@ impl Store {
 
     /// Reads a metadata value.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        read::meta(&self.shared.db, key)
-    }
-
-    /// One task.
-    pub fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
-        read::task(&self.shared.db, id)
-    }
-
-    /// Tasks newest first, optionally of one status, strictly older than `before` if given.
-    pub fn list_tasks(
-        &self,
-        status: Option<TaskStatus>,
-        limit: usize,
-        before: Option<TaskId>,
-    ) -> Result<Vec<Task>, StoreError> {
-        read::list_tasks(&self.shared.db, status, limit, before)
+        read::meta(&self.shared().db, key)
     }
 
     /// Every task not in a terminal status (for recovery after a restart), oldest first.
     pub fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError> {
-        read::unfinished_tasks(&self.shared.db)
+        read::unfinished_tasks(&self.shared().db)
     }
 
     /// How many tasks there are in each status.
     pub fn status_counts(&self) -> Result<StatusCounts, StoreError> {
-        read::status_counts(&self.shared.db)
-    }
-
-    /// Up to `max` bytes of `task`'s log from byte `offset`.
-    pub fn read_log(&self, task: TaskId, offset: u64, max: usize) -> Result<Vec<u8>, StoreError> {
-        read::read_log(&self.shared.db, task, offset, max)
-    }
-
-    /// Length of `task`'s log in bytes.
-    pub fn log_len(&self, task: TaskId) -> Result<u64, StoreError> {
-        read::log_len(&self.shared.db, task)
-    }
-
-    /// Up to `limit` events with `seq > after`, in order.
-    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        read::events_after(&self.shared.db, after, limit)
-    }
-
-    /// The sequence number of the newest event (0 if none).
-    pub fn last_seq(&self) -> Result<u64, StoreError> {
-        read::last_seq(&self.shared.db)
+        read::status_counts(&self.shared().db)
     }
 
     /// Every remembered peer record.
     pub fn peers(&self) -> Result<Vec<SignedRecord>, StoreError> {
-        read::peers(&self.shared.db)
+        read::peers(&self.shared().db)
     }
 
     /// Forgets a peer.
@@ -410,22 +377,17 @@ impl Store {
         self.submit(Request::RemovePeer(peer.clone()), Reply::Unit)
     }
 
-    /// Notifications of what each commit changed. Slow receivers lag (and should re-read).
-    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
-        self.shared.notify.subscribe()
-    }
-
     /// Calls `observe` with the duration of every group commit from now on (for metrics). Only
     /// the first observer set on a store is kept; returns whether this one was. `observe` runs
     /// on the writer thread after the commit and before the writes are answered, so it must be
     /// quick (a histogram update) and must not touch the store.
     pub fn observe_commits(&self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) -> bool {
-        self.shared.stats.observer.set(Box::new(observe)).is_ok()
+        self.shared().stats.observer.set(Box::new(observe)).is_ok()
     }
 
     /// Counters of the writer's work since open.
     pub fn writer_stats(&self) -> WriterStats {
-        let s = &self.shared.stats;
+        let s = &self.shared().stats;
         WriterStats {
             commits: s.commits.load(Ordering::Relaxed),
             ops: s.ops.load(Ordering::Relaxed),
@@ -451,13 +413,25 @@ impl fmt::Debug for StoreReader {
 impl Store {
     /// A read-only handle on this store.
     pub fn reader(&self) -> StoreReader {
-        StoreReader { shared: self.shared.clone() }
+        self.reader.clone()
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.reader.shared
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = StoreReader;
+
+    fn deref(&self) -> &StoreReader {
+        &self.reader
     }
 }
 
 impl From<Store> for StoreReader {
     fn from(store: Store) -> Self {
-        StoreReader { shared: store.shared }
+        store.reader
     }
 }
 
@@ -515,7 +489,7 @@ impl Store {
             StoreError::Open { path: name.clone(), reason: format!("cannot start writer: {e}") }
         })?;
         let shared = Shared { db, ops: Some(ops), notify, stats, writer: Some(handle), name };
-        Ok(Store { shared: Arc::new(shared) })
+        Ok(Store { reader: StoreReader { shared: Arc::new(shared) } })
     }
 
     /// Queues a write. If the writer is gone the op (and its reply sender) is dropped, so the
@@ -526,7 +500,7 @@ impl Store {
         reply: fn(oneshot::Sender<Result<T, StoreError>>) -> Reply,
     ) -> Pending<T> {
         let (tx, rx) = oneshot::channel();
-        if let Some(ops) = &self.shared.ops {
+        if let Some(ops) = &self.shared().ops {
             let _ = ops.send(Op { req, reply: reply(tx) });
         }
         Pending { rx }
@@ -545,7 +519,7 @@ impl Store {
     }
 
     fn db(&self) -> &Database {
-        &self.shared.db
+        &self.shared().db
     }
 }
 
