@@ -349,11 +349,14 @@ fn exit_info(status: std::io::Result<std::process::ExitStatus>) -> ExitInfo {
     }
 }
 
-/// SIGTERM to every process of the attempt, then SIGKILL after the grace period.
+/// SIGTERM to the task's processes, then SIGKILL to every process of the attempt after the grace
+/// period. Sandboxed, the SIGTERM goes only to what runs as the attempt's uid: bubblewrap (root,
+/// the parent of the attempt's PID namespace) would die of it and take the namespace, and so the
+/// task, with it at once; slirp4netns keeps the task's network up while it winds down.
 async fn stop(child: &mut Child, pgid: Option<i32>, confined: Option<&Confined>, grace: Duration) {
     signal_group(pgid, libc::SIGTERM);
     if let Some(confined) = confined {
-        confined.signal_all(libc::SIGTERM);
+        signal_task_processes(confined, libc::SIGTERM);
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         signal_group(pgid, libc::SIGKILL);
@@ -362,6 +365,23 @@ async fn stop(child: &mut Child, pgid: Option<i32>, confined: Option<&Confined>,
         }
         let _ = child.wait().await;
     }
+}
+
+/// Sends `signal` to the processes of a sandboxed attempt that run as its uid: the task's, not
+/// the sandbox's own (bubblewrap, slirp4netns), which run as root.
+fn signal_task_processes(confined: &Confined, signal: i32) {
+    let Some(cgroup) = confined.cgroup() else { return };
+    for pid in cgroup.pids() {
+        if uid_of(pid) == Some(confined.uid()) {
+            crate::sandbox::signal(pid, signal);
+        }
+    }
+}
+
+/// The real uid of process `pid`, if it still exists.
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// Kills what is left of an attempt after this node crashed under it: the process group `pgid`,
@@ -683,6 +703,25 @@ mod tests {
         let req = request(ExecutorKind::Process, sh("echo x; kill -KILL $$"), Some(sandbox));
         let (out, info) = run_request(req, None).await;
         assert_eq!((out.as_slice(), info.exit_code), (&b"x\n"[..], Some(137)), "{info:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sandboxed_task_gets_its_grace_to_run_its_term_trap() {
+        // Only the task's own processes get SIGTERM: bubblewrap, dying of it, would take the
+        // task's PID namespace (and the task) with it before the trap could run.
+        let script = "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 0.1; done";
+        let mut req = request(ExecutorKind::Process, sh(script), Some(sandbox()));
+        req.kill_grace = Duration::from_secs(20);
+        let started = std::time::Instant::now();
+        let (out, info) = run_request(req, Some(Duration::from_secs(2))).await;
+        assert!(info.cancelled, "{info:?}");
+        // (The shell may report its `sleep` "Terminated" in between.)
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("ready\n") && text.ends_with("got TERM\n"), "{text:?}, {info:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the trap ended the task, not the grace's SIGKILL"
+        );
     }
 
     /// The slirp4netns processes whose cgroup belongs to the sandbox of node `node`.
