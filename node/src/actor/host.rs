@@ -59,6 +59,19 @@ pub(crate) struct Run {
     pgid: Option<i32>,
 }
 
+/// What a report's answer leaves the host to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    /// Send the next report.
+    Next,
+    /// Nothing until the retry time (or the next event).
+    Wait,
+    /// The origin has the result: forget the attempt.
+    Delivered,
+    /// The origin no longer wants the attempt.
+    Abandon,
+}
+
 impl Run {
     fn new(origin: PeerId, cancel: CancellationToken, spool: PathBuf) -> Self {
         Self {
@@ -93,6 +106,101 @@ impl Run {
             legacy_output: Vec::new(),
             acked: self.acked,
         }
+    }
+
+    /// An attempt an earlier run of this node recorded, taken over after a restart: it has ended
+    /// (its process is gone either way), and its result and the output the origin had not
+    /// acknowledged (in its spool) are still owed, `Started` first. `outcome` stays `None` for
+    /// one that had not ended when the node stopped: the caller reports it lost.
+    fn recovered(stored: HostedRun, spool: PathBuf) -> Self {
+        let mut run = Run::new(stored.origin, CancellationToken::new(), spool);
+        run.exited = true;
+        run.started = true;
+        run.pgid = stored.pgid;
+        run.acked = stored.acked;
+        let kept_in_record = stored.acked.saturating_add(stored.legacy_output.len() as u64);
+        run.total = stored.outcome.as_ref().map_or(0, |o| o.log_len).max(kept_in_record);
+        if !stored.legacy_output.is_empty() && stored.outcome.is_some() {
+            // Written before the spool existed: its undelivered bytes move into one.
+            if let Err(e) = crate::spool::write_at(&run.spool, stored.acked, &stored.legacy_output) {
+                tracing::warn!(task = %stored.task, error = %e, "cannot move a stored attempt's output to its spool");
+            }
+        }
+        run.outcome = stored.outcome;
+        run
+    }
+
+    /// The next report to send (`None`: nothing to report now), in the protocol's order:
+    /// `Started`, then the output from where the origin has it, then `Finished`.
+    fn next_report(&mut self, task: TaskId, attempt: Attempt) -> Option<(TaskRequest, ReportKind)> {
+        if self.started && !self.started_acked {
+            return Some((TaskRequest::Started { task, attempt }, ReportKind::Started));
+        }
+        if !self.started_acked {
+            return None;
+        }
+        let data = self.next_chunk(task);
+        if !data.is_empty() {
+            let len = data.len();
+            return Some((
+                TaskRequest::Log { task, attempt, offset: self.acked, data },
+                ReportKind::Log { len },
+            ));
+        }
+        let outcome = self.outcome.clone()?;
+        Some((TaskRequest::Finished { task, attempt, outcome }, ReportKind::Finished))
+    }
+
+    /// Takes the origin's answer to the report `kind` (`None`: no answer).
+    fn on_answer(
+        &mut self,
+        task: TaskId,
+        kind: ReportKind,
+        response: Option<TaskResponse>,
+        now: Time,
+    ) -> Answered {
+        self.in_flight = false;
+        match response {
+            Some(TaskResponse::Ack) => {
+                self.retry_at = None;
+                self.backoff = FIRST_BACKOFF;
+                match kind {
+                    ReportKind::Started => self.started_acked = true,
+                    ReportKind::Log { len } => {
+                        self.acked = self.acked.saturating_add(len as u64).min(self.total);
+                    }
+                    ReportKind::Finished => return Answered::Delivered,
+                }
+                Answered::Next
+            }
+            Some(TaskResponse::LogGap { have }) => {
+                // The whole output is in the spool: the next chunk starts where the origin's log
+                // ends, behind or ahead of what it acknowledged. If the spool cannot be read from
+                // there, `next_chunk` ends the output at `have` and the result goes out with that.
+                // The whole output is in the spool: the next chunk starts where the origin's log
+                // ends, behind or ahead of what it acknowledged. An origin claiming more than
+                // there is has all there is. If the spool cannot be read from there,
+                // `next_chunk` ends the output at `have` and the result goes out with that.
+                if have < self.acked {
+                    tracing::warn!(task = %task, have, acked = self.acked, "origin lost log bytes; resending from the spool");
+                }
+                self.acked = have.min(self.total);
+                Answered::Next
+            }
+            Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => Answered::Abandon,
+            // Not an answer to a report; treated as no answer.
+            Some(TaskResponse::Leases { .. }) => {
+                self.retry_at = Some(now + self.backoff);
+                Answered::Wait
+            }
+            None => self.retry_later(now),
+        }
+    }
+
+    fn retry_later(&mut self, now: Time) -> Answered {
+        self.retry_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Answered::Wait
     }
 
     /// The next chunk of output to send (empty: nothing to send now). A spool that cannot be
@@ -168,34 +276,16 @@ impl EventLoop {
         }
         for stored in runs {
             let key = (stored.task, stored.attempt);
-            let spool = self.facts.spool.path(key.0, key.1);
-            let mut run = Run::new(stored.origin, CancellationToken::new(), spool);
-            run.exited = true;
-            run.started = true;
-            run.acked = stored.acked;
-            let kept_in_record = stored.acked + stored.legacy_output.len() as u64;
-            run.total = stored.outcome.as_ref().map_or(0, |o| o.log_len).max(kept_in_record);
-            if !stored.legacy_output.is_empty() && stored.outcome.is_some() {
-                // Written before the spool existed: its undelivered bytes move into one.
-                if let Err(e) = crate::spool::write_at(&run.spool, stored.acked, &stored.legacy_output) {
-                    tracing::warn!(task = %key.0, error = %e, "cannot move a stored attempt's output to its spool");
-                }
+            let pgid = stored.pgid;
+            let mut run = Run::recovered(stored, self.facts.spool.path(key.0, key.1));
+            if run.outcome.is_none() {
+                let killed = pgid.is_some_and(|pgid| executor::kill_orphan(pgid, key.0, key.1));
+                tracing::warn!(task = %key.0, attempt = %key.1, killed_orphan = killed, "attempt lost in a restart");
+                run.acked = 0;
+                run.total = 0;
+                run.outcome = Some(Outcome::lost("its executor restarted while it ran", 0));
+                drop(self.store.put_run(run.record(key.0, key.1)));
             }
-            run.outcome = Some(match stored.outcome {
-                Some(outcome) => outcome,
-                None => {
-                    let killed = stored.pgid.is_some_and(|pgid| executor::kill_orphan(pgid, key.0, key.1));
-                    tracing::warn!(task = %key.0, attempt = %key.1, killed_orphan = killed, "attempt lost in a restart");
-                    let lost = Outcome::lost("its executor restarted while it ran", 0);
-                    run.acked = 0;
-                    run.total = 0;
-                    drop(
-                        self.store
-                            .put_run(HostedRun { outcome: Some(lost.clone()), ..run.record(key.0, key.1) }),
-                    );
-                    lost
-                }
-            });
             self.runs.insert(key, run);
         }
         if !self.runs.is_empty() {
@@ -270,17 +360,7 @@ impl EventLoop {
             return;
         }
         let (task, attempt) = key;
-        let data = if run.started_acked { run.next_chunk(task) } else { Vec::new() };
-        let (request, kind) = if run.started && !run.started_acked {
-            (TaskRequest::Started { task, attempt }, ReportKind::Started)
-        } else if !data.is_empty() {
-            let len = data.len();
-            (TaskRequest::Log { task, attempt, offset: run.acked, data }, ReportKind::Log { len })
-        } else if let Some(outcome) = &run.outcome {
-            (TaskRequest::Finished { task, attempt, outcome: outcome.clone() }, ReportKind::Finished)
-        } else {
-            return;
-        };
+        let Some((request, kind)) = run.next_report(task, attempt) else { return };
         run.in_flight = true;
         let origin = run.origin.clone();
         self.send_task_request(&origin, request, TaskOut::Report(task, attempt, kind), now);
@@ -297,49 +377,15 @@ impl EventLoop {
     ) {
         let key = (task, attempt);
         let Some(run) = self.runs.get_mut(&key) else { return };
-        run.in_flight = false;
-        match response {
-            Some(TaskResponse::Ack) => {
-                run.retry_at = None;
-                run.backoff = FIRST_BACKOFF;
-                match kind {
-                    ReportKind::Started => run.started_acked = true,
-                    ReportKind::Log { len } => {
-                        run.acked = run.acked.saturating_add(len as u64).min(run.total);
-                    }
-                    ReportKind::Finished => {
-                        self.forget_run(key);
-                        drop(self.store.remove_run(task, attempt));
-                        return;
-                    }
-                }
+        match run.on_answer(task, kind, response, now) {
+            Answered::Next => self.pump_run(key, now),
+            Answered::Wait => {}
+            Answered::Delivered => {
+                self.forget_run(key);
+                drop(self.store.remove_run(task, attempt));
             }
-            Some(TaskResponse::LogGap { have }) => {
-                // The whole output is in the spool: the next chunk starts where the origin's log
-                // ends, behind or ahead of what it acknowledged. An origin claiming more than
-                // there is has all there is. If the spool cannot be read from there,
-                // `next_chunk` ends the output at `have` and the result goes out with that.
-                if have < run.acked {
-                    tracing::warn!(task = %task, have, acked = run.acked, "origin lost log bytes; resending from the spool");
-                }
-                run.acked = have.min(run.total);
-            }
-            Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => {
-                self.abandon_run(key);
-                return;
-            }
-            // Not an answer to a report; treated as no answer.
-            Some(TaskResponse::Leases { .. }) => {
-                run.retry_at = Some(now + run.backoff);
-                return;
-            }
-            None => {
-                run.retry_at = Some(now + run.backoff);
-                run.backoff = (run.backoff * 2).min(MAX_BACKOFF);
-                return;
-            }
+            Answered::Abandon => self.abandon_run(key),
         }
-        self.pump_run(key, now);
     }
 
     /// The origin no longer wants an attempt (superseded, ended, unknown): stop it, report
@@ -418,5 +464,126 @@ impl EventLoop {
             Some(run) if &run.origin == from => TaskResponse::Ack,
             _ => TaskResponse::Unknown,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> TaskId {
+        TaskId::new(1, 42)
+    }
+    const ATTEMPT: Attempt = Attempt(2);
+
+    /// An origin keeping the attempt's log by the store's rule (a chunk past its end is a gap,
+    /// bytes it has are skipped) and answering `Finished` with a gap while its log is shorter
+    /// than the result says, as `origin.rs` does.
+    #[derive(Default)]
+    struct Origin {
+        log: Vec<u8>,
+    }
+
+    impl Origin {
+        fn answer(&mut self, request: &TaskRequest) -> TaskResponse {
+            let have = self.log.len() as u64;
+            match request {
+                TaskRequest::Log { offset, .. } if *offset > have => TaskResponse::LogGap { have },
+                TaskRequest::Log { offset, data, .. } => {
+                    let skip = usize::try_from(have - offset).unwrap().min(data.len());
+                    self.log.extend_from_slice(&data[skip..]);
+                    TaskResponse::Ack
+                }
+                TaskRequest::Finished { outcome, .. } if have < outcome.log_len => {
+                    TaskResponse::LogGap { have }
+                }
+                _ => TaskResponse::Ack,
+            }
+        }
+    }
+
+    /// Reports `run` to `origin` until it has the result; returns each report's kind and what
+    /// its answer left to do, and the outcome delivered.
+    fn deliver(run: &mut Run, origin: &mut Origin) -> (Vec<(ReportKind, Answered)>, Outcome) {
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let (request, kind) = run.next_report(task(), ATTEMPT).expect("a report is owed");
+            let response = origin.answer(&request);
+            let answered = run.on_answer(task(), kind, Some(response), Time::ZERO);
+            seen.push((kind, answered));
+            if answered == Answered::Delivered {
+                let TaskRequest::Finished { outcome, .. } = request else {
+                    panic!("delivered by {request:?}")
+                };
+                return (seen, outcome);
+            }
+        }
+        panic!("not delivered after 100 reports: {seen:?}");
+    }
+
+    fn output(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn ended(acked: u64, log_len: u64, legacy_output: Vec<u8>) -> HostedRun {
+        HostedRun {
+            task: task(),
+            attempt: ATTEMPT,
+            origin: PeerId::new("12D3KooWorigin").unwrap(),
+            pgid: Some(4242),
+            outcome: Some(Outcome {
+                exit_code: Some(0),
+                error: None,
+                cancelled: false,
+                lost: false,
+                log_len,
+            }),
+            legacy_output,
+            acked,
+        }
+    }
+
+    fn logs(seen: &[(ReportKind, Answered)]) -> usize {
+        seen.iter().filter(|(k, _)| matches!(k, ReportKind::Log { .. })).count()
+    }
+
+    #[test]
+    fn a_restarted_host_delivers_an_ended_attempts_output_from_its_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = crate::spool::SpoolDir::new(dir.path().join("spool"));
+        let out = output(600_000);
+        std::fs::write(spool.path(task(), ATTEMPT), &out).unwrap();
+        // The origin had acknowledged the first 100,000 bytes before this node stopped.
+        let mut origin = Origin { log: out[..100_000].to_vec() };
+        let mut run = Run::recovered(ended(100_000, 600_000, Vec::new()), spool.path(task(), ATTEMPT));
+        let (seen, outcome) = deliver(&mut run, &mut origin);
+        assert_eq!(seen[0], (ReportKind::Started, Answered::Next), "Started again first: {seen:?}");
+        assert_eq!(logs(&seen), 2, "500,000 bytes in chunks of {}: {seen:?}", limits::LOG_CHUNK);
+        assert!(origin.log == out, "the origin has the whole output, once");
+        assert_eq!((outcome.exit_code, outcome.log_len), (Some(0), 600_000));
+
+        // Another restart, and the origin lost what it had past 50,000 bytes: the output is
+        // resent from there, out of the same spool.
+        let mut origin = Origin { log: out[..50_000].to_vec() };
+        let mut run = Run::recovered(ended(100_000, 600_000, Vec::new()), spool.path(task(), ATTEMPT));
+        let (seen, outcome) = deliver(&mut run, &mut origin);
+        assert!(matches!(seen[1], (ReportKind::Log { .. }, Answered::Next)), "{seen:?}");
+        assert!(origin.log == out);
+        assert_eq!(outcome.log_len, 600_000);
+    }
+
+    #[test]
+    fn a_record_from_before_the_spool_moves_its_output_into_one_and_delivers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = crate::spool::SpoolDir::new(dir.path().join("spool"));
+        let out = output(10_000);
+        let mut origin = Origin { log: out[..4_000].to_vec() };
+        let mut run =
+            Run::recovered(ended(4_000, 10_000, out[4_000..].to_vec()), spool.path(task(), ATTEMPT));
+        assert!(spool.path(task(), ATTEMPT).exists());
+        let (seen, outcome) = deliver(&mut run, &mut origin);
+        assert_eq!(logs(&seen), 1);
+        assert!(origin.log == out);
+        assert_eq!(outcome.log_len, 10_000);
     }
 }
