@@ -177,15 +177,14 @@ impl Run {
                 // The whole output is in the spool: the next chunk starts where the origin's log
                 // ends, behind or ahead of what it acknowledged. If the spool cannot be read from
                 // there, `next_chunk` ends the output at `have` and the result goes out with that.
-                // The whole output is in the spool: the next chunk starts where the origin's log
-                // ends, behind or ahead of what it acknowledged. An origin claiming more than
-                // there is has all there is. If the spool cannot be read from there,
-                // `next_chunk` ends the output at `have` and the result goes out with that.
-                if have < self.acked {
-                    tracing::warn!(task = %task, have, acked = self.acked, "origin lost log bytes; resending from the spool");
-                }
+                // An origin that keeps its log answers a gap only when it lost bytes it had
+                // acknowledged: rare, so the resend waits for the backoff, which only an `Ack`
+                // resets. An origin answering `LogGap` over and over (behind, at or past the end)
+                // then paces this host instead of spinning it.
+                tracing::warn!(task = %task, have, acked = self.acked, spooled = self.total,
+                    "origin lacks log bytes; resending from the spool after a backoff");
                 self.acked = have.min(self.total);
-                Answered::Next
+                self.retry_later(now)
             }
             Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => Answered::Abandon,
             // Not an answer to a report; treated as no answer.
@@ -207,23 +206,27 @@ impl Run {
     /// read ends the output where the origin has it: the result is then reported with what was
     /// delivered rather than held hostage by bytes that cannot be sent.
     fn next_chunk(&mut self, task: TaskId) -> Vec<u8> {
-        if self.unreadable || self.acked >= self.total {
+        if self.acked >= self.total {
             return Vec::new();
         }
-        let want = usize::try_from(self.total - self.acked).unwrap_or(usize::MAX).min(limits::LOG_CHUNK);
-        let read = match &self.reader {
-            Some(file) => crate::spool::read_chunk(file, self.acked, want),
-            None => crate::spool::open(&self.spool)
-                .and_then(|file| crate::spool::read_chunk(self.reader.insert(file), self.acked, want)),
-        };
-        let error = match read {
-            Ok(data) if !data.is_empty() => return data,
-            Ok(_) => "it is shorter than written".to_string(),
-            Err(e) => e.to_string(),
-        };
-        tracing::warn!(task = %task, acked = self.acked, spooled = self.total, %error,
-            "cannot read the attempt's spool; its output ends where the origin has it");
-        self.unreadable = true;
+        // Once unreadable, the output ends wherever the origin has it, also when a `LogGap`
+        // moved that back: a result claiming more than the origin can get would loop.
+        if !self.unreadable {
+            let want = usize::try_from(self.total - self.acked).unwrap_or(usize::MAX).min(limits::LOG_CHUNK);
+            let read = match &self.reader {
+                Some(file) => crate::spool::read_chunk(file, self.acked, want),
+                None => crate::spool::open(&self.spool)
+                    .and_then(|file| crate::spool::read_chunk(self.reader.insert(file), self.acked, want)),
+            };
+            let error = match read {
+                Ok(data) if !data.is_empty() => return data,
+                Ok(_) => "it is shorter than written".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(task = %task, acked = self.acked, spooled = self.total, %error,
+                "cannot read the attempt's spool; its output ends where the origin has it");
+            self.unreadable = true;
+        }
         self.total = self.acked;
         if let Some(o) = self.outcome.as_mut() {
             o.log_len = self.acked;
@@ -563,11 +566,11 @@ mod tests {
         assert_eq!((outcome.exit_code, outcome.log_len), (Some(0), 600_000));
 
         // Another restart, and the origin lost what it had past 50,000 bytes: the output is
-        // resent from there, out of the same spool.
+        // resent from there, after a backoff, out of the same spool.
         let mut origin = Origin { log: out[..50_000].to_vec() };
         let mut run = Run::recovered(ended(100_000, 600_000, Vec::new()), spool.path(task(), ATTEMPT));
         let (seen, outcome) = deliver(&mut run, &mut origin);
-        assert!(matches!(seen[1], (ReportKind::Log { .. }, Answered::Next)), "{seen:?}");
+        assert_eq!(seen[1], (ReportKind::Log { len: limits::LOG_CHUNK }, Answered::Wait), "{seen:?}");
         assert!(origin.log == out);
         assert_eq!(outcome.log_len, 600_000);
     }
@@ -585,5 +588,76 @@ mod tests {
         assert_eq!(logs(&seen), 1);
         assert!(origin.log == out);
         assert_eq!(outcome.log_len, 10_000);
+    }
+
+    #[test]
+    fn a_lying_origin_can_neither_spin_the_host_nor_make_it_read_past_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = crate::spool::SpoolDir::new(dir.path().join("spool"));
+        let out = output(1_000);
+        std::fs::write(spool.path(task(), ATTEMPT), &out).unwrap();
+        let mut run = Run::recovered(ended(0, 1_000, Vec::new()), spool.path(task(), ATTEMPT));
+        let (_, kind) = run.next_report(task(), ATTEMPT).unwrap();
+        assert_eq!(run.on_answer(task(), kind, Some(TaskResponse::Ack), Time::ZERO), Answered::Next);
+        let gap = |have| Some(TaskResponse::LogGap { have });
+        let mut waits = 0;
+        for round in 0..20 {
+            let (request, kind) = run.next_report(task(), ATTEMPT).unwrap();
+            // Past the end: the host has sent all there is and says so, at the backoff's pace.
+            let answered = match round % 3 {
+                0 => run.on_answer(task(), kind, gap(u64::MAX), Time::ZERO),
+                // Back to the start, again and again.
+                1 => run.on_answer(task(), kind, gap(0), Time::ZERO),
+                // The same place it was.
+                _ => run.on_answer(task(), kind, gap(run.acked), Time::ZERO),
+            };
+            match request {
+                TaskRequest::Log { offset, data, .. } => {
+                    assert!(
+                        offset + data.len() as u64 <= 1_000,
+                        "read past the output: {offset}+{}",
+                        data.len()
+                    );
+                    assert!(data == out[offset as usize..offset as usize + data.len()]);
+                }
+                TaskRequest::Finished { outcome, .. } => assert_eq!(outcome.log_len, 1_000),
+                other => panic!("{other:?}"),
+            }
+            assert!(run.acked <= run.total && run.total == 1_000);
+            waits += usize::from(answered == Answered::Wait);
+        }
+        assert_eq!(waits, 20, "no gap is followed at once");
+        assert_eq!(run.backoff, MAX_BACKOFF);
+        // A gap ahead of what was acknowledged is followed from there (after the wait).
+        run.acked = 0;
+        let (_, kind) = run.next_report(task(), ATTEMPT).unwrap();
+        assert_eq!(run.on_answer(task(), kind, gap(600), Time::ZERO), Answered::Wait);
+        let Some((TaskRequest::Log { offset: 600, data, .. }, _)) = run.next_report(task(), ATTEMPT) else {
+            panic!("the next chunk starts at the gap")
+        };
+        assert_eq!(data.len(), 400);
+    }
+
+    #[test]
+    fn an_unreadable_spool_ends_the_output_where_the_origin_has_it_even_after_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = crate::spool::SpoolDir::new(dir.path().join("spool"));
+        let out = output(1_000);
+        // The spool lost its end (a crash before it reached the disk).
+        std::fs::write(spool.path(task(), ATTEMPT), &out[..300]).unwrap();
+        let mut origin = Origin::default();
+        let mut run = Run::recovered(ended(0, 1_000, Vec::new()), spool.path(task(), ATTEMPT));
+        let (_, outcome) = deliver(&mut run, &mut origin);
+        assert_eq!((outcome.log_len, origin.log.as_slice()), (300, &out[..300]));
+
+        // And an origin that then loses bytes gets a result it can complete, not a gap forever.
+        let mut origin = Origin::default();
+        let mut run = Run::recovered(ended(0, 1_000, Vec::new()), spool.path(task(), ATTEMPT));
+        std::fs::remove_file(spool.path(task(), ATTEMPT)).unwrap();
+        origin.log = out[..100].to_vec();
+        run.started_acked = true;
+        run.acked = 200;
+        let (seen, outcome) = deliver(&mut run, &mut origin);
+        assert_eq!((outcome.log_len, origin.log.len()), (100, 100), "{seen:?}");
     }
 }
