@@ -356,7 +356,7 @@ fn exit_info(status: std::io::Result<std::process::ExitStatus>) -> ExitInfo {
 async fn stop(child: &mut Child, pgid: Option<i32>, confined: Option<&Confined>, grace: Duration) {
     signal_group(pgid, libc::SIGTERM);
     if let Some(confined) = confined {
-        signal_task_processes(confined, libc::SIGTERM);
+        confined.signal_task(libc::SIGTERM);
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         signal_group(pgid, libc::SIGKILL);
@@ -365,23 +365,6 @@ async fn stop(child: &mut Child, pgid: Option<i32>, confined: Option<&Confined>,
         }
         let _ = child.wait().await;
     }
-}
-
-/// Sends `signal` to the processes of a sandboxed attempt that run as its uid: the task's, not
-/// the sandbox's own (bubblewrap, slirp4netns), which run as root.
-fn signal_task_processes(confined: &Confined, signal: i32) {
-    let Some(cgroup) = confined.cgroup() else { return };
-    for pid in cgroup.pids() {
-        if uid_of(pid) == Some(confined.uid()) {
-            crate::sandbox::signal(pid, signal);
-        }
-    }
-}
-
-/// The real uid of process `pid`, if it still exists.
-fn uid_of(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// Kills what is left of an attempt after this node crashed under it: the process group `pgid`,

@@ -497,6 +497,18 @@ impl Confined {
         }
     }
 
+    /// Sends `signal` to the task's own processes, those running as the attempt's uid, and not to
+    /// the sandbox's (bubblewrap, slirp4netns: root). A SIGTERM to bubblewrap would kill it, and
+    /// with it the PID namespace and the task, before the task could wind down.
+    pub fn signal_task(&self, sig: i32) {
+        let Some(cgroup) = &self.cgroup else { return };
+        for pid in cgroup.pids() {
+            if uid_of(pid) == Some(self.uid) {
+                signal(pid, sig);
+            }
+        }
+    }
+
     /// Kills every process of the attempt, its slirp4netns included; returns whether none is left.
     pub fn kill_all(&self) -> bool {
         self.stop_network();
@@ -572,6 +584,12 @@ pub(crate) fn join_cgroup_before_exec(cmd: &mut Command, files: Vec<fs::File>) {
             Ok(())
         });
     }
+}
+
+/// The real uid of process `pid`, if it still exists.
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// Sends `signal` to process `pid`.
