@@ -227,7 +227,98 @@ fn refine_task_spec(doc: &mut serde_json::Value) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use orgmesh_protocol::membership::PeerState;
+    use orgmesh_protocol::task::{AttemptRecord, TaskOrigin, TaskPlacement};
+    use orgmesh_protocol::{Attempt, Capacity, Isolation, Org, PeerId, Task, TaskId, TaskSpec, Timestamp};
+    use serde_json::Value;
+
     use super::*;
+
+    /// The documented properties of the component schema `name`.
+    fn documented_fields(doc: &Value, name: &str) -> BTreeSet<String> {
+        doc.pointer(&format!("/components/schemas/{name}/properties"))
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| panic!("the document has no schema {name} with properties"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The mirror shapes are written by hand, so a field added to a protocol type (or removed
+    /// from it) would silently be missing from (or linger in) the document: each mirror, and
+    /// each view, must name exactly the fields its real type serializes.
+    #[test]
+    fn every_shape_names_exactly_the_fields_the_real_type_serializes() {
+        let peer = PeerId::new("12D3KooWpeer").unwrap();
+        let org = Org::new("acme").unwrap();
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({"command": ["true"]})).unwrap();
+        let origin = TaskOrigin { peer_id: peer.clone(), org: org.clone() };
+        let mut task = Task::new(TaskId::new(1, 1), spec, origin, Timestamp(1));
+        let placement = TaskPlacement { peer_id: peer.clone(), org: org.clone(), name: "n".into() };
+        task.placement = Some(placement.clone());
+        task.history.push(AttemptRecord {
+            attempt: Attempt(1),
+            placement,
+            placed_at: Timestamp(2),
+            ended_at: Some(Timestamp(3)),
+            outcome: Some("exit 0".into()),
+            log_start: 0,
+        });
+        let node = NodeInfo {
+            peer_id: peer.clone(),
+            org: org.clone(),
+            name: "n".into(),
+            version: "0".into(),
+            listen_addrs: vec![],
+            labels: Default::default(),
+            capacity: Capacity::default(),
+            started_at: Timestamp(1),
+            draining: false,
+            isolation: Isolation::default(),
+            counters: Default::default(),
+        };
+        let entry = PeerEntry {
+            peer_id: peer,
+            org,
+            name: "n".into(),
+            state: PeerState::Alive,
+            addrs: vec![],
+            labels: Default::default(),
+            capacity: Capacity::default(),
+            last_seen: Timestamp(1),
+            draining: false,
+            isolation: Isolation::default(),
+            sources: vec![],
+        };
+        let task = serde_json::to_value(&task).unwrap();
+        let served = [
+            ("Task", &task),
+            ("TaskSpec", &task["spec"]),
+            ("Resources", &task["spec"]["resources"]),
+            ("Constraints", &task["spec"]["constraints"]),
+            ("TaskOrigin", &task["origin"]),
+            ("TaskPlacement", &task["placement"]),
+            ("AttemptRecord", &task["history"][0]),
+            ("Capacity", &serde_json::to_value(Capacity::default()).unwrap()),
+            ("NodeInfo", &serde_json::to_value(&node).unwrap()),
+            ("PeerEntry", &serde_json::to_value(&entry).unwrap()),
+        ];
+        let doc = document();
+        for (name, value) in served {
+            let real: BTreeSet<String> = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{name} is not an object"))
+                .keys()
+                .cloned()
+                .collect();
+            assert_eq!(documented_fields(&doc, name), real, "{name}: documented (left) vs served (right)");
+        }
+        let isolation: Vec<Value> =
+            [Isolation::None, Isolation::Sandbox].iter().map(|i| serde_json::to_value(i).unwrap()).collect();
+        assert_eq!(doc["components"]["schemas"]["Isolation"]["enum"], Value::Array(isolation));
+    }
 
     #[test]
     fn the_document_declares_the_bearer_scheme() {

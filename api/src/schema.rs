@@ -172,6 +172,8 @@ pub(crate) struct TaskSpec {
     queue_timeout_s: Option<u64>,
     #[schema(default = 0)]
     priority: Option<i32>,
+    #[schema(default = 60)]
+    replace_after_s: Option<u64>,
 }
 
 /// The node that owns a task.
@@ -202,6 +204,8 @@ pub(crate) struct AttemptRecord {
     #[schema(format = DateTime)]
     ended_at: Option<String>,
     outcome: Option<String>,
+    /// Byte offset in the task's log where this attempt's output begins.
+    log_start: u64,
 }
 
 /// A task.
