@@ -279,6 +279,23 @@ fn the_graph_has_the_edges_the_router_needs() {
     assert!(g[ROOT].contains("routes"), "lib -> routes not seen:\n{}", render(&g));
 }
 
+/// What some modules' docs promise about their imports, beyond the graph having no circle.
+#[test]
+fn the_modules_import_what_their_docs_allow() {
+    let g = api_graph();
+    let edges = |m: &str| g.get(m).unwrap_or_else(|| panic!("no module {m}:\n{}", render(&g)));
+    // `schema` and `caller` are what the others share: they import none of them.
+    for leaf in ["schema", "caller"] {
+        assert!(edges(leaf).is_empty(), "{leaf} must import no module of the crate:\n{}", render(&g));
+    }
+    // `control` never builds an HTTP answer: it knows the shapes, nothing else.
+    assert_eq!(edges("control"), &BTreeSet::from(["schema".to_string()]), "\n{}", render(&g));
+    // Only the route table (and the root) may reach the OpenAPI document, never a handler.
+    let importers: Vec<&String> =
+        g.iter().filter(|(m, to)| to.contains("openapi") && *m != ROOT).map(|(m, _)| m).collect();
+    assert_eq!(importers, ["routes"], "\n{}", render(&g));
+}
+
 fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect()
 }
