@@ -2,11 +2,13 @@
 //! a circle. A circle means neither side can be read, tested or moved without the other, which
 //! is how shared types drift into whichever handler happened to need them first.
 //!
-//! The graph is read from the source text, not from rustc: every `crate::x` and top-level
-//! `super::x` path (in `use` lines and inside code alike, grouped `crate::{a, b::c}` included)
-//! is an edge from the file's top-level module to `x`. A name the crate root re-exports
-//! (`pub use m::{X, ..}`) resolves to `m`; an item defined in `lib.rs` itself is an edge to the
-//! root, which in turn depends on every module it declares, so a module may not lean on the root.
+//! The graph is read from the source text, not from a syntax tree (which keeps an attribute's
+//! tokens unparsed, so `#[utoipa::path(.., body = crate::schema::Task)]` would be no edge): every
+//! `crate::x` path (in `use` lines and inside code alike, grouped `crate::{a, b::c}` included),
+//! and every `super::x` of a top-level file's own `use` lines, is an edge from the file's
+//! top-level module to `x`. A name the crate root re-exports (`pub use m::{X, ..}`) resolves to
+//! `m`; an item defined in `lib.rs` itself is an edge to the root, which in turn depends on every
+//! module it declares, so a module may not lean on the root.
 //! Comments are skipped (doc links are not dependencies). This test must never pass by finding
 //! nothing: it also checks that the parser sees known edges and catches a planted circle.
 
