@@ -4,9 +4,8 @@
 //!
 //! Real `orgmesh` processes on 127.0.0.1. globex runs the task but is slow to stop it: the task
 //! ignores SIGTERM and globex waits 60 s before SIGKILL, so globex alone would report nothing for
-//! a minute while renewing its lease all along. acme (grace 2 s) does not wait for it. globex runs
-//! it unsandboxed (`ORGMESH_ISOLATION=none`, the admin's explicit choice) because in the sandbox
-//! SIGTERM also ends bubblewrap, and with it the whole PID namespace, so no task outlives it.
+//! a minute while renewing its lease all along. acme (grace 2 s) does not wait for it. The task
+//! runs in globex's sandbox, as shipped.
 
 use std::time::Duration;
 
@@ -15,11 +14,8 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_past_its_timeout_and_grace_is_given_up_by_the_origin() -> anyhow::Result<()> {
-    let (acme, globex) = origin_and_host(
-        &[("ORGMESH_OVERDUE_GRACE_S", "2")],
-        &[("ORGMESH_KILL_GRACE_S", "60"), ("ORGMESH_ISOLATION", "none")],
-    )
-    .await?;
+    let (acme, globex) =
+        origin_and_host(&[("ORGMESH_OVERDUE_GRACE_S", "2")], &[("ORGMESH_KILL_GRACE_S", "60")]).await?;
 
     let spec = json!({
         "command": ["sh", "-c", "trap '' TERM; echo started; while :; do sleep 1; done"],
