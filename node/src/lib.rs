@@ -22,7 +22,7 @@ pub mod executor;
 pub mod handle;
 pub mod identity;
 pub mod metrics;
-pub mod output_cap;
+pub use orgmesh_protocol::engine::output_cap;
 pub mod p2p;
 pub mod run;
 pub mod sandbox;

@@ -11,6 +11,8 @@
 //! - [`membership`]: Scuttlebutt gossip of records plus a heartbeat failure detector.
 //! - [`placement`]: bid/commit/release negotiation (`Negotiator` at the origin, `Host` at each
 //!   candidate).
+//! - [`engine`]: the one machine a node is: all of the above plus the origin's task table and
+//!   the host's reporter, behind one input type, one output type and one deadline.
 //! - [`lifecycle`]: the leases that keep a placed attempt alive at its origin (renewal,
 //!   `unreachable`, replacement after `replace_after_s`) and the back-off between attempts.
 //!
@@ -19,6 +21,7 @@
 //! `now >= poll_timeout()`.
 #![warn(missing_docs)]
 
+pub mod engine;
 pub mod ids;
 pub mod lifecycle;
 pub mod membership;
