@@ -143,6 +143,11 @@ impl Guard {
         over
     }
 
+    /// When the next ban runs out.
+    pub(crate) fn next_expiry(&self) -> Option<Time> {
+        self.bans.values().map(|b| b.until).min()
+    }
+
     /// How many peers are banned now.
     pub(crate) fn banned_count(&self) -> usize {
         self.bans.len()

@@ -590,25 +590,34 @@ impl<R: Rng> Engine<R> {
         self.active.values().map(|a| &a.task)
     }
 
-    /// Attempts held here: running, or ended with a result not yet delivered.
+    /// Attempts held here: running (stopping ones included), or ended with a result not yet
+    /// delivered.
     pub fn held_attempts(&self) -> usize {
-        self.runs.values().filter(|r| !r.abandoned).count()
+        self.runs.len()
     }
 
     /// Gossip with `peer` (a discovery source listed it, or it connected).
-    pub fn add_contact(&mut self, peer: PeerId, now: Now) {
+    pub fn add_contact(&mut self, peer: PeerId, now: Now, archive: &dyn Archive) {
         self.membership.add_contact(peer, now.time);
+        self.drive(now, archive);
     }
 
     /// Changes this node's own record (addresses, labels).
-    pub fn update_local(&mut self, change: impl FnOnce(&mut crate::record::NodeRecord), now: Now) {
+    pub fn update_local(
+        &mut self,
+        change: impl FnOnce(&mut crate::record::NodeRecord),
+        now: Now,
+        archive: &dyn Archive,
+    ) {
         self.membership.update_local(change, now.time);
+        self.drive(now, archive);
     }
 
     /// Takes no new work: bids are declined and peers see `draining`.
-    pub fn drain(&mut self, now: Now) {
+    pub fn drain(&mut self, now: Now, archive: &dyn Archive) {
         self.host.set_draining(true);
         self.membership.update_local(|r| r.draining = true, now.time);
+        self.drive(now, archive);
     }
 
     /// Stopping: gives back every attempt still running (stopped, and reported lost so its
