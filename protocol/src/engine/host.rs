@@ -328,6 +328,9 @@ impl<R: Rng> Engine<R> {
         if run.in_flight || run.abandoned || run.retry_at.is_some_and(|t| t > now.time) {
             return;
         }
+        // Its time came: with nothing to send yet (the output is all acknowledged and the process
+        // still runs), a retry time left in the past would be a deadline that never moves.
+        run.retry_at = None;
         let (task, attempt) = key;
         let next = if run.started && !run.started_acked {
             Next::Report(TaskRequest::Started { task, attempt }, ReportKind::Started)

@@ -506,6 +506,11 @@ pub struct Engine<R: Rng> {
     active: BTreeMap<TaskId, Active>,
     /// Origin side: tasks waiting for a placement, highest priority first, then oldest.
     waiting: BTreeSet<(std::cmp::Reverse<i32>, TaskId)>,
+    /// The waiting tasks by retry time, and by queue deadline.
+    retries: BTreeSet<(Time, TaskId)>,
+    queue_deadlines: BTreeSet<(Time, TaskId)>,
+    /// Tasks with a cancel requested (until they end).
+    cancelling: BTreeSet<TaskId>,
     /// Capacity may have freed somewhere: retry waiting tasks whose retry is due.
     wake_waiting: bool,
     /// Slots this node's tasks freed: each starts a waiting task at once.
@@ -548,6 +553,9 @@ impl<R: Rng> Engine<R> {
             writes: BTreeMap::new(),
             active: BTreeMap::new(),
             waiting: BTreeSet::new(),
+            retries: BTreeSet::new(),
+            queue_deadlines: BTreeSet::new(),
+            cancelling: BTreeSet::new(),
             wake_waiting: true,
             freed_slots: 0,
             runs: BTreeMap::new(),
@@ -649,14 +657,13 @@ impl<R: Rng> Engine<R> {
 
     /// The earliest deadline of any part of the engine.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let waiting = self
-            .waiting
+        let waiting = self.next_waiting_deadline();
+        let cancels = self
+            .cancelling
             .iter()
-            .filter(|(_, id)| !self.negotiator.is_placing(*id))
-            .filter_map(|(_, id)| self.active.get(id))
-            .map(|a| a.next_try.min(a.queue_deadline))
+            .filter_map(|id| self.active.get(id))
+            .filter_map(|a| a.cancel_due(self.life.cancel_retry))
             .min();
-        let cancels = self.active.values().filter_map(|a| a.cancel_due(self.life.cancel_retry)).min();
         let reports = self.runs.values().filter(|r| r.waits()).filter_map(|r| r.retry_at).min();
         let renewal = self.runs.values().any(|r| !r.abandoned).then_some(self.next_renewal);
         [

@@ -36,6 +36,9 @@ pub(super) struct Active {
     pub(super) log_len: u64,
     cancel_requested: bool,
     cancel_sent_at: Option<Time>,
+    /// The `(next_try, queue_deadline)` this task is filed under in the engine's timer indexes,
+    /// while it waits.
+    filed: Option<(Time, Time)>,
 }
 
 /// When a task queued at `queued_at` (wall clock) runs out of `queue_timeout_s`, on the
@@ -59,6 +62,7 @@ impl Active {
             log_len,
             cancel_requested: false,
             cancel_sent_at: None,
+            filed: None,
         }
     }
 
@@ -95,7 +99,6 @@ impl<R: Rng> Engine<R> {
                 // negotiation uses a fresh attempt number.
                 TaskStatus::Pending | TaskStatus::Placing => {
                     active.commit_sent = active.task.attempt.0 > 0;
-                    self.waiting.insert((Reverse(active.task.spec.priority), active.task.id));
                 }
                 // The host keeps running and re-sends its reports; it gets a fresh lease to renew.
                 _ => {
@@ -112,7 +115,9 @@ impl<R: Rng> Engine<R> {
                     }
                 }
             }
-            self.active.insert(active.task.id, active);
+            let id = active.task.id;
+            self.active.insert(id, active);
+            self.file(id);
         }
         if count > 0 {
             tracing::info!(tasks = count, "recovered unfinished tasks");
@@ -124,21 +129,17 @@ impl<R: Rng> Engine<R> {
         let active = self.active.get_mut(&id)?;
         active.task.updated_at = now.wall;
         let status = active.task.status;
+        let task = Box::new(active.task.clone());
         // The only place a task's status is written, so the waiting index cannot drift from it.
-        let key = (Reverse(active.task.spec.priority), id);
-        if matches!(status, TaskStatus::Pending | TaskStatus::Placing) {
-            self.waiting.insert(key);
-        } else {
-            self.waiting.remove(&key);
-        }
+        self.file(id);
         // An attempt that held a slot ended: that slot can take the next waiting task now.
         let held = |s: TaskStatus| matches!(s, TaskStatus::Placed | TaskStatus::Running);
         if held(old_status) && !held(status) && status != TaskStatus::Unreachable {
             self.freed_slots += 1;
         }
-        let task = Box::new(active.task.clone());
         if status.is_terminal() {
             self.active.remove(&id);
+            self.cancelling.remove(&id);
             self.leases.release(id);
         }
         Some(Write::Task { task, status_changed: status != old_status })
@@ -181,6 +182,8 @@ impl<R: Rng> Engine<R> {
         // A retry of a pending task stays `pending` until it is placed: no event churn.
         if is_new {
             self.update(id, now, |t| t.status = TaskStatus::Placing);
+        } else {
+            self.file(id);
         }
         self.event(Event::Placing { task: id, attempt });
         let mut local = self.membership.local().clone();
@@ -247,28 +250,53 @@ impl<R: Rng> Engine<R> {
                     if active.task.status != TaskStatus::Pending {
                         tracing::debug!(task = %task, %reason, "task waits for capacity");
                         self.update(task, now, |t| t.status = TaskStatus::Pending);
+                    } else {
+                        self.file(task);
                     }
                 }
             }
         }
     }
 
-    /// Retries waiting tasks whose retry is due (in queue order: highest priority first, then
-    /// oldest) and fails those past their queue timeout. Scans only the waiting index.
-    pub(super) fn retry_pending(&mut self, now: Now) {
-        let mut due: Vec<TaskId> = Vec::new();
-        let mut expired = Vec::new();
-        for (_, id) in &self.waiting {
-            let Some(a) = self.active.get(id) else { continue };
-            if self.negotiator.is_placing(*id) {
-                continue;
-            }
-            if now.time >= a.queue_deadline {
-                expired.push(*id);
-            } else if a.next_try <= now.time && due.len() < self.life.retry_batch {
-                due.push(*id);
-            }
+    /// Files a task in the waiting indexes as it now stands (or takes it out): the queue in
+    /// placement order, and its retry time and queue deadline, so the earliest is found without
+    /// a scan.
+    pub(super) fn file(&mut self, id: TaskId) {
+        let Some(a) = self.active.get_mut(&id) else { return };
+        if let Some((retry, deadline)) = a.filed.take() {
+            self.retries.remove(&(retry, id));
+            self.queue_deadlines.remove(&(deadline, id));
         }
+        let key = (Reverse(a.task.spec.priority), id);
+        if matches!(a.task.status, TaskStatus::Pending | TaskStatus::Placing) {
+            self.waiting.insert(key);
+            a.filed = Some((a.next_try, a.queue_deadline));
+            self.retries.insert((a.next_try, id));
+            self.queue_deadlines.insert((a.queue_deadline, id));
+        } else {
+            self.waiting.remove(&key);
+        }
+    }
+
+    /// The earliest retry or queue deadline of a waiting task not being placed right now.
+    pub(super) fn next_waiting_deadline(&self) -> Option<Time> {
+        let first = |index: &std::collections::BTreeSet<(Time, TaskId)>| {
+            index.iter().find(|(_, id)| !self.negotiator.is_placing(*id)).map(|(at, _)| *at)
+        };
+        [first(&self.retries), first(&self.queue_deadlines)].into_iter().flatten().min()
+    }
+
+    /// Retries waiting tasks whose retry is due (at most a batch, in queue order: highest
+    /// priority first, then oldest) and fails those past their queue timeout. Reads only the
+    /// due part of the timer indexes.
+    pub(super) fn retry_pending(&mut self, now: Now) {
+        let expired: Vec<TaskId> = self
+            .queue_deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now.time)
+            .map(|(_, id)| *id)
+            .filter(|id| !self.negotiator.is_placing(*id))
+            .collect();
         for id in expired {
             self.update(id, now, |t| {
                 t.status = TaskStatus::Failed;
@@ -278,7 +306,17 @@ impl<R: Rng> Engine<R> {
                 ));
             });
         }
-        for id in due {
+        let mut due: Vec<(Reverse<i32>, TaskId)> = self
+            .retries
+            .iter()
+            .take_while(|(at, _)| *at <= now.time)
+            .map(|(_, id)| *id)
+            .filter(|id| !self.negotiator.is_placing(*id))
+            .filter_map(|id| self.active.get(&id).map(|a| (Reverse(a.task.spec.priority), id)))
+            .collect();
+        due.sort_unstable();
+        due.truncate(self.life.retry_batch);
+        for (_, id) in due {
             self.place(id, now);
         }
     }
@@ -304,6 +342,7 @@ impl<R: Rng> Engine<R> {
     pub(super) fn cancel_task(&mut self, id: TaskId, now: Now) -> bool {
         let Some(active) = self.active.get_mut(&id) else { return false };
         active.cancel_requested = true;
+        self.cancelling.insert(id);
         match active.task.status {
             TaskStatus::Pending | TaskStatus::Placing if active.committing.is_none() => {
                 self.negotiator.abort(id, now.time);
@@ -328,10 +367,10 @@ impl<R: Rng> Engine<R> {
     pub(super) fn retry_cancels(&mut self, now: Now) {
         let every = self.life.cancel_retry;
         let due: Vec<TaskId> = self
-            .active
+            .cancelling
             .iter()
-            .filter(|(_, a)| a.cancel_due(every).is_some_and(|t| t <= now.time))
-            .map(|(id, _)| *id)
+            .filter(|id| self.active.get(id).and_then(|a| a.cancel_due(every)).is_some_and(|t| t <= now.time))
+            .copied()
             .collect();
         for id in due {
             self.send_cancel(id, now);
