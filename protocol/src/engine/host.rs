@@ -260,11 +260,15 @@ impl<R: Rng> Engine<R> {
         self.pump_run(key, now);
     }
 
-    pub(super) fn attempt_output(&mut self, task: TaskId, attempt: Attempt, len: u64) {
-        let Some(run) = self.runs.get_mut(&(task, attempt)) else { return };
+    /// More output is spooled: stream it to the origin while the process runs, not only once it
+    /// ended (a long task's log would otherwise arrive all at its end).
+    pub(super) fn attempt_output(&mut self, task: TaskId, attempt: Attempt, len: u64, now: Now) {
+        let key = (task, attempt);
+        let Some(run) = self.runs.get_mut(&key) else { return };
         if !run.unreadable {
             run.total = run.total.max(len);
         }
+        self.pump_run(key, now);
     }
 
     pub(super) fn attempt_exited(

@@ -711,7 +711,7 @@ impl<R: Rng> Engine<R> {
                 self.handle_log_read(task, attempt, offset, data, now)
             }
             Input::AttemptStarted { task, attempt, pgid } => self.attempt_started(task, attempt, pgid, now),
-            Input::AttemptOutput { task, attempt, len } => self.attempt_output(task, attempt, len),
+            Input::AttemptOutput { task, attempt, len } => self.attempt_output(task, attempt, len, now),
             Input::AttemptExited { task, attempt, exit, output_len } => {
                 self.attempt_exited(task, attempt, exit, output_len, now);
             }
