@@ -116,6 +116,8 @@ struct Store {
     peers: BTreeMap<PeerId, SignedRecord>,
     /// Every status a task was written with, when it changed.
     statuses: BTreeMap<TaskId, Vec<TaskStatus>>,
+    /// This many log writes fail next (a disk fault): nothing is written.
+    failing_log_writes: u32,
 }
 
 impl Store {
@@ -131,6 +133,10 @@ impl Store {
                 Persisted::Done
             }
             Write::Log { task, at, data } => {
+                if self.failing_log_writes > 0 {
+                    self.failing_log_writes -= 1;
+                    return Persisted::Failed;
+                }
                 let log = self.logs.entry(task).or_default();
                 let have = log.len() as u64;
                 if at > have {
@@ -1099,6 +1105,60 @@ fn an_attempt_renewed_past_its_time_limit_is_given_up() {
     assert_eq!(w.nodes[1].stops.first(), Some(&(id, Attempt(1))));
     assert!(!w.accepted.contains_key(&id), "a given-up attempt's result was accepted");
     assert_eq!(w.status(ORIGIN, id), TaskStatus::Failed);
+}
+
+/// Log writes that fail at the origin are not acknowledged; the host resends and the log ends
+/// complete, each byte once.
+#[test]
+fn failed_log_writes_are_resent_and_the_log_ends_complete() {
+    let mut w = World::new(SEED, &[("acme", 2), ("globex", 2)]);
+    w.settle();
+    w.nodes[ORIGIN].store.failing_log_writes = 3;
+    let bytes = 2 * LOG_CHUNK + 99;
+    let id = w.submit(ORIGIN, spec_for(&["globex"]), vec![Behaviour::new(1_000, bytes)]);
+    assert_eq!(w.finish(ORIGIN, id, 60_000), TaskStatus::Succeeded);
+    assert_eq!(w.nodes[ORIGIN].store.failing_log_writes, 0);
+    assert_eq!(w.log(ORIGIN, id), output_of(id, Attempt(1), bytes).as_slice());
+    let unanswered = w.answers(1, ORIGIN, |r| matches!(r, TaskRequest::Log { .. }));
+    assert_eq!(unanswered.iter().filter(|r| r.is_none()).count(), 3, "{unanswered:?}");
+}
+
+/// Reports a host makes up: a chunk past the end of the log, a result claiming more output
+/// than was delivered, a renewal from a node that never held the attempt. None changes the
+/// log or the result; the honest run still completes.
+#[test]
+fn made_up_reports_change_neither_the_log_nor_the_result() {
+    let mut w = World::new(SEED, &[("acme", 2), ("hosts", 2), ("hosts", 2)]);
+    let bytes = 40_000;
+    let (id, host) = running_on_a_host(&mut w, 60, vec![Behaviour::new(8_000, bytes)]);
+    let other = 3 - host;
+    assert!(w.run_until(30_000, |w| !w.log(ORIGIN, id).is_empty()));
+    // Until its write is confirmed durable, the origin does not count a chunk as held.
+    w.run_for(10);
+    let have = w.log(ORIGIN, id).len() as u64;
+    let ahead =
+        TaskRequest::Log { task: id, attempt: Attempt(1), offset: have + 1_000_000, data: vec![b'x'; 64] };
+    w.inject(host, ORIGIN, Request::Task(ahead));
+    let early = Outcome { exit_code: Some(0), error: None, cancelled: false, log_len: 1 << 40, lost: false };
+    w.inject(
+        host,
+        ORIGIN,
+        Request::Task(TaskRequest::Finished { task: id, attempt: Attempt(1), outcome: early }),
+    );
+    w.inject(other, ORIGIN, Request::Task(TaskRequest::Renew { attempts: vec![(id, Attempt(1))] }));
+    w.run_for(20);
+    let injected: Vec<_> =
+        w.exchanges.iter().filter(|x| x.from.is_none()).map(|x| x.response.clone()).collect();
+    // In the order answered: the two at once, the chunk once its (refused) write came back.
+    let gap = Some(Response::Task(TaskResponse::LogGap { have }));
+    let stop = Some(Response::Task(TaskResponse::Leases { stop: vec![(id, Attempt(1))], cancel: vec![] }));
+    assert_eq!(injected, [gap.clone(), stop, gap]);
+    assert!(!w.log(ORIGIN, id).contains(&b'x'));
+    assert!(!w.status(ORIGIN, id).is_terminal());
+    assert_eq!(w.counters(ORIGIN).stale_reports, 1);
+    assert_eq!(w.finish(ORIGIN, id, 60_000), TaskStatus::Succeeded);
+    assert_eq!(w.log(ORIGIN, id), output_of(id, Attempt(1), bytes).as_slice());
+    assert_eq!(w.accepted.get(&id), Some(&Attempt(1)));
 }
 
 /// Many tasks on three nodes: placed elsewhere and on the origin, cancelled, declined by a
