@@ -1161,6 +1161,87 @@ fn made_up_reports_change_neither_the_log_nor_the_result() {
     assert_eq!(w.accepted.get(&id), Some(&Attempt(1)));
 }
 
+/// A node that stops gives its attempts back: each ends lost and its origin places it on
+/// another node, where it succeeds; the stopping node, draining, gets nothing new.
+#[test]
+fn a_handed_back_attempt_is_placed_on_another_node() {
+    let mut w = World::new(SEED, &[("acme", 2), ("hosts", 2), ("hosts", 2)]);
+    let plans = vec![Behaviour::new(60_000, 500), Behaviour::new(1_000, 500)];
+    let (id, host) = running_on_a_host(&mut w, 60, plans);
+    let other = 3 - host;
+    w.drain_node(host);
+    let engine = w.nodes[host].engine.as_mut().expect("running");
+    assert_eq!(engine.hand_back(), 1);
+    w.drain(host);
+    assert_eq!(w.finish(ORIGIN, id, 60_000), TaskStatus::Succeeded);
+    assert_eq!(w.placed(ORIGIN, id, Attempt(2)), Some(other));
+    assert_eq!(w.accepted.get(&id), Some(&Attempt(2)));
+    let first = w.task(ORIGIN, id).history[0].outcome.clone().unwrap_or_default();
+    assert!(first.contains("handed back"), "attempt 1 ended {first:?}");
+    assert_eq!(w.counters(ORIGIN).attempts_lost, 1);
+    assert_eq!(w.nodes[host].starts, [(id, Attempt(1))]);
+}
+
+/// A cancel of a task running on its own origin stops the local process and ends the task.
+#[test]
+fn a_task_running_on_its_origin_is_cancelled_there() {
+    let mut w = World::new(SEED, &[("acme", 2), ("globex", 2)]);
+    w.settle();
+    let id = w.submit(ORIGIN, spec_for(&["acme"]), vec![Behaviour::new(60_000, 100)]);
+    assert!(w.run_until(10_000, |w| w.status(ORIGIN, id) == TaskStatus::Running));
+    assert!(w.cancel(ORIGIN, id));
+    assert_eq!(w.finish(ORIGIN, id, 10_000), TaskStatus::Cancelled);
+    assert_eq!(w.nodes[ORIGIN].stops, [(id, Attempt(1))]);
+    assert_eq!(w.accepted.get(&id), Some(&Attempt(1)));
+    w.run_for(1_000);
+    assert_eq!(w.engine(ORIGIN).held_attempts(), 0);
+    assert!(w.nodes[ORIGIN].procs.is_empty() && w.nodes[ORIGIN].store.runs.is_empty());
+    // Cancelling what has ended finds nothing.
+    assert!(!w.cancel(ORIGIN, id));
+}
+
+/// Restarts the origin `offset` ms after a submit, for each offset: whatever a host accepted
+/// before the restart is fenced off or adopted, the task runs to one result, and no host is
+/// left holding an attempt.
+fn restart_origin_during_placement(offsets: std::ops::RangeInclusive<u64>) {
+    for offset in offsets {
+        let mut w = World::new(SEED + offset, &[("acme", 2), ("hosts", 2), ("hosts", 2)]);
+        w.settle();
+        let id = w.submit(ORIGIN, spec_for(&["hosts"]), vec![Behaviour::new(1_000, 300)]);
+        w.run_for(offset);
+        w.restart(ORIGIN);
+        let status = w.finish(ORIGIN, id, 60_000);
+        let task = w.task(ORIGIN, id);
+        assert_eq!(status, TaskStatus::Succeeded, "restart {offset} ms in: {:?}", task.error);
+        let attempt = task.attempt;
+        assert_eq!(w.accepted.get(&id), Some(&attempt), "restart {offset} ms in");
+        let start = w.log_start(ORIGIN, id, attempt);
+        let log = &w.log(ORIGIN, id)[start..];
+        assert_eq!(log, output_of(id, attempt, 300).as_slice(), "restart {offset} ms in");
+        w.run_for(10_000);
+        for h in [1, 2] {
+            assert_eq!(w.engine(h).held_attempts(), 0, "restart {offset} ms in: n{h} holds an attempt");
+            assert!(w.nodes[h].procs.is_empty(), "restart {offset} ms in: n{h} has a process");
+        }
+    }
+}
+
+/// Restarted once the commit was answered (placed, or already running).
+#[test]
+fn an_origin_restarted_after_the_commit_still_gets_one_result() {
+    restart_origin_during_placement(20..=40);
+}
+
+/// Restarted mid-negotiation (bids out, offers in, commit out but unanswered): the recovered
+/// task is placed again at once, before the new process has heard from any peer, and fails
+/// "no known node is in org(s) hosts". Known engine bug, left for the lead (see the report):
+/// run with `--ignored` once recovered waiting tasks wait for the view.
+#[test]
+#[ignore = "engine bug: a recovered Placing task is judged unplaceable against the empty view of a just-started node"]
+fn an_origin_restarted_mid_negotiation_still_gets_one_result() {
+    restart_origin_during_placement(0..=19);
+}
+
 /// Many tasks on three nodes: placed elsewhere and on the origin, cancelled, declined by a
 /// draining node, big logs, a host restart.
 fn busy(seed: u64) -> World {
