@@ -385,6 +385,9 @@ pub struct LifeConfig {
     pub report_backoff_max: Duration,
     /// Most output bytes the origin stores of one task (then the marker).
     pub output_cap: u64,
+    /// For this long after start, a task found waiting in the store that no known node can run
+    /// waits instead of failing: the view is still filling up.
+    pub view_warmup: Duration,
 }
 
 impl Default for LifeConfig {
@@ -398,6 +401,9 @@ impl Default for LifeConfig {
             report_backoff: Duration::from_millis(500),
             report_backoff_max: Duration::from_secs(10),
             output_cap: output_cap::DEFAULT_OUTPUT_CAP_MB * 1024 * 1024,
+            // Past the failure detector's default `dead_after` (6 s): by then every peer that is
+            // up has been heard from, or judged.
+            view_warmup: Duration::from_secs(10),
         }
     }
 }
@@ -518,6 +524,8 @@ pub struct Engine<R: Rng> {
     /// Host side: attempts running or reporting here.
     runs: BTreeMap<(TaskId, Attempt), Run>,
     next_renewal: Time,
+    /// When this engine started (its view was empty).
+    started: Time,
     /// The generation of each peer's record last persisted.
     remembered: BTreeMap<PeerId, u64>,
     counters: EngineCounters,
@@ -560,6 +568,7 @@ impl<R: Rng> Engine<R> {
             freed_slots: 0,
             runs: BTreeMap::new(),
             next_renewal: now.time,
+            started: now.time,
             remembered: BTreeMap::new(),
             counters: EngineCounters::default(),
         };

@@ -39,6 +39,8 @@ pub(super) struct Active {
     /// The `(next_try, queue_deadline)` this task is filed under in the engine's timer indexes,
     /// while it waits.
     filed: Option<(Time, Time)>,
+    /// Found waiting in the store at start: placed against a view still filling up.
+    recovered: bool,
 }
 
 /// When a task queued at `queued_at` (wall clock) runs out of `queue_timeout_s`, on the
@@ -63,6 +65,7 @@ impl Active {
             cancel_requested: false,
             cancel_sent_at: None,
             filed: None,
+            recovered: false,
         }
     }
 
@@ -99,6 +102,7 @@ impl<R: Rng> Engine<R> {
                 // negotiation uses a fresh attempt number.
                 TaskStatus::Pending | TaskStatus::Placing => {
                     active.commit_sent = active.task.attempt.0 > 0;
+                    active.recovered = true;
                 }
                 // The host keeps running and re-sends its reports; it gets a fresh lease to renew.
                 _ => {
@@ -233,6 +237,14 @@ impl<R: Rng> Engine<R> {
                 if cancel {
                     self.send_cancel(task, now);
                 }
+            }
+            // A view younger than the warm-up has not heard from everyone yet: for a task that was
+            // waiting when this node restarted, "nobody known can run it" is not "nobody can".
+            PlacementEvent::Unplaceable { task, attempt, reason }
+                if now.time < self.started + self.life.view_warmup
+                    && self.active.get(&task).is_some_and(|a| a.recovered) =>
+            {
+                self.on_placement_event(PlacementEvent::Waiting { task, attempt, reason }, now);
             }
             PlacementEvent::Unplaceable { task, attempt, reason } => {
                 if self.active.get(&task).is_some_and(|a| a.task.attempt == attempt) {

@@ -1233,11 +1233,9 @@ fn an_origin_restarted_after_the_commit_still_gets_one_result() {
 }
 
 /// Restarted mid-negotiation (bids out, offers in, commit out but unanswered): the recovered
-/// task is placed again at once, before the new process has heard from any peer, and fails
-/// "no known node is in org(s) hosts". Known engine bug, left for the lead (see the report):
-/// run with `--ignored` once recovered waiting tasks wait for the view.
+/// task is placed again before the new process has heard from any peer; against that empty view
+/// it must wait (`LifeConfig::view_warmup`), not fail "no known node is in org(s) hosts".
 #[test]
-#[ignore = "engine bug: a recovered Placing task is judged unplaceable against the empty view of a just-started node"]
 fn an_origin_restarted_mid_negotiation_still_gets_one_result() {
     restart_origin_during_placement(0..=19);
 }
