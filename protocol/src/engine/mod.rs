@@ -602,6 +602,13 @@ impl<R: Rng> Engine<R> {
         self.counters
     }
 
+    /// The attempt of `task` this node holds a lease for, and its host: while one is held, the
+    /// attempt is either reported on or given up when the lease runs out (the simulator's
+    /// task-lost checker tells "awaiting detection" from "lost" by it).
+    pub fn lease_holder(&self, task: TaskId) -> Option<(Attempt, &PeerId)> {
+        self.leases.holder(task)
+    }
+
     /// This node's tasks that have not ended.
     pub fn active_tasks(&self) -> impl Iterator<Item = &Task> {
         self.active.values().map(|a| &a.task)
