@@ -1,6 +1,6 @@
-//! orgmesh's simulator: a single-threaded, deterministic discrete-event simulation that drives
-//! the real `protocol` state machines (`Membership`, `Negotiator`, `Host`) of every node over a
-//! virtual network, with their messages encoded and decoded by `protocol::wire`, under faults
+//! orgmesh's simulator: a single-threaded, deterministic discrete-event simulation in which every
+//! node is the node's own `protocol::engine::Engine` (membership, negotiator, ledger, leases, the
+//! origin's task table and the host's reporter), driven over a virtual network, with their messages encoded and decoded by `protocol::wire`, under faults
 //! (crashes and restarts, partitions, loss, clock skew, paused processes) and a workload. One
 //! seed decides everything, so a failing seed is a complete bug report (after TigerBeetle's VOPR
 //! and turmoil).
@@ -11,9 +11,10 @@
 //! - `pool`: one shared copy of each record for all simulated nodes (memory, not behaviour).
 //! - [`scenario`]: the TOML scenario format.
 //! - [`workload`]: arrivals and the omniscient scheduler used as a yardstick.
-//! - [`tasks`]: the origin's and the host's task life after placement (a stand-in until
-//!   `protocol::lifecycle` lands).
-//! - `world`: the nodes, the event loop and the checkers; [`run`] is the entry point.
+//! - `store`: each node's durable store (tasks, logs, hosted runs, spools), kept across crashes.
+//! - `executor`: the executor's stand-in: a duration and a deterministic output per attempt.
+//! - `world`: the nodes' engines, the event loop that carries out their outputs, faults and the
+//!   checkers; [`run`] is the entry point. Nothing outside the engine decides a task's life.
 //! - [`report`]: what a run prints and writes as JSON.
 //!
 //! ```no_run
@@ -24,13 +25,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod executor;
 pub mod net;
 mod pool;
 pub mod queue;
 pub mod report;
 pub mod scenario;
 mod stats;
-pub mod tasks;
+mod store;
 pub mod workload;
 mod world;
 

@@ -124,10 +124,23 @@ pub struct TaskReport {
     pub load: f64,
     /// Submitted.
     pub submitted: u64,
-    /// With an accepted result.
+    /// With an accepted result (`Event::ResultAccepted`: a host's `Finished`, whatever its
+    /// outcome).
     pub finished: u64,
-    /// Failed (unplaceable, queue timeout, out of attempts).
+    /// `succeeded` in the origins' stores.
+    pub succeeded: u64,
+    /// `failed` in the origins' stores (unplaceable, queue timeout, out of attempts).
     pub failed: u64,
+    /// `cancelled` in the origins' stores.
+    pub cancelled: u64,
+    /// Cancels the workload asked of an origin that was up.
+    pub cancels_requested: u64,
+    /// Of those, taken by the engine (the task had not ended yet).
+    pub cancels_accepted: u64,
+    /// Cancels asked of an origin that was down (refused, as its API would be).
+    pub cancels_refused: u64,
+    /// Log bytes of ended tasks checked against what their last attempt printed.
+    pub log_bytes_checked: u64,
     /// Not ended at the end of the run (includes `stranded`).
     pub never_finished: u64,
     /// Not ended because their origin is down at the end.
@@ -141,6 +154,8 @@ pub struct TaskReport {
     /// Of those, given up because the lease ran out: the host stayed away for
     /// `replace_after_s` (it never came back, or not in time).
     pub attempts_expired: u64,
+    /// Of those, given up because they ran past `timeout_s` plus the grace.
+    pub attempts_overdue: u64,
     /// Lost: nobody will ever end them (must be 0).
     pub lost: u64,
     /// Reports refused by fencing.
@@ -201,14 +216,16 @@ pub(crate) struct Inputs<'a> {
     pub(crate) stats: &'a Stats,
     pub(crate) submitted: u64,
     pub(crate) finished: u64,
+    pub(crate) succeeded: u64,
     pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) cancels: crate::world::Cancels,
+    pub(crate) log_bytes_checked: u64,
     pub(crate) never_finished: u64,
     pub(crate) stranded: u64,
     pub(crate) awaiting_detection: u64,
-    pub(crate) attempts_lost: u64,
-    pub(crate) attempts_expired: u64,
+    pub(crate) counters: orgmesh_protocol::engine::EngineCounters,
     pub(crate) lost: u64,
-    pub(crate) stale_reports: u64,
     pub(crate) waits: Vec<u64>,
     pub(crate) omni_waits: Vec<u64>,
     pub(crate) response_ratio: f64,
@@ -280,14 +297,21 @@ impl Report {
                 load: i.scenario.workload.load,
                 submitted: i.submitted,
                 finished: i.finished,
+                succeeded: i.succeeded,
                 failed: i.failed,
+                cancelled: i.cancelled,
+                cancels_requested: i.cancels.requested,
+                cancels_accepted: i.cancels.accepted,
+                cancels_refused: i.cancels.refused,
+                log_bytes_checked: i.log_bytes_checked,
                 never_finished: i.never_finished,
                 stranded_at_down_origin: i.stranded,
                 awaiting_detection: i.awaiting_detection,
-                attempts_lost: i.attempts_lost,
-                attempts_expired: i.attempts_expired,
+                attempts_lost: i.counters.attempts_lost,
+                attempts_expired: i.counters.attempts_expired,
+                attempts_overdue: i.counters.attempts_overdue,
                 lost: i.lost,
-                stale_reports: i.stale_reports,
+                stale_reports: i.counters.stale_reports,
                 submissions_refused: s.submissions_refused,
                 placement_latency_ms: Dist::of(&s.placement_latency_us, 1e-3),
                 wait_ratio: (omni.mean > 0.0).then(|| round(wait.mean / omni.mean)),
@@ -404,10 +428,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "tasks (load {:.2}): {} submitted, {} finished, {} failed, {} never finished ({} at a down origin, {} awaiting their lease), {} LOST, {} stale reports, {} attempts lost and placed again ({} by lease expiry)",
+            "tasks (load {:.2}): {} submitted, {} finished ({} succeeded, {} cancelled), {} failed, {} never finished ({} at a down origin, {} awaiting their lease), {} LOST, {} stale reports, {} attempts lost and placed again ({} by lease expiry, {} overdue)",
             k.load,
             k.submitted,
             k.finished,
+            k.succeeded,
+            k.cancelled,
             k.failed,
             k.never_finished,
             k.stranded_at_down_origin,
@@ -415,7 +441,13 @@ impl fmt::Display for Report {
             k.lost,
             k.stale_reports,
             k.attempts_lost,
-            k.attempts_expired
+            k.attempts_expired,
+            k.attempts_overdue
+        )?;
+        writeln!(
+            f,
+            "  cancels               {} asked, {} taken, {} refused (origin down); {} log bytes checked",
+            k.cancels_requested, k.cancels_accepted, k.cancels_refused, k.log_bytes_checked
         )?;
         writeln!(
             f,

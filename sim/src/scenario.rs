@@ -162,6 +162,9 @@ pub struct Workload {
     pub max_attempts: u32,
     /// `queue_timeout_s` of every task.
     pub queue_timeout_s: u64,
+    /// Share of tasks whose origin is asked to cancel them (`Engine::cancel`) some seconds after
+    /// submission (see `workload::outputs_and_cancels`).
+    pub cancel_fraction: f64,
     /// A CSV trace to replay instead of Poisson arrivals:
     /// `at_s,cpu_millis,memory_mb,duration_s[,org][,label]`, relative to the end of warm-up.
     pub trace: Option<String>,
@@ -178,6 +181,7 @@ impl Default for Workload {
             label_constraints: Vec::new(),
             max_attempts: 3,
             queue_timeout_s: 600,
+            cancel_fraction: 0.0,
             trace: None,
         }
     }

@@ -27,6 +27,27 @@ pub struct Arrival {
     pub label: Option<(String, String)>,
     /// Picks the origin among the nodes up at arrival time.
     pub pick: u64,
+    /// Bytes the task prints (its whole output, for an attempt that runs to the end).
+    pub output_bytes: u64,
+    /// Its origin is asked to cancel it this long after submission, if at all.
+    pub cancel_after_us: Option<u64>,
+}
+
+/// Shortest and longest output a task prints: small, so that every task's log goes through the
+/// host's spool, `Log` reports and the origin's store, but never near the wire's chunk limit.
+pub const OUTPUT_BYTES: (u64, u64) = (200, 4096);
+
+/// Draws each arrival's output size and whether (and when) it is cancelled, from a stream of
+/// its own so that neither changes the arrivals themselves. A cancel comes between 1 s and the
+/// task's duration plus 5 s after submission: while it waits, runs, or (then it is refused)
+/// after it ended.
+pub fn outputs_and_cancels(s: &Scenario, arrivals: &mut [Arrival], rng: &mut ChaCha8Rng) {
+    for a in arrivals {
+        a.output_bytes = rng.random_range(OUTPUT_BYTES.0..=OUTPUT_BYTES.1);
+        let cancel = rng.random::<f64>() < s.workload.cancel_fraction;
+        let after_us = 1_000_000 + (rng.random::<f64>() * (a.duration_us + 4_000_000) as f64) as u64;
+        a.cancel_after_us = cancel.then_some(after_us);
+    }
 }
 
 /// What the workload generator needs to know about a node.
@@ -128,6 +149,8 @@ pub fn arrivals(s: &Scenario, nodes: &[NodeShape], rng: &mut ChaCha8Rng) -> anyh
             org,
             label,
             pick: rng.random(),
+            output_bytes: 0,
+            cancel_after_us: None,
         });
     }
     Ok(out)
@@ -169,6 +192,8 @@ fn trace(
             org,
             label,
             pick: rng.random(),
+            output_bytes: 0,
+            cancel_after_us: None,
         });
     }
     out.sort_by_key(|a| a.at_us);
@@ -289,6 +314,20 @@ mod tests {
     }
 
     #[test]
+    fn cancels_come_at_the_share_asked_and_outputs_stay_in_their_bounds() {
+        let mut s = Scenario { duration_s: 1015.0, warmup_s: 15.0, ..Scenario::default() };
+        let mut a = arrivals(&s, &shapes(100), &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
+        outputs_and_cancels(&s, &mut a, &mut ChaCha8Rng::seed_from_u64(4));
+        assert!(a.iter().all(|a| a.cancel_after_us.is_none()), "no cancels by default");
+        s.workload.cancel_fraction = 0.1;
+        outputs_and_cancels(&s, &mut a, &mut ChaCha8Rng::seed_from_u64(4));
+        let share = a.iter().filter(|a| a.cancel_after_us.is_some()).count() as f64 / a.len() as f64;
+        assert!((share - 0.1).abs() < 0.02, "{share}");
+        assert!(a.iter().all(|a| (OUTPUT_BYTES.0..=OUTPUT_BYTES.1).contains(&a.output_bytes)));
+        assert!(a.iter().filter_map(|a| a.cancel_after_us).all(|c| c >= 1_000_000));
+    }
+
+    #[test]
     fn omniscient_queues_only_when_full() {
         let nodes = shapes(1)[..1].to_vec();
         let task = |at_s: u64| Arrival {
@@ -299,6 +338,8 @@ mod tests {
             org: None,
             label: None,
             pick: 0,
+            output_bytes: 0,
+            cancel_after_us: None,
         };
         let a: Vec<Arrival> = (0..5).map(|_| task(1)).collect();
         let o = omniscient(&a, &nodes, (0, u64::MAX));

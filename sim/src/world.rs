@@ -1,40 +1,51 @@
-//! The simulated world: every node's real `Membership`, `Negotiator` and `Host`, driven the way
-//! `node/src/actor` drives them, over the virtual network, with faults and a workload, and the
-//! checkers that watch it. One seed, one run: all randomness comes from ChaCha streams derived
-//! from the seed, one per purpose, and every ordering comes from the event queue.
+//! The simulated world: every node is a `protocol::engine::Engine`, the same one the node runs,
+//! and this drives it as the node's event loop does, with everything around it simulated: the
+//! network (every message encoded and decoded by `protocol::wire` at its limit), each node's
+//! durable store, the executor (a duration and a deterministic output), faults and the workload;
+//! and the checkers that watch it all. Nothing here decides anything about a task or a peer: that
+//! is the engine's, and a rule written here would be a second copy of the node. One seed, one
+//! run: all randomness comes from ChaCha streams derived from the seed, one per purpose, and
+//! every ordering comes from the event queue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use orgmesh_protocol::membership::{Membership, MembershipEvent, MembershipOutput, PeerState};
-use orgmesh_protocol::placement::{Host, HostConfig, Negotiator, NegotiatorOutput, PlacementEvent};
-use orgmesh_protocol::record::InsecureTestKeyring;
-use orgmesh_protocol::task::Constraints;
-use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
-use orgmesh_protocol::wire::place::{
-    BidResponse, CommitResponse, DeclineReason, PlaceRequest, PlaceResponse,
+use orgmesh_protocol::engine::{
+    Engine, EngineCounters, EngineParts, Event, Exit, Input, LifeConfig, Now, Output, ReplyId, Request,
+    RequestId, Response, Write,
 };
+use orgmesh_protocol::lifecycle::LeaseConfig;
+use orgmesh_protocol::membership::{Membership, MembershipEvent, PeerState};
+use orgmesh_protocol::placement::{Host, HostConfig, Negotiator};
+use orgmesh_protocol::record::InsecureTestKeyring;
+use orgmesh_protocol::task::{Constraints, TaskOrigin};
+use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
+use orgmesh_protocol::wire::place::{PlaceRequest, PlaceResponse};
 use orgmesh_protocol::wire::task::{TaskRequest, TaskResponse};
 use orgmesh_protocol::wire::{self, limits};
 use orgmesh_protocol::{
-    AcceptPolicy, Attempt, NodeRecord, Org, PeerId, RecordVersion, Resources, TaskId, TaskSpec, Time,
+    AcceptPolicy, Attempt, NodeRecord, Org, PeerId, RecordVersion, Resources, Task, TaskId, TaskSpec,
+    TaskStatus, Time, Timestamp,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::executor::{self, Process};
 use crate::net::{Network, Transit};
 use crate::pool::RecordPool;
 use crate::queue::EventQueue;
 use crate::report::{Report, Violation};
 use crate::scenario::Scenario;
 use crate::stats::Stats;
-use crate::tasks::{Executor, Origin, Status};
+use crate::store::{self, Store};
 use crate::workload::{self, Arrival, NodeShape};
 
 /// Unix ms at simulated time zero (wall clocks add each node's skew).
 const WALL_BASE_MS: u64 = 1_800_000_000_000;
 /// Bootstrap contacts each node starts with.
 const BOOTSTRAP: usize = 3;
+/// Violations of one kind kept in the report (the first names the event to replay).
+const MAX_VIOLATIONS: usize = 20;
 
 /// Separate random streams, so that a change in one (say, more messages) does not reshuffle the
 /// others (say, which nodes crash).
@@ -48,6 +59,7 @@ enum Purpose {
     Negotiator = 6,
     Observers = 7,
     Lifecycle = 8,
+    Outputs = 9,
 }
 
 fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
@@ -59,60 +71,90 @@ fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
-/// Which placement request a message carries, to route its answer.
-#[derive(Clone, Copy, Debug)]
-enum PlaceOut {
-    Bid(TaskId, Attempt),
-    Commit(TaskId, Attempt),
-    Release,
+/// The three request-response protocols, as the bytes on the wire say which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Gossip,
+    Place,
+    Task,
 }
 
-/// Which task-protocol request a message carries, to route its answer.
-#[derive(Clone, Copy, Debug)]
-enum TaskOut {
-    Report { task: TaskId, attempt: Attempt, finished: bool },
-    Renew,
-}
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Gossip => "gossip",
+            Proto::Place => "place",
+            Proto::Task => "task",
+        }
+    }
 
-#[derive(Debug)]
-enum Body {
-    GossipReq(Vec<u8>),
-    GossipResp(Vec<u8>),
-    PlaceReq(Vec<u8>, PlaceOut),
-    PlaceResp(Vec<u8>, PlaceOut),
-    TaskReq(Vec<u8>, TaskOut),
-    TaskResp(Vec<u8>, TaskOut),
+    fn limit(self) -> usize {
+        match self {
+            Proto::Gossip => limits::GOSSIP,
+            Proto::Place => limits::PLACE,
+            Proto::Task => limits::TASK,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Msg {
     from: usize,
     to: usize,
+    proto: Proto,
+    /// The requester's id for the request, which its answer (or failure) carries back.
+    id: RequestId,
     /// The incarnation of the requester, so an answer to a crashed process is dropped.
     requester_inc: u32,
     sent_at: u64,
-    body: Body,
+    is_request: bool,
+    bytes: Vec<u8>,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Pending {
-    Gossip,
-    Place(PlaceOut),
-    Task(TaskOut),
+impl Msg {
+    fn requester(&self) -> usize {
+        if self.is_request { self.from } else { self.to }
+    }
 }
 
 #[derive(Debug)]
 enum Ev {
-    Timer { node: usize, inc: u32 },
+    Timer {
+        node: usize,
+        inc: u32,
+    },
     Deliver(Box<Msg>),
-    Failed { node: usize, inc: u32, to: usize, what: Pending },
+    Failed {
+        node: usize,
+        inc: u32,
+        id: RequestId,
+    },
     Arrival(usize),
-    TaskEnd { node: usize, inc: u32, task: TaskId, attempt: Attempt },
-    Crash { node: Option<usize>, down_us: Option<u64> },
-    Restart { node: usize },
+    /// The user asks the origin to cancel the task (through its API, so it waits for a paused
+    /// process, and is refused by a down one).
+    Cancel {
+        node: usize,
+        task: TaskId,
+    },
+    TaskEnd {
+        node: usize,
+        inc: u32,
+        task: TaskId,
+        attempt: Attempt,
+    },
+    Crash {
+        node: Option<usize>,
+        down_us: Option<u64>,
+    },
+    Restart {
+        node: usize,
+    },
     PartitionOpen(usize),
     PartitionHeal,
-    Pause { count: usize, pause_us: u64 },
+    Pause {
+        count: usize,
+        pause_us: u64,
+    },
     Churn,
     EndOfFaults,
     Sample,
@@ -122,7 +164,10 @@ impl Ev {
     /// The node an event happens at, if it is one node's.
     fn node(&self) -> Option<usize> {
         match self {
-            Ev::Timer { node, .. } | Ev::Failed { node, .. } | Ev::TaskEnd { node, .. } => Some(*node),
+            Ev::Timer { node, .. }
+            | Ev::Failed { node, .. }
+            | Ev::TaskEnd { node, .. }
+            | Ev::Cancel { node, .. } => Some(*node),
             Ev::Deliver(m) => Some(m.to),
             Ev::Restart { node } => Some(*node),
             _ => None,
@@ -132,16 +177,17 @@ impl Ev {
     fn kind(&self) -> &'static str {
         match self {
             Ev::Timer { .. } => "timer",
-            Ev::Deliver(m) => match m.body {
-                Body::GossipReq(_) => "gossip-request",
-                Body::GossipResp(_) => "gossip-response",
-                Body::PlaceReq(..) => "place-request",
-                Body::PlaceResp(..) => "place-response",
-                Body::TaskReq(..) => "task-request",
-                Body::TaskResp(..) => "task-response",
+            Ev::Deliver(m) => match (m.proto, m.is_request) {
+                (Proto::Gossip, true) => "gossip-request",
+                (Proto::Gossip, false) => "gossip-response",
+                (Proto::Place, true) => "place-request",
+                (Proto::Place, false) => "place-response",
+                (Proto::Task, true) => "task-request",
+                (Proto::Task, false) => "task-response",
             },
             Ev::Failed { .. } => "request-failed",
             Ev::Arrival(_) => "arrival",
+            Ev::Cancel { .. } => "cancel",
             Ev::TaskEnd { .. } => "task-end",
             Ev::Crash { .. } => "crash",
             Ev::Restart { .. } => "restart",
@@ -155,16 +201,35 @@ impl Ev {
     }
 }
 
+/// What one step of a node's engine is fed.
+#[derive(Debug)]
+// Fed once each, out of a short queue drained at once (as the engine's own `Input`).
+#[allow(clippy::large_enum_variant)]
+enum Feed {
+    Input(Input),
+    Timeout,
+    Cancel(TaskId),
+}
+
+/// A peer's request the engine has not answered yet: where the answer goes.
+#[derive(Debug)]
+struct Reply {
+    to: usize,
+    proto: Proto,
+    id: RequestId,
+    requester_inc: u32,
+}
+
 /// The parts of a node that die with its process.
 struct Live {
-    membership: Membership<ChaCha8Rng>,
-    negotiator: Negotiator<ChaCha8Rng>,
-    host: Host,
-    /// Back-off of tasks placed again.
-    rng: ChaCha8Rng,
-    /// When each negotiation in flight started (global µs), for placement latency.
+    engine: Engine<ChaCha8Rng>,
+    replies: BTreeMap<ReplyId, Reply>,
+    next_reply: u64,
+    /// Attempts whose process runs here.
+    processes: BTreeMap<(TaskId, Attempt), Process>,
+    /// When each task's first negotiation since the last placement started (global µs), for
+    /// placement latency.
     place_started: BTreeMap<TaskId, u64>,
-    wake_waiting: bool,
 }
 
 struct SimNode {
@@ -178,10 +243,10 @@ struct SimNode {
     skew_ms: i64,
     inc: u32,
     live: Option<Live>,
-    /// Durable: survives crashes, as the store does.
-    origin: Origin,
-    /// Durable too: the node's store keeps its runs, so a restart reports the killed ones lost.
-    executor: Executor,
+    /// Durable: survives crashes, as the node's redb and spool files do.
+    store: Store,
+    /// Counters of the engines this node ran before its last crash.
+    counters: EngineCounters,
     bootstrap: Vec<usize>,
     timer_at: Option<u64>,
     paused_until: u64,
@@ -195,8 +260,21 @@ struct Truth {
     submitted_us: u64,
     first_start_us: Option<u64>,
     result: Option<(Attempt, u64)>,
+    /// A terminal status was written (the first one, which must be the last).
+    ended: Option<TaskStatus>,
     /// Attempts whose run a crash destroyed: (event index, time, host).
     lost_runs: BTreeMap<Attempt, (u64, u64, usize)>,
+}
+
+/// Cancels asked for through the workload, and what came of them.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Cancels {
+    /// Asked of an origin that was up.
+    pub(crate) requested: u64,
+    /// The engine took them (the task had not ended).
+    pub(crate) accepted: u64,
+    /// Asked of an origin that was down.
+    pub(crate) refused: u64,
 }
 
 /// A run in progress.
@@ -216,10 +294,11 @@ pub(crate) struct World {
     shapes: Vec<NodeShape>,
     truths: BTreeMap<TaskId, Truth>,
     task_of_arrival: Vec<Option<TaskId>>,
-    /// Runs as they really happened: (cpu, start, end) once ended; open ones by key.
-    open_runs: BTreeMap<(TaskId, Attempt, usize), (u64, u32)>,
     cpu_us_in_window: f64,
     pub(crate) stats: Stats,
+    cancels: Cancels,
+    /// Log bytes checked against what the accepted attempts printed.
+    log_bytes_checked: u64,
     violations: Vec<Violation>,
     observers: Vec<usize>,
     trace: bool,
@@ -316,8 +395,8 @@ impl World {
                 skew_ms,
                 inc: 0,
                 live: None,
-                origin: Origin::default(),
-                executor: Executor::default(),
+                store: Store::default(),
+                counters: EngineCounters::default(),
                 bootstrap,
                 timer_at: None,
                 paused_until: 0,
@@ -326,7 +405,8 @@ impl World {
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
         let net =
             Network::new(s.network.clone(), s.regions.len(), region_of, stream(seed, Purpose::Network, 0, 0));
-        let arrivals = workload::arrivals(&s, &shapes, &mut stream(seed, Purpose::Workload, 0, 0))?;
+        let mut arrivals = workload::arrivals(&s, &shapes, &mut stream(seed, Purpose::Workload, 0, 0))?;
+        workload::outputs_and_cancels(&s, &mut arrivals, &mut stream(seed, Purpose::Outputs, 0, 0));
         let mut obs: Vec<usize> = (0..n).collect();
         obs.shuffle(&mut stream(seed, Purpose::Observers, 0, 0));
         obs.truncate(s.observers.max(1));
@@ -346,9 +426,10 @@ impl World {
             arrivals,
             shapes,
             truths: BTreeMap::new(),
-            open_runs: BTreeMap::new(),
             cpu_us_in_window: 0.0,
             stats: Stats::new(n, (s.warmup_s * 1e6) as u64),
+            cancels: Cancels::default(),
+            log_bytes_checked: 0,
             violations: Vec::new(),
             observers: obs,
             trace,
@@ -386,8 +467,9 @@ impl World {
         Ok(w)
     }
 
-    fn local_now(&self, i: usize) -> Time {
-        Time(self.now / 1000 + self.nodes[i].offset_ms)
+    fn local_now(&self, i: usize) -> Now {
+        let time = Time(self.now / 1000 + self.nodes[i].offset_ms);
+        Now { time, wall: Timestamp(self.wall_ms(i)) }
     }
 
     fn wall_ms(&self, i: usize) -> u64 {
@@ -398,9 +480,9 @@ impl World {
         self.nodes[i].live.is_some()
     }
 
-    /// Starts (or restarts) node `i`'s process: fresh membership with a new generation (its
-    /// wall clock at start, as `node/src/run.rs` does), fresh negotiator and ledger; its durable
-    /// task table is recovered.
+    /// Starts (or restarts) node `i`'s process: a new engine with a new generation (its wall
+    /// clock at start, as `node/src/run.rs` does), the shipped lease and life timing, taking
+    /// over what its store kept.
     fn start_node(&mut self, i: usize) {
         let inc = self.nodes[i].inc;
         let wall = self.wall_ms(i);
@@ -423,36 +505,41 @@ impl World {
         };
         let now = self.local_now(i);
         let keyring = Box::new(InsecureTestKeyring::new(node.id.clone()));
-        let mut membership = Membership::new(
+        let membership = Membership::new(
             record,
             keyring,
             config,
             stream(self.seed, Purpose::Membership, i as u64, u64::from(inc)),
-            now,
+            now.time,
         );
-        for &b in &node.bootstrap {
-            membership.add_contact(self.nodes[b].id.clone(), now);
-        }
         let negotiator = Negotiator::new(
             node.id.clone(),
             node.org.clone(),
             self.s.placement.to_config(),
             stream(self.seed, Purpose::Negotiator, i as u64, u64::from(inc)),
         );
-        let live = Live {
+        let parts = EngineParts {
             membership,
             negotiator,
             host,
+            leases: LeaseConfig::default(),
+            life: LifeConfig::default(),
             rng: stream(self.seed, Purpose::Lifecycle, i as u64, u64::from(inc)),
-            place_started: BTreeMap::new(),
-            wake_waiting: true,
         };
-        let node = &mut self.nodes[i];
-        node.live = Some(live);
-        node.origin.recover(now);
-        node.executor.recover(now);
+        let (tasks, runs) = node.store.recovered();
+        let mut engine = Engine::new(parts, tasks, runs, now);
+        for &b in &node.bootstrap {
+            engine.add_contact(self.nodes[b].id.clone(), now, &node.store);
+        }
+        self.nodes[i].live = Some(Live {
+            engine,
+            replies: BTreeMap::new(),
+            next_reply: 0,
+            processes: BTreeMap::new(),
+            place_started: BTreeMap::new(),
+        });
         self.stats.generation_started(i, wall, self.now);
-        self.drive(i);
+        self.feed(i, []);
     }
 
     /// Runs to the end (or to event `until`); returns the report.
@@ -502,15 +589,23 @@ impl World {
                     return;
                 }
                 self.nodes[node].timer_at = None;
-                self.on_timer(node);
+                self.feed(node, [Feed::Timeout]);
             }
             Ev::Deliver(msg) => self.on_deliver(*msg),
-            Ev::Failed { node, inc, to, what } => {
+            Ev::Failed { node, inc, id } => {
                 if self.nodes[node].inc == inc && self.up(node) {
-                    self.on_failed(node, to, what);
+                    self.feed(node, [Feed::Input(Input::RequestFailed { id })]);
                 }
             }
             Ev::Arrival(k) => self.on_arrival(k),
+            Ev::Cancel { node, task } => {
+                if self.up(node) {
+                    self.cancels.requested += 1;
+                    self.feed(node, [Feed::Cancel(task)]);
+                } else {
+                    self.cancels.refused += 1;
+                }
+            }
             Ev::TaskEnd { node, inc, task, attempt } => {
                 if self.nodes[node].inc == inc && self.up(node) {
                     self.on_task_end(node, task, attempt);
@@ -596,21 +691,25 @@ impl World {
         self.stats.partitioned(self.now, cut.len());
     }
 
-    /// The process dies: membership, negotiations, ledger and running attempts go with it.
+    /// The process dies: its engine (membership, negotiations, ledger, task table, reporter) and
+    /// every attempt's process go with it; its store stays.
     fn crash(&mut self, i: usize) {
-        if self.nodes[i].live.take().is_none() {
-            return;
-        }
+        let Some(live) = self.nodes[i].live.take() else { return };
+        let c = live.engine.counters();
+        let total = &mut self.nodes[i].counters;
+        total.stale_reports += c.stale_reports;
+        total.attempts_lost += c.attempts_lost;
+        total.attempts_expired += c.attempts_expired;
+        total.attempts_overdue += c.attempts_overdue;
         self.nodes[i].inc += 1;
         self.nodes[i].timer_at = None;
-        let killed: Vec<(TaskId, Attempt)> = self.nodes[i].executor.running().collect();
-        for (task, attempt) in killed {
+        for ((task, attempt), p) in live.processes {
             if let Some(t) = self.truths.get_mut(&task) {
                 t.lost_runs.insert(attempt, (self.event_index, self.now, i));
             }
-            if let Some((start, cpu)) = self.open_runs.remove(&(task, attempt, i)) {
-                self.account_run(start, self.now, cpu);
-            }
+            // What it printed so far stays in its spool, as a file does.
+            self.nodes[i].store.spools.insert((task, attempt), p.spooled_by(self.now));
+            self.account_run(p.started_us, self.now, p.cpu_millis);
         }
         self.stats.crashed(i, self.now);
     }
@@ -621,259 +720,48 @@ impl World {
         self.cpu_us_in_window += f64::from(cpu) * overlap as f64;
     }
 
-    // ---- network ----
+    // ---- the node's event loop: one step of the engine, and its outputs carried out ----
 
-    fn send(&mut self, from: usize, to: usize, body: Body) {
-        let bytes = match &body {
-            Body::GossipReq(b) | Body::GossipResp(b) => b.len(),
-            Body::PlaceReq(b, _) | Body::PlaceResp(b, _) => b.len(),
-            Body::TaskReq(b, _) | Body::TaskResp(b, _) => b.len(),
-        };
-        self.stats.sent(from, body_kind(&body), bytes, self.now);
-        let is_request = matches!(body, Body::GossipReq(_) | Body::PlaceReq(..) | Body::TaskReq(..));
-        let requester_inc = if is_request { self.nodes[from].inc } else { self.nodes[to].inc };
-        let msg = Msg { from, to, requester_inc, sent_at: self.now, body };
-        match self.net.send(from, to, bytes, self.now) {
-            Transit::Arrives(at) => self.q.push(at, Ev::Deliver(Box::new(msg))),
-            Transit::Lost => self.fail_later(msg),
-        }
-    }
-
-    /// A request or its answer went missing: the requester hears of it at its timeout.
-    fn fail_later(&mut self, msg: Msg) {
-        let (requester, peer) = match msg.body {
-            Body::GossipReq(_) | Body::PlaceReq(..) | Body::TaskReq(..) => (msg.from, msg.to),
-            _ => (msg.to, msg.from),
-        };
-        let what = match msg.body {
-            Body::GossipReq(_) | Body::GossipResp(_) => Pending::Gossip,
-            Body::PlaceReq(_, o) | Body::PlaceResp(_, o) => Pending::Place(o),
-            Body::TaskReq(_, o) | Body::TaskResp(_, o) => Pending::Task(o),
-        };
-        let at = (msg.sent_at + self.net.request_timeout_us()).max(self.now);
-        self.q.push(at, Ev::Failed { node: requester, inc: msg.requester_inc, to: peer, what });
-    }
-
-    fn on_deliver(&mut self, msg: Msg) {
-        let (from, to) = (msg.from, msg.to);
-        let is_request = matches!(msg.body, Body::GossipReq(_) | Body::PlaceReq(..) | Body::TaskReq(..));
-        if is_request && !self.up(to) {
-            // Connection refused: the requester learns after a round trip.
-            let back = self.net.latency_us(to, from);
-            let what = match msg.body {
-                Body::GossipReq(_) => Pending::Gossip,
-                Body::PlaceReq(_, o) => Pending::Place(o),
-                Body::TaskReq(_, o) => Pending::Task(o),
-                _ => return,
-            };
-            self.q.push(self.now + back, Ev::Failed { node: from, inc: msg.requester_inc, to, what });
-            return;
-        }
-        if !is_request && (self.nodes[to].inc != msg.requester_inc || !self.up(to)) {
-            return; // the process that asked is gone
-        }
-        self.stats.received(to, body_kind(&msg.body), self.now);
-        let now = self.local_now(to);
-        let from_id = self.nodes[from].id.clone();
-        match msg.body {
-            Body::GossipReq(bytes) => {
-                let Ok(mut request) = wire::decode::<GossipRequest>(&bytes, limits::GOSSIP) else {
-                    return self.stats.malformed();
-                };
-                if let GossipRequest::Push { updates } = &mut request {
-                    self.stats.records_received(updates.len(), self.now);
-                    self.records.share(updates);
-                }
-                let Some(live) = self.nodes[to].live.as_mut() else { return };
-                let response = live.membership.handle_request(&from_id, request, now);
-                match wire::encode(&response, limits::GOSSIP) {
-                    Ok(b) => self.send(to, from, Body::GossipResp(b)),
-                    Err(_) => self.stats.oversized(),
-                }
-            }
-            Body::GossipResp(bytes) => {
-                let Ok(mut response) = wire::decode::<GossipResponse>(&bytes, limits::GOSSIP) else {
-                    return self.stats.malformed();
-                };
-                if let GossipResponse::Ack { updates, .. } = &mut response {
-                    self.stats.records_received(updates.len(), self.now);
-                    self.records.share(updates);
-                }
-                let Some(live) = self.nodes[to].live.as_mut() else { return };
-                live.membership.handle_response(&from_id, response, now);
-            }
-            Body::PlaceReq(bytes, out) => {
-                let Ok(request) = wire::decode::<PlaceRequest>(&bytes, limits::PLACE) else {
-                    return self.stats.malformed();
-                };
-                let response = self.handle_place_request(to, from, request);
-                match wire::encode(&response, limits::PLACE) {
-                    Ok(b) => self.send(to, from, Body::PlaceResp(b, out)),
-                    Err(_) => self.stats.oversized(),
-                }
-            }
-            Body::PlaceResp(bytes, out) => {
-                let Ok(response) = wire::decode::<PlaceResponse>(&bytes, limits::PLACE) else {
-                    return self.stats.malformed();
-                };
-                self.handle_place_response(to, from, out, response);
-            }
-            Body::TaskReq(bytes, out) => {
-                let Ok(request) = wire::decode::<TaskRequest>(&bytes, limits::TASK) else {
-                    return self.stats.malformed();
-                };
-                let response = self.handle_report(to, from, &request);
-                match wire::encode(&response, limits::TASK) {
-                    Ok(b) => self.send(to, from, Body::TaskResp(b, out)),
-                    Err(_) => self.stats.oversized(),
-                }
-            }
-            Body::TaskResp(bytes, out) => {
-                let Ok(response) = wire::decode::<TaskResponse>(&bytes, limits::TASK) else {
-                    return self.stats.malformed();
-                };
-                if self.nodes[to].live.is_some() {
-                    self.on_task_answer(to, out, response, now);
-                }
-            }
-        }
-        self.drive(to);
-    }
-
-    fn on_failed(&mut self, i: usize, to: usize, what: Pending) {
-        let now = self.local_now(i);
-        let to_id = self.nodes[to].id.clone();
-        let Some(live) = self.nodes[i].live.as_mut() else { return };
-        match what {
-            Pending::Gossip => live.membership.handle_send_failed(&to_id, now),
-            Pending::Place(PlaceOut::Bid(task, attempt) | PlaceOut::Commit(task, attempt)) => {
-                live.negotiator.handle_request_failed(&to_id, task, attempt, now);
-            }
-            Pending::Place(PlaceOut::Release) => {}
-            Pending::Task(TaskOut::Report { task, attempt, finished }) => {
-                self.nodes[i].executor.on_answer(task, attempt, finished, None, now);
-            }
-            Pending::Task(TaskOut::Renew) => {}
-        }
-        self.drive(i);
-    }
-
-    // ---- one node, as node/src/actor drives it ----
-
-    fn on_timer(&mut self, i: usize) {
-        let now = self.local_now(i);
-        let Some(live) = self.nodes[i].live.as_mut() else { return };
-        live.membership.handle_timeout(now);
-        live.negotiator.handle_timeout(now);
-        live.host.handle_timeout(now);
-        live.wake_waiting = true;
-        self.nodes[i].origin.leases.handle_timeout(now);
-        self.drive(i);
-    }
-
-    /// Flushes every machine's outputs until all are quiet (the node's `drive`), then sends due
-    /// reports and arms the next timer.
-    fn drive(&mut self, i: usize) {
-        if self.nodes[i].live.is_none() {
-            return;
-        }
+    /// Feeds node `i`'s engine, then carries out every output, feeding back what they produce
+    /// (durable writes, started attempts, spool reads, failed sends) until the engine is quiet;
+    /// then arms its timer at the engine's earliest deadline.
+    fn feed(&mut self, i: usize, first: impl IntoIterator<Item = Feed>) {
+        let mut queue: VecDeque<Feed> = first.into_iter().collect();
+        let mut timed_out = false;
         loop {
+            while let Some(out) = self.nodes[i].live.as_mut().and_then(|l| l.engine.poll_output()) {
+                self.on_output(i, out, &mut queue);
+            }
+            let Some(feed) = queue.pop_front() else { break };
             let now = self.local_now(i);
-            let wall = self.wall_ms(i);
             let node = &mut self.nodes[i];
             let Some(live) = node.live.as_mut() else { return };
-            // Lease verdicts first: a task placed again waits its back-off in the queue.
-            node.origin.pump_leases(now, &mut live.rng);
-            if std::mem::take(&mut live.wake_waiting) {
-                let negotiator = &live.negotiator;
-                let due = node.origin.due(now, wall, |id| negotiator.is_placing(id));
-                for id in due {
-                    self.place(i, id);
+            match feed {
+                Feed::Input(input) => live.engine.handle(input, now, &node.store),
+                Feed::Timeout => {
+                    timed_out = true;
+                    live.engine.handle_timeout(now, &node.store);
                 }
-            }
-            let node = &mut self.nodes[i];
-            if let Some(live) = node.live.as_ref() {
-                let negotiator = &live.negotiator;
-                for id in node.origin.take_freed(|id| negotiator.is_placing(id)) {
-                    self.place(i, id);
+                Feed::Cancel(task) => {
+                    if live.engine.cancel(task, now, &node.store) {
+                        self.cancels.accepted += 1;
+                    }
                 }
-            }
-            let node = &mut self.nodes[i];
-            let Some(live) = node.live.as_mut() else { return };
-            let capacity = live.host.capacity();
-            if live.membership.local().capacity != capacity {
-                live.membership.update_local(|r| r.capacity = capacity, now);
-            }
-            let mut progressed = false;
-            while let Some(out) = self.nodes[i].live.as_mut().and_then(|l| l.membership.poll_output()) {
-                progressed = true;
-                self.on_membership_output(i, out);
-            }
-            while let Some(out) = self.nodes[i].live.as_mut().and_then(|l| l.negotiator.poll_output()) {
-                progressed = true;
-                self.on_negotiator_output(i, out);
-            }
-            let wake = self.nodes[i].live.as_ref().is_some_and(|l| l.wake_waiting);
-            if !progressed && !wake {
-                break;
             }
         }
-        // Reports to origins, one in flight per attempt, then lease renewals when due.
-        let now = self.local_now(i);
-        let renew_every = self.nodes[i].origin.leases.config().renew_every;
-        let executor = &mut self.nodes[i].executor;
-        let mut due = executor.due_reports(now);
-        due.extend(executor.due_renewals(now, renew_every));
-        for (origin, request) in due {
-            let out = match &request {
-                TaskRequest::Started { task, attempt } => {
-                    TaskOut::Report { task: *task, attempt: *attempt, finished: false }
-                }
-                TaskRequest::Finished { task, attempt, .. } => {
-                    TaskOut::Report { task: *task, attempt: *attempt, finished: true }
-                }
-                TaskRequest::Renew { .. } => TaskOut::Renew,
-                TaskRequest::Log { .. } | TaskRequest::Cancel { .. } => continue,
-            };
-            let Some(&o) = self.index.get(&origin) else { continue };
-            if o == i {
-                // The origin ran its own task: answered in-process.
-                let response = self.handle_report(i, i, &request);
-                self.on_task_answer(i, out, response, now);
-                // Its next report (Finished after Started) goes on the next pass.
-                if let Some(l) = self.nodes[i].live.as_mut() {
-                    l.wake_waiting = true;
-                }
-                continue;
-            }
-            match wire::encode(&request, limits::TASK) {
-                Ok(b) => self.send(i, o, Body::TaskReq(b, out)),
-                Err(_) => self.stats.oversized(),
-            }
-        }
-        if self.nodes[i].live.as_ref().is_some_and(|l| l.wake_waiting) {
-            // An in-process report changed something: go round once more.
-            return self.drive(i);
-        }
-        self.arm_timer(i);
+        self.arm_timer(i, timed_out);
     }
 
-    fn arm_timer(&mut self, i: usize) {
+    /// Arms node `i`'s timer at its engine's earliest deadline. A deadline the timeout just
+    /// handled left due (a batch of waiting tasks larger than one pass takes) fires a
+    /// millisecond later, the timer's resolution, rather than again at the same instant.
+    fn arm_timer(&mut self, i: usize, timed_out: bool) {
         let node = &self.nodes[i];
-        let Some(live) = node.live.as_ref() else { return };
-        let deadline = [
-            live.membership.poll_timeout(),
-            live.negotiator.poll_timeout(),
-            live.host.poll_timeout(),
-            node.origin.next_retry(),
-            node.origin.leases.poll_timeout(),
-            node.executor.next_retry(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some(deadline) = deadline else { return };
-        let at = deadline.0.saturating_sub(node.offset_ms).saturating_mul(1000).max(self.now);
+        let Some(deadline) = node.live.as_ref().and_then(|l| l.engine.poll_timeout()) else { return };
+        let mut at = deadline.0.saturating_sub(node.offset_ms).saturating_mul(1000).max(self.now);
+        if timed_out && at <= self.now {
+            at = self.now + 1000;
+        }
         if node.timer_at.is_none_or(|t| at < t) {
             let inc = node.inc;
             self.nodes[i].timer_at = Some(at);
@@ -881,40 +769,342 @@ impl World {
         }
     }
 
-    fn on_membership_output(&mut self, i: usize, out: MembershipOutput) {
+    fn on_output(&mut self, i: usize, out: Output, queue: &mut VecDeque<Feed>) {
         match out {
-            MembershipOutput::Send { to, request } => {
-                if let GossipRequest::Syn { digest } = &request {
-                    self.stats.digest(digest.len());
-                }
-                let Some(&j) = self.index.get(&to) else { return };
-                match wire::encode(&request, limits::GOSSIP) {
-                    Ok(b) => self.send(i, j, Body::GossipReq(b)),
-                    Err(_) => self.stats.oversized(),
+            Output::Send { to, id, request } => self.send_request(i, &to, id, request, queue),
+            Output::Respond { reply, response } => self.respond(i, reply, response),
+            Output::Persist { id, write } => {
+                let result = self.persist(i, write);
+                if let Some(id) = id {
+                    queue.push_back(Feed::Input(Input::Persisted { id, result }));
                 }
             }
-            MembershipOutput::Event(event) => match event {
+            Output::StartAttempt { task, attempt, spec, .. } => {
+                let k = self.truths.get(&task).map(|t| t.arrival);
+                let (duration_us, output_bytes) = k.map_or((1_000_000, 0), |k| {
+                    (self.arrivals[k].duration_us, self.arrivals[k].output_bytes)
+                });
+                if let Some(t) = self.truths.get_mut(&task) {
+                    t.first_start_us.get_or_insert(self.now);
+                }
+                let process = Process {
+                    started_us: self.now,
+                    duration_us,
+                    cpu_millis: spec.resources.cpu_millis,
+                    output_bytes,
+                };
+                let node = &mut self.nodes[i];
+                let Some(live) = node.live.as_mut() else { return };
+                live.processes.insert((task, attempt), process);
+                node.store.spools.insert((task, attempt), 0);
+                let inc = node.inc;
+                self.q.push(self.now + duration_us, Ev::TaskEnd { node: i, inc, task, attempt });
+                queue.push_back(Feed::Input(Input::AttemptStarted { task, attempt, pgid: None }));
+            }
+            Output::StopAttempt { task, attempt } => {
+                let node = &mut self.nodes[i];
+                let Some(p) = node.live.as_mut().and_then(|l| l.processes.remove(&(task, attempt))) else {
+                    return; // ended already: its exit was reported
+                };
+                let output_len = p.spooled_by(self.now);
+                node.store.spools.insert((task, attempt), output_len);
+                self.account_run(p.started_us, self.now, p.cpu_millis);
+                let exit = Exit { exit_code: None, error: Some("cancelled".into()), cancelled: true };
+                queue.push_back(Feed::Input(Input::AttemptExited { task, attempt, exit, output_len }));
+            }
+            Output::ReadLog { task, attempt, offset, max } => {
+                let data = self.nodes[i]
+                    .store
+                    .spools
+                    .get(&(task, attempt))
+                    .map(|&len| executor::read(task, attempt, len, offset, max));
+                queue.push_back(Feed::Input(Input::LogRead { task, attempt, offset, data }));
+            }
+            Output::ForgetAttempt { task, attempt } => {
+                self.nodes[i].store.spools.remove(&(task, attempt));
+            }
+            Output::Event(event) => self.on_event(i, event),
+        }
+    }
+
+    /// The attempt's process ran its whole duration and exited 0.
+    fn on_task_end(&mut self, i: usize, task: TaskId, attempt: Attempt) {
+        let node = &mut self.nodes[i];
+        let Some(p) = node.live.as_mut().and_then(|l| l.processes.remove(&(task, attempt))) else {
+            return; // stopped before its end
+        };
+        node.store.spools.insert((task, attempt), p.output_bytes);
+        self.account_run(p.started_us, self.now, p.cpu_millis);
+        let len = p.output_bytes;
+        let exit = Exit { exit_code: Some(0), error: None, cancelled: false };
+        self.feed(
+            i,
+            [
+                Feed::Input(Input::AttemptOutput { task, attempt, len }),
+                Feed::Input(Input::AttemptExited { task, attempt, exit, output_len: len }),
+            ],
+        );
+    }
+
+    /// Applies a write to node `i`'s store, checking what it says about its task.
+    fn persist(&mut self, i: usize, write: Write) -> orgmesh_protocol::engine::Persisted {
+        let ended = match &write {
+            Write::Task { task, .. } => self.check_task_write(i, task),
+            _ => None,
+        };
+        let result = self.nodes[i].store.apply(write);
+        if let Some(task) = ended {
+            self.check_log(i, &task);
+            self.nodes[i].store.drop_log(task.id);
+            if let Some(l) = self.nodes[i].live.as_mut() {
+                l.place_started.remove(&task.id);
+            }
+        }
+        result
+    }
+
+    /// A task's status, once terminal, never changes. Returns the task if this write ends it.
+    fn check_task_write(&mut self, i: usize, task: &Task) -> Option<Task> {
+        let t = self.truths.get_mut(&task.id)?;
+        match t.ended {
+            Some(status) if status != task.status => {
+                let detail = format!("task {} ended {status:?}, then was written {:?}", task.id, task.status);
+                self.violation("terminal-status-changed", Some(i), detail);
+                None
+            }
+            Some(_) => None,
+            None if task.status.is_terminal() => {
+                t.ended = Some(task.status);
+                Some(task.clone())
+            }
+            None => None,
+        }
+    }
+
+    /// The log of a task that ended holds, from its last attempt's first byte, exactly what that
+    /// attempt printed: all of it if the task succeeded, a prefix otherwise.
+    fn check_log(&mut self, i: usize, task: &Task) {
+        let Some(k) = self.truths.get(&task.id).map(|t| t.arrival) else { return };
+        let Some(last) = task.history.last() else { return };
+        let log = self.nodes[i].store.log(task.id);
+        let from = usize::try_from(last.log_start).unwrap_or(usize::MAX).min(log.len());
+        let got = &log[from..];
+        let want = executor::output(task.id, last.attempt, self.arrivals[k].output_bytes);
+        let ok = if task.status == TaskStatus::Succeeded { got == want } else { want.starts_with(got) };
+        self.log_bytes_checked += got.len() as u64;
+        if !ok {
+            let detail = format!(
+                "task {} ended {:?} with {} log bytes from {} that are not what attempt {} printed ({} bytes)",
+                task.id,
+                task.status,
+                got.len(),
+                last.log_start,
+                last.attempt,
+                want.len()
+            );
+            self.violation("log-mismatch", Some(i), detail);
+        }
+    }
+
+    fn violation(&mut self, kind: &str, node: Option<usize>, detail: String) {
+        if self.violations.iter().filter(|v| v.kind == kind).count() >= MAX_VIOLATIONS {
+            return;
+        }
+        self.violations.push(Violation {
+            kind: kind.into(),
+            event: self.event_index,
+            time_s: self.now as f64 / 1e6,
+            node,
+            detail,
+        });
+    }
+
+    fn on_event(&mut self, i: usize, event: Event) {
+        match event {
+            Event::Membership(event) => match event {
                 MembershipEvent::Joined { .. } | MembershipEvent::Updated { .. } => {
-                    self.stats.record_applied(self.now);
-                    if let Some(l) = self.nodes[i].live.as_mut() {
-                        l.wake_waiting = true;
-                    }
+                    self.stats.record_applied(self.now)
                 }
                 MembershipEvent::StateChanged { peer, to, .. } => {
-                    self.stats.state_change(to, self.process_judged_is_up(i, &peer));
-                    if to == PeerState::Dead {
-                        let now = self.local_now(i);
-                        self.nodes[i].origin.host_dead(&peer, now);
-                    }
-                    if to == PeerState::Alive
-                        && let Some(l) = self.nodes[i].live.as_mut()
-                    {
-                        l.wake_waiting = true;
-                    }
+                    let up = self.process_judged_is_up(i, &peer);
+                    self.stats.state_change(to, up);
                 }
                 MembershipEvent::Rejected { .. } => self.stats.rejected_record(),
             },
+            Event::Placing { task, .. } => {
+                let now = self.now;
+                if let Some(l) = self.nodes[i].live.as_mut() {
+                    l.place_started.entry(task).or_insert(now);
+                }
+            }
+            Event::Placed { task, .. } => {
+                if let Some(start) = self.nodes[i].live.as_mut().and_then(|l| l.place_started.remove(&task)) {
+                    self.stats.placement_latency(self.now - start);
+                }
+            }
+            Event::ResultAccepted { task, attempt } => {
+                let now = self.now;
+                let Some(t) = self.truths.get_mut(&task) else { return };
+                match t.result {
+                    Some((a, _)) if a != attempt => {
+                        let detail = format!("task {task} accepted results of {a} and {attempt}");
+                        self.violation("result-from-two-attempts", Some(i), detail);
+                    }
+                    Some(_) => {}
+                    None => t.result = Some((attempt, now)),
+                }
+            }
+            Event::Declined { .. } => {}
         }
+    }
+
+    // ---- network ----
+
+    /// Sends the engine's request; one that cannot go (unknown peer, over its limit) fails.
+    fn send_request(
+        &mut self,
+        i: usize,
+        to: &PeerId,
+        id: RequestId,
+        request: Request,
+        queue: &mut VecDeque<Feed>,
+    ) {
+        if let Request::Gossip(GossipRequest::Syn { digest }) = &request {
+            self.stats.digest(digest.len());
+        }
+        let (proto, bytes) = match &request {
+            Request::Gossip(r) => (Proto::Gossip, wire::encode(r, limits::GOSSIP)),
+            Request::Place(r) => (Proto::Place, wire::encode(r, limits::PLACE)),
+            Request::Task(r) => (Proto::Task, wire::encode(r, limits::TASK)),
+        };
+        let (Some(&j), Ok(bytes)) = (self.index.get(to), bytes.inspect_err(|_| self.stats.oversized()))
+        else {
+            queue.push_back(Feed::Input(Input::RequestFailed { id }));
+            return;
+        };
+        let inc = self.nodes[i].inc;
+        self.send(Msg {
+            from: i,
+            to: j,
+            proto,
+            id,
+            requester_inc: inc,
+            sent_at: self.now,
+            is_request: true,
+            bytes,
+        });
+    }
+
+    /// Answers a peer's request (or drops its stream: the requester hears at once and retries).
+    fn respond(&mut self, i: usize, reply: ReplyId, response: Option<Response>) {
+        let Some(r) = self.nodes[i].live.as_mut().and_then(|l| l.replies.remove(&reply)) else { return };
+        let bytes = match &response {
+            Some(Response::Gossip(x)) if r.proto == Proto::Gossip => wire::encode(x, limits::GOSSIP).ok(),
+            Some(Response::Place(x)) if r.proto == Proto::Place => wire::encode(x, limits::PLACE).ok(),
+            Some(Response::Task(x)) if r.proto == Proto::Task => wire::encode(x, limits::TASK).ok(),
+            _ => None,
+        };
+        let Some(bytes) = bytes else {
+            if response.is_some() {
+                self.stats.oversized();
+            }
+            let back = self.net.latency_us(i, r.to);
+            self.q.push(self.now + back, Ev::Failed { node: r.to, inc: r.requester_inc, id: r.id });
+            return;
+        };
+        self.send(Msg {
+            from: i,
+            to: r.to,
+            proto: r.proto,
+            id: r.id,
+            requester_inc: r.requester_inc,
+            sent_at: self.now,
+            is_request: false,
+            bytes,
+        });
+    }
+
+    fn send(&mut self, msg: Msg) {
+        self.stats.sent(msg.from, msg.proto.name(), msg.bytes.len(), self.now);
+        match self.net.send(msg.from, msg.to, msg.bytes.len(), self.now) {
+            Transit::Arrives(at) => self.q.push(at, Ev::Deliver(Box::new(msg))),
+            Transit::Lost => {
+                // The requester hears of it at its timeout.
+                let at = (msg.sent_at + self.net.request_timeout_us()).max(self.now);
+                self.q.push(at, Ev::Failed { node: msg.requester(), inc: msg.requester_inc, id: msg.id });
+            }
+        }
+    }
+
+    fn on_deliver(&mut self, msg: Msg) {
+        let (from, to) = (msg.from, msg.to);
+        if msg.is_request && !self.up(to) {
+            // Connection refused: the requester learns after a round trip.
+            let back = self.net.latency_us(to, from);
+            self.q.push(self.now + back, Ev::Failed { node: from, inc: msg.requester_inc, id: msg.id });
+            return;
+        }
+        if !msg.is_request && (self.nodes[to].inc != msg.requester_inc || !self.up(to)) {
+            return; // the process that asked is gone
+        }
+        self.stats.received(to, msg.proto.name(), self.now);
+        let input = if msg.is_request {
+            let Some(request) = self.decode_request(msg.proto, &msg.bytes) else {
+                // Undecodable: the stream is dropped.
+                self.stats.malformed();
+                let back = self.net.latency_us(to, from);
+                self.q.push(self.now + back, Ev::Failed { node: from, inc: msg.requester_inc, id: msg.id });
+                return;
+            };
+            let Some(live) = self.nodes[to].live.as_mut() else { return };
+            live.next_reply += 1;
+            let reply = ReplyId(live.next_reply);
+            let back = Reply { to: from, proto: msg.proto, id: msg.id, requester_inc: msg.requester_inc };
+            live.replies.insert(reply, back);
+            Input::Request { from: self.nodes[from].id.clone(), request, reply }
+        } else {
+            match self.decode_response(msg.proto, &msg.bytes) {
+                Some(response) => Input::Response { id: msg.id, response },
+                None => {
+                    self.stats.malformed();
+                    Input::RequestFailed { id: msg.id }
+                }
+            }
+        };
+        self.feed(to, [Feed::Input(input)]);
+    }
+
+    /// Decodes a request as the node's codec does; gossiped records then share one copy.
+    fn decode_request(&mut self, proto: Proto, bytes: &[u8]) -> Option<Request> {
+        let limit = proto.limit();
+        Some(match proto {
+            Proto::Gossip => {
+                let mut request = wire::decode::<GossipRequest>(bytes, limit).ok()?;
+                if let GossipRequest::Push { updates } = &mut request {
+                    self.stats.records_received(updates.len(), self.now);
+                    self.records.share(updates);
+                }
+                Request::Gossip(request)
+            }
+            Proto::Place => Request::Place(wire::decode::<PlaceRequest>(bytes, limit).ok()?),
+            Proto::Task => Request::Task(wire::decode::<TaskRequest>(bytes, limit).ok()?),
+        })
+    }
+
+    fn decode_response(&mut self, proto: Proto, bytes: &[u8]) -> Option<Response> {
+        let limit = proto.limit();
+        Some(match proto {
+            Proto::Gossip => {
+                let mut response = wire::decode::<GossipResponse>(bytes, limit).ok()?;
+                if let GossipResponse::Ack { updates, .. } = &mut response {
+                    self.stats.records_received(updates.len(), self.now);
+                    self.records.share(updates);
+                }
+                Response::Gossip(response)
+            }
+            Proto::Place => Response::Place(wire::decode::<PlaceResponse>(bytes, limit).ok()?),
+            Proto::Task => Response::Task(wire::decode::<TaskResponse>(bytes, limit).ok()?),
+        })
     }
 
     /// Whether the process observer `i` just gave a verdict on is up: `peer` is up *and* `i`
@@ -922,211 +1112,16 @@ impl World {
     /// process that did die, even if its successor already runs.
     fn process_judged_is_up(&self, i: usize, peer: &PeerId) -> bool {
         let Some(&j) = self.index.get(peer) else { return false };
-        let Some(running) = self.nodes[j].live.as_ref().map(|l| l.membership.local().version.generation)
+        let Some(running) =
+            self.nodes[j].live.as_ref().map(|l| l.engine.membership().local().version.generation)
         else {
             return false; // down
         };
-        let held = self.nodes[i].live.as_ref().and_then(|l| l.membership.peer_view(peer));
+        let held = self.nodes[i].live.as_ref().and_then(|l| l.engine.membership().peer_view(peer));
         held.is_some_and(|(v, _)| v.generation >= running)
     }
 
-    /// Starts a negotiation with the current view (alive peers plus itself), as the node does.
-    fn place(&mut self, i: usize, id: TaskId) {
-        let now = self.local_now(i);
-        let node = &mut self.nodes[i];
-        let Some(live) = node.live.as_mut() else { return };
-        let Some((attempt, spec)) = node.origin.begin_placement(id, now) else { return };
-        let mut local = live.membership.local().clone();
-        local.capacity = live.host.capacity();
-        live.place_started.entry(id).or_insert(self.now);
-        let candidates = live.membership.alive_records().chain(std::iter::once(&local));
-        live.negotiator.place(id, attempt, &spec, candidates, now);
-    }
-
-    fn on_negotiator_output(&mut self, i: usize, out: NegotiatorOutput) {
-        match out {
-            NegotiatorOutput::Send { to, task, attempt, request } => {
-                if let PlaceRequest::Commit(_) = &request {
-                    self.nodes[i].origin.note_commit(task, attempt, &to);
-                }
-                let kind = match &request {
-                    PlaceRequest::Bid(_) => PlaceOut::Bid(task, attempt),
-                    PlaceRequest::Commit(_) => PlaceOut::Commit(task, attempt),
-                    PlaceRequest::Release { .. } => PlaceOut::Release,
-                };
-                let Some(&j) = self.index.get(&to) else { return };
-                if j == i {
-                    let response = self.handle_place_request(i, i, request);
-                    self.handle_place_response(i, i, kind, response);
-                    return;
-                }
-                match wire::encode(&request, limits::PLACE) {
-                    Ok(b) => self.send(i, j, Body::PlaceReq(b, kind)),
-                    Err(_) => self.stats.oversized(),
-                }
-            }
-            NegotiatorOutput::Event(event) => match event {
-                PlacementEvent::Placed { task, attempt, host } => {
-                    let now = self.local_now(i);
-                    if self.nodes[i].origin.placed(task, attempt, &host.peer, now)
-                        && let Some(start) =
-                            self.nodes[i].live.as_mut().and_then(|l| l.place_started.remove(&task))
-                    {
-                        self.stats.placement_latency(self.now - start);
-                    }
-                }
-                PlacementEvent::Unplaceable { task, attempt, reason } => {
-                    let origin = &mut self.nodes[i].origin;
-                    if origin.tasks.get(&task).is_some_and(|t| t.attempt == attempt) {
-                        origin.fail(task, reason);
-                    }
-                    self.nodes[i].live.as_mut().map(|l| l.place_started.remove(&task));
-                }
-                PlacementEvent::Waiting { task, attempt, .. } => {
-                    let now = self.local_now(i);
-                    self.nodes[i].origin.waiting(task, attempt, now);
-                }
-            },
-        }
-    }
-
-    /// A candidate's answer to a placement request (the node's `handle_place_request`).
-    fn handle_place_request(&mut self, i: usize, from: usize, request: PlaceRequest) -> PlaceResponse {
-        let now = self.local_now(i);
-        let from_id = self.nodes[from].id.clone();
-        let Some(live) = self.nodes[i].live.as_mut() else {
-            return PlaceResponse::Bid(BidResponse::Decline { reason: DeclineReason::Busy });
-        };
-        match request {
-            PlaceRequest::Bid(bid) => {
-                if from != i {
-                    // The bid's origin org is a claim; the sender's signed record is the truth.
-                    let known = live.membership.signed_record(&from_id).map(|r| r.record.org.clone());
-                    if known.as_ref() != Some(&bid.origin_org) {
-                        let reason =
-                            if known.is_none() { DeclineReason::Busy } else { DeclineReason::Policy };
-                        return PlaceResponse::Bid(BidResponse::Decline { reason });
-                    }
-                }
-                PlaceResponse::Bid(live.host.handle_bid(&from_id, &bid, now))
-            }
-            PlaceRequest::Commit(commit) => {
-                if let Err(e) = commit.spec.validate() {
-                    return PlaceResponse::Commit(CommitResponse::Rejected {
-                        reason: format!("invalid spec: {e}"),
-                    });
-                }
-                let response = live.host.handle_commit(&from_id, &commit, now);
-                if response == CommitResponse::Accepted
-                    && self.nodes[i].executor.start(from_id, commit.task, commit.attempt)
-                {
-                    self.run_started(i, commit.task, commit.attempt, commit.spec.resources.cpu_millis);
-                }
-                PlaceResponse::Commit(response)
-            }
-            PlaceRequest::Release { reservation } => {
-                live.host.handle_release(&from_id, reservation, now);
-                PlaceResponse::Released
-            }
-        }
-    }
-
-    fn handle_place_response(&mut self, i: usize, from: usize, out: PlaceOut, response: PlaceResponse) {
-        let now = self.local_now(i);
-        let from_id = self.nodes[from].id.clone();
-        let Some(live) = self.nodes[i].live.as_mut() else { return };
-        match (out, response) {
-            (PlaceOut::Bid(task, attempt), PlaceResponse::Bid(r)) => {
-                live.negotiator.handle_bid_response(&from_id, task, attempt, r, now);
-            }
-            (PlaceOut::Commit(task, attempt), PlaceResponse::Commit(r)) => {
-                live.negotiator.handle_commit_response(&from_id, task, attempt, r, now);
-            }
-            (PlaceOut::Release, _) => {}
-            (PlaceOut::Bid(task, attempt) | PlaceOut::Commit(task, attempt), _) => {
-                live.negotiator.handle_request_failed(&from_id, task, attempt, now);
-            }
-        }
-    }
-
-    /// A host started an attempt: it runs for its task's duration.
-    fn run_started(&mut self, i: usize, task: TaskId, attempt: Attempt, cpu: u32) {
-        let Some(t) = self.truths.get_mut(&task) else { return };
-        t.first_start_us.get_or_insert(self.now);
-        let k = self.arrival_of(task);
-        let duration = k.map_or(1_000_000, |k| self.arrivals[k].duration_us);
-        self.open_runs.insert((task, attempt, i), (self.now, cpu));
-        let inc = self.nodes[i].inc;
-        self.q.push(self.now + duration, Ev::TaskEnd { node: i, inc, task, attempt });
-    }
-
-    fn arrival_of(&self, task: TaskId) -> Option<usize> {
-        self.truths.get(&task).map(|t| t.arrival)
-    }
-
-    fn on_task_end(&mut self, i: usize, task: TaskId, attempt: Attempt) {
-        let Some(live) = self.nodes[i].live.as_mut() else { return };
-        live.host.finished(task, attempt);
-        live.wake_waiting = true;
-        self.nodes[i].executor.ended(task, attempt);
-        if let Some((start, cpu)) = self.open_runs.remove(&(task, attempt, i)) {
-            self.account_run(start, self.now, cpu);
-        }
-        self.drive(i);
-    }
-
-    /// An origin's answer to host `i`'s report or renewal; attempts it no longer wants stop.
-    fn on_task_answer(&mut self, i: usize, out: TaskOut, response: TaskResponse, now: Time) {
-        let executor = &mut self.nodes[i].executor;
-        let stopped = match out {
-            TaskOut::Report { task, attempt, finished } => {
-                executor.on_answer(task, attempt, finished, Some(response), now).into_iter().collect()
-            }
-            TaskOut::Renew => executor.on_leases(&response),
-        };
-        for (task, attempt) in stopped {
-            self.stop_run(i, task, attempt);
-        }
-    }
-
-    /// The origin no longer wants an attempt still running on host `i`: it is stopped (the node
-    /// kills its process), and its slot is free at once.
-    fn stop_run(&mut self, i: usize, task: TaskId, attempt: Attempt) {
-        if let Some(live) = self.nodes[i].live.as_mut() {
-            live.host.finished(task, attempt);
-            live.wake_waiting = true;
-        }
-        if let Some((start, cpu)) = self.open_runs.remove(&(task, attempt, i)) {
-            self.account_run(start, self.now, cpu);
-        }
-    }
-
-    /// A report reaches the origin `i` from host `from`; fencing decides; the checker watches.
-    fn handle_report(&mut self, i: usize, from: usize, request: &TaskRequest) -> TaskResponse {
-        let from_id = self.nodes[from].id.clone();
-        let now = self.local_now(i);
-        let node = &mut self.nodes[i];
-        let Some(live) = node.live.as_mut() else { return TaskResponse::Unknown };
-        let (response, result) = node.origin.on_report(&from_id, request, now, &mut live.rng);
-        if let Some(r) = result {
-            let (now, index) = (self.now, self.event_index);
-            if let Some(t) = self.truths.get_mut(&r.task) {
-                match t.result {
-                    Some((a, _)) if a != r.attempt => self.violations.push(Violation {
-                        kind: "result-from-two-attempts".into(),
-                        event: index,
-                        time_s: now as f64 / 1e6,
-                        node: Some(i),
-                        detail: format!("task {} accepted results of {a} and {}", r.task, r.attempt),
-                    }),
-                    Some(_) => {}
-                    None => t.result = Some((r.attempt, now)),
-                }
-            }
-        }
-        response
-    }
-
+    /// A task arrives at a random live node, through its "API": stored, then submitted.
     fn on_arrival(&mut self, k: usize) {
         let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.up(i)).collect();
         if up.is_empty() {
@@ -1150,12 +1145,15 @@ impl World {
         spec.max_attempts = self.s.workload.max_attempts;
         spec.queue_timeout_s = self.s.workload.queue_timeout_s;
         spec.timeout_s = (a.duration_us / 1_000_000 + 60).max(1);
-        let deadline = wall + spec.queue_timeout_s * 1000;
-        self.nodes[i].origin.submit(id, k, spec, deadline);
+        let origin = TaskOrigin { peer_id: self.nodes[i].id.clone(), org: self.nodes[i].org.clone() };
+        let task = Task::new(id, spec, origin, Timestamp(wall));
+        self.nodes[i].store.tasks.insert(id, task.clone());
         self.task_of_arrival[k] = Some(id);
         self.truths.insert(id, Truth { origin: i, arrival: k, submitted_us: self.now, ..Truth::default() });
-        self.place(i, id);
-        self.drive(i);
+        if let Some(after) = a.cancel_after_us {
+            self.q.push(self.now + after, Ev::Cancel { node: i, task: id });
+        }
+        self.feed(i, [Feed::Input(Input::Submitted(Box::new(task)))]);
     }
 
     // ---- checkers ----
@@ -1165,13 +1163,16 @@ impl World {
         let now = self.now;
         let obs: Vec<usize> = self.observers.iter().copied().filter(|&o| self.up(o)).collect();
         let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.up(i)).collect();
-        let versions: Vec<Option<RecordVersion>> =
-            self.nodes.iter().map(|n| n.live.as_ref().map(|l| l.membership.local().version)).collect();
+        let versions: Vec<Option<RecordVersion>> = self
+            .nodes
+            .iter()
+            .map(|n| n.live.as_ref().map(|l| l.engine.membership().local().version))
+            .collect();
         let want_full = self.stats.needs_full_check(now);
         let (mut pairs, mut fresh, mut alive_ok, mut generation_ok) = (0u64, 0u64, 0u64, 0u64);
         if want_full {
             for &o in &obs {
-                let Some(m) = self.nodes[o].live.as_ref().map(|l| &l.membership) else { continue };
+                let Some(m) = self.nodes[o].live.as_ref().map(|l| l.engine.membership()) else { continue };
                 for &j in &up {
                     if j == o {
                         continue;
@@ -1194,8 +1195,9 @@ impl World {
         }
         // Pending crash and join checks: only the nodes concerned, at every observer.
         let nodes = &self.nodes;
-        let view =
-            |o: usize, j: usize| nodes[o].live.as_ref().and_then(|l| l.membership.peer_view(&nodes[j].id));
+        let view = |o: usize, j: usize| {
+            nodes[o].live.as_ref().and_then(|l| l.engine.membership().peer_view(&nodes[j].id))
+        };
         let dead_seen = |j: usize| obs.iter().all(|&o| view(o, j).is_none_or(|(_, s)| s == PeerState::Dead));
         let join_seen = |j: usize, generation: u64| {
             obs.iter().filter(|&&o| o != j).all(|&o| {
@@ -1211,43 +1213,49 @@ impl World {
 
     fn finish(mut self, wall: std::time::Duration) -> Report {
         // Close the books on runs still going.
-        let open: Vec<_> = self.open_runs.iter().map(|(_, &(s, c))| (s, c)).collect();
+        let open: Vec<_> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.live.as_ref())
+            .flat_map(|l| l.processes.values().map(|p| (p.started_us, p.cpu_millis)))
+            .collect();
         for (start, cpu) in open {
             self.account_run(start, self.now, cpu);
         }
         // Lost: not ended, and nothing will ever make it end. Its origin counts on an attempt on
-        // host h, h is down or its executor (durable, as its store is) holds no such attempt, so
-        // no report of it may come; and the origin holds no lease for it either, so it will never
-        // give the attempt up and place the task again. With a lease still held it only awaits
-        // detection: the lease runs out (or is answered) and the task is placed again.
+        // host h, h is down or its store holds no such attempt, so no report of it may come; and
+        // the origin holds no lease for it either, so it will never give the attempt up and
+        // place the task again. With a lease still held it only awaits detection: the lease
+        // runs out (or is answered) and the task is placed again.
         let (mut lost, mut never_finished, mut stranded, mut awaiting_detection) = (0u64, 0u64, 0u64, 0u64);
+        let mut lost_violations = Vec::new();
         for (id, t) in &self.truths {
             let node = &self.nodes[t.origin];
-            let Some(ot) = node.origin.tasks.get(id) else { continue };
+            let Some(ot) = node.store.tasks.get(id) else { continue };
             if ot.status.is_terminal() {
                 continue;
             }
             never_finished += 1;
-            if !self.up(t.origin) {
+            let Some(live) = node.live.as_ref() else {
                 stranded += 1;
                 continue;
-            }
-            if !matches!(ot.status, Status::Placed | Status::Running | Status::Unreachable) {
+            };
+            if !matches!(ot.status, TaskStatus::Placed | TaskStatus::Running | TaskStatus::Unreachable) {
                 continue;
             }
-            let Some(&h) = ot.placement.as_ref().and_then(|p| self.index.get(p)) else { continue };
-            if self.up(h) && self.nodes[h].executor.runs.contains_key(&(*id, ot.attempt)) {
+            let Some(&h) = store::placed_on(ot).and_then(|p| self.index.get(p)) else { continue };
+            if self.up(h) && self.nodes[h].store.runs.contains_key(&(*id, ot.attempt)) {
                 continue;
             }
-            if node.origin.leases.holder(*id).is_some_and(|(a, _)| a == ot.attempt) {
+            if live.engine.lease_holder(*id).is_some_and(|(a, _)| a == ot.attempt) {
                 awaiting_detection += 1;
                 continue;
             }
             lost += 1;
             let (event, time_us, node_at) =
                 t.lost_runs.get(&ot.attempt).copied().unwrap_or((self.event_index, self.now, h));
-            if self.violations.iter().filter(|v| v.kind == "task-lost").count() < 20 {
-                self.violations.push(Violation {
+            if lost_violations.len() < MAX_VIOLATIONS {
+                lost_violations.push(Violation {
                     kind: "task-lost".into(),
                     event,
                     time_s: time_us as f64 / 1e6,
@@ -1259,6 +1267,7 @@ impl World {
                 });
             }
         }
+        self.violations.extend(lost_violations);
         let window = ((self.s.warmup_s * 1e6) as u64, self.faults_end_us);
         let omni = workload::omniscient(&self.arrivals, &self.shapes, window);
         let total_cpu: f64 = self.shapes.iter().map(|n| f64::from(n.cpu_millis)).sum();
@@ -1276,19 +1285,22 @@ impl World {
             responses.1 += (o - a.at_us + a.duration_us) as f64;
             responses.2 += 1;
         }
-        let stale: u64 = self.nodes.iter().map(|n| n.origin.stale_reports).sum();
+        let mut counters = EngineCounters::default();
+        for n in &self.nodes {
+            let live = n.live.as_ref().map(|l| l.engine.counters()).unwrap_or_default();
+            counters.stale_reports += n.counters.stale_reports + live.stale_reports;
+            counters.attempts_lost += n.counters.attempts_lost + live.attempts_lost;
+            counters.attempts_expired += n.counters.attempts_expired + live.attempts_expired;
+            counters.attempts_overdue += n.counters.attempts_overdue + live.attempts_overdue;
+        }
+        // Status tallies from the origins' stores, as `GET /v1/tasks?status=` would give them.
+        let status = |want: TaskStatus| {
+            self.truths
+                .iter()
+                .filter(|(id, t)| self.nodes[t.origin].store.tasks.get(id).is_some_and(|o| o.status == want))
+                .count() as u64
+        };
         let finished = self.truths.values().filter(|t| t.result.is_some()).count() as u64;
-        let failed = self
-            .truths
-            .iter()
-            .filter(|(id, t)| {
-                self.nodes[t.origin]
-                    .origin
-                    .tasks
-                    .get(id)
-                    .is_some_and(|o| matches!(o.status, Status::Failed(_)))
-            })
-            .count() as u64;
         Report::build(crate::report::Inputs {
             scenario: &self.s,
             seed: self.seed,
@@ -1298,14 +1310,16 @@ impl World {
             stats: &self.stats,
             submitted: self.truths.len() as u64,
             finished,
-            failed,
+            succeeded: status(TaskStatus::Succeeded),
+            failed: status(TaskStatus::Failed),
+            cancelled: status(TaskStatus::Cancelled),
+            cancels: self.cancels,
+            log_bytes_checked: self.log_bytes_checked,
             never_finished,
             stranded,
             awaiting_detection,
-            attempts_lost: self.nodes.iter().map(|n| n.origin.attempts_lost).sum(),
-            attempts_expired: self.nodes.iter().map(|n| n.origin.attempts_expired).sum(),
+            counters,
             lost,
-            stale_reports: stale,
             waits,
             omni_waits,
             response_ratio: if responses.2 > 0 && responses.1 > 0.0 {
@@ -1317,14 +1331,6 @@ impl World {
             omni_utilization: omni.cpu_us_in_window / (total_cpu * window_us),
             violations: std::mem::take(&mut self.violations),
         })
-    }
-}
-
-fn body_kind(b: &Body) -> &'static str {
-    match b {
-        Body::GossipReq(_) | Body::GossipResp(_) => "gossip",
-        Body::PlaceReq(..) | Body::PlaceResp(..) => "place",
-        Body::TaskReq(..) | Body::TaskResp(..) => "task",
     }
 }
 
