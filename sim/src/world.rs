@@ -585,7 +585,9 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Timer { node, inc } => {
-                if self.nodes[node].inc != inc || self.nodes[node].timer_at != Some(self.now) {
+                // The armed timer, or one a pause held back past its time; an event of a timer
+                // since re-armed later is stale.
+                if self.nodes[node].inc != inc || self.nodes[node].timer_at.is_none_or(|t| t > self.now) {
                     return;
                 }
                 self.nodes[node].timer_at = None;

@@ -197,3 +197,33 @@ fn a_300_node_mesh_booting_at_once_converges_within_20_rounds() {
     let rounds = report.membership.startup_rounds;
     assert!(rounds.is_some_and(|r| r <= 20.0), "start-up took {rounds:?} rounds\n{report}");
 }
+
+/// Three nodes of twelve freeze for 2 s (a GC pause, a starved VM). The timers they had armed
+/// fire late, once they thaw, and must still fire: a timer lost in a pause left a node without
+/// gossip rounds, renewals or report retries for good, so the mesh declared a live process dead
+/// and its tasks stayed `unreachable`.
+#[test]
+fn timers_fire_after_a_pause_and_every_task_still_ends() {
+    let scenario = r#"
+name = "three-paused"
+nodes = 12
+duration_s = 30
+warmup_s = 8
+drain_s = 40
+[workload]
+load = 0.5
+duration = { kind = "uniform", min_s = 2, max_s = 6 }
+[[faults.pauses]]
+at_s = 15
+count = 3
+pause_s = 2
+"#;
+    let report = orgmesh_sim::run(Scenario::parse(scenario).unwrap(), 1, None, false).unwrap();
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.faults[3], 3, "{report}");
+    assert_eq!(report.membership.false_dead, 0, "a process that thawed was declared dead\n{report}");
+    let t = &report.tasks;
+    assert!(t.submitted > 20, "{report}");
+    assert_eq!(t.never_finished, 0, "a task never ended after the pause\n{report}");
+    assert_eq!(t.succeeded, t.submitted, "{report}");
+}
