@@ -347,16 +347,6 @@ impl Store {
         read::runs(&self.shared().db)
     }
 
-    /// Stores a small metadata value.
-    pub fn put_meta(&self, key: &str, value: Vec<u8>) -> Pending<()> {
-        self.submit(Request::PutMeta { key: key.to_owned(), value }, Reply::Unit)
-    }
-
-    /// Reads a metadata value.
-    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        read::meta(&self.shared().db, key)
-    }
-
     /// Every task not in a terminal status (for recovery after a restart), oldest first.
     pub fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError> {
         read::unfinished_tasks(&self.shared().db)

@@ -9,16 +9,11 @@ use std::ops::Bound;
 use orgmesh_protocol::{SignedRecord, Task, TaskId, TaskStatus};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
-use crate::schema::{self, COUNTS, EVENTS, LOG_LEN, LOGS, META, PEERS, RUNS, TASK_STATUS, TASKS, db_err};
+use crate::schema::{self, COUNTS, EVENTS, LOG_LEN, LOGS, PEERS, RUNS, TASK_STATUS, TASKS, db_err};
 use crate::{HostedRun, StatusCounts, StoreError, StoredEvent};
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
     db.begin_read().map_err(db_err)
-}
-
-pub(crate) fn meta(db: &Database, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    let table = begin(db)?.open_table(META).map_err(db_err)?;
-    Ok(table.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
 }
 
 pub(crate) fn task(db: &Database, id: TaskId) -> Result<Option<Task>, StoreError> {

@@ -17,8 +17,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 2;
 /// Key of the layout version in [`INFO`].
 pub(crate) const SCHEMA_KEY: &str = "schema";
 
-/// Facts about the file itself (the layout version); kept apart from [`META`] so node metadata
-/// can never collide with them.
+/// Facts about the file itself (the layout version).
 pub(crate) const INFO: TableDefinition<'static, &str, u64> = TableDefinition::new("info");
 
 /// `TaskId` (raw u128, so keys sort by creation time) → `postcard(Task)`.
@@ -53,9 +52,6 @@ pub(crate) const IDEMPOTENCY: TableDefinition<'static, &str, ([u8; 32], u128)> =
 /// Host side: `(TaskId, Attempt)` → `postcard(HostedRun)`, one entry per attempt this node runs
 /// (or ran, while its result is not yet delivered to the origin).
 pub(crate) const RUNS: TableDefinition<'static, (u128, u32), &[u8]> = TableDefinition::new("runs");
-
-/// Node metadata: key → opaque bytes chosen by the node.
-pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
 /// Largest log chunk stored under one key. Bigger appends are split, so reading a few bytes at
 /// an arbitrary offset never loads a huge value.

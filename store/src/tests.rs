@@ -57,6 +57,19 @@ fn peer_record(name: &str) -> SignedRecord {
     SignedRecord { record, signature: vec![1, 2, 3] }
 }
 
+/// An attempt hosted here, numbered `n`.
+fn hosted(n: u128) -> HostedRun {
+    HostedRun {
+        task: TaskId::new(1, n),
+        attempt: Attempt(1),
+        origin: PeerId::new("12D3KooWorigin").unwrap(),
+        pgid: None,
+        outcome: None,
+        legacy_output: Vec::new(),
+        acked: 0,
+    }
+}
+
 fn ids(tasks: &[Task]) -> Vec<TaskId> {
     tasks.iter().map(|t| t.id).collect()
 }
@@ -66,7 +79,8 @@ fn ids(tasks: &[Task]) -> Vec<TaskId> {
 /// The sleep only makes sure the writer has taken the first write before the rest are queued.
 fn hold_writer(store: &Store) -> redb::WriteTransaction {
     let blocker = store.db().begin_write().unwrap();
-    drop(store.put_meta("warmup", vec![]));
+    // A write that changes nothing: removing a run nobody recorded.
+    drop(store.remove_run(TaskId::new(0, 0), Attempt(0)));
     std::thread::sleep(Duration::from_millis(100));
     blocker
 }
@@ -359,18 +373,16 @@ async fn reopen_keeps_everything() {
             .await
             .unwrap();
         store.append_log(t.id, 0, b"some output".to_vec()).await.unwrap().unwrap();
-        store.put_meta("generation", vec![1, 2, 3]).await.unwrap();
+        store.put_run(hosted(1)).await.unwrap();
         // A write that is never awaited still lands before the store closes.
-        drop(store.put_meta("unawaited", vec![4]));
+        drop(store.put_run(hosted(2)));
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.task(t.id).unwrap().map(|t| t.status), Some(TaskStatus::Running));
     assert_eq!(store.status_counts().unwrap()[&TaskStatus::Running], 1);
     assert_eq!(store.status_counts().unwrap()[&TaskStatus::Pending], 0);
     assert_eq!(store.read_log(t.id, 5, 100).unwrap(), b"output");
-    assert_eq!(store.meta("generation").unwrap(), Some(vec![1, 2, 3]));
-    assert_eq!(store.meta("unawaited").unwrap(), Some(vec![4]));
-    assert_eq!(store.meta("absent").unwrap(), None);
+    assert_eq!(store.runs().unwrap(), vec![hosted(1), hosted(2)]);
     assert_eq!(store.last_seq().unwrap(), 2);
     let again = store.create_task(task(6, 6), key, "{}".into()).await.unwrap();
     assert!(matches!(again, CreateOutcome::Existing(existing) if existing.id == t.id));
@@ -516,7 +528,7 @@ async fn a_failed_commit_fails_every_write_in_it() {
     let writes = vec![
         store.put_task(task(2, 2), vec![]),
         store.append_events(vec![ev("x", "{}")]),
-        store.put_meta("m", vec![1]),
+        store.put_run(hosted(1)),
     ];
     drop(blocker);
     for w in writes {
@@ -530,12 +542,12 @@ async fn a_failed_commit_fails_every_write_in_it() {
 async fn writes_after_the_last_handle_is_gone_are_closed() {
     let (_dir, path) = temp();
     let store = Store::open(&path).unwrap();
-    let pending = store.put_meta("k", vec![1]);
+    let pending = store.put_run(hosted(7));
     drop(store);
     // Queued before the drop: committed, not lost.
     pending.await.unwrap();
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.meta("k").unwrap(), Some(vec![1]));
+    assert_eq!(store.runs().unwrap(), vec![hosted(7)]);
 }
 
 /// Group commit at work: `cargo test --release -p orgmesh-store -- --ignored --nocapture timing`.

@@ -17,7 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::schema::{
-    self, COUNTS, EVENTS, IDEMPOTENCY, INFO, LOG_LEN, LOGS, MAX_LOG_CHUNK, META, PEERS, RUNS, SCHEMA_KEY,
+    self, COUNTS, EVENTS, IDEMPOTENCY, INFO, LOG_LEN, LOGS, MAX_LOG_CHUNK, PEERS, RUNS, SCHEMA_KEY,
     SCHEMA_VERSION, TASK_STATUS, TASKS, db_err,
 };
 use crate::{
@@ -38,7 +38,6 @@ pub(crate) enum Request {
     AppendLog { task: TaskId, offset: u64, data: Vec<u8> },
     PutPeer(Box<SignedRecord>),
     RemovePeer(PeerId),
-    PutMeta { key: String, value: Vec<u8> },
     PutRun(Box<HostedRun>),
     RemoveRun(TaskId, orgmesh_protocol::Attempt),
 }
@@ -98,7 +97,6 @@ impl Op {
             Request::AppendLog { data, .. } => data.len(),
             Request::PutPeer(_) => 1024,
             Request::RemovePeer(_) => 64,
-            Request::PutMeta { key, value } => key.len() + value.len(),
             Request::PutRun(run) => 1024 + run.legacy_output.len(),
             Request::RemoveRun(..) => 64,
         }
@@ -313,7 +311,6 @@ struct Tables<'txn> {
     log_len: Table<'txn, u128, u64>,
     peers: Table<'txn, &'static str, &'static [u8]>,
     idempotency: Table<'txn, &'static str, ([u8; 32], u128)>,
-    meta: Table<'txn, &'static str, &'static [u8]>,
     runs: Table<'txn, (u128, u32), &'static [u8]>,
 }
 
@@ -328,7 +325,6 @@ impl<'txn> Tables<'txn> {
             log_len: txn.open_table(LOG_LEN).map_err(db_err)?,
             peers: txn.open_table(PEERS).map_err(db_err)?,
             idempotency: txn.open_table(IDEMPOTENCY).map_err(db_err)?,
-            meta: txn.open_table(META).map_err(db_err)?,
             runs: txn.open_table(RUNS).map_err(db_err)?,
         })
     }
@@ -401,10 +397,6 @@ fn apply(
         }
         Request::RemovePeer(peer) => {
             t.peers.remove(peer.as_str()).map_err(db_err)?;
-            Ok(Outcome::Unit)
-        }
-        Request::PutMeta { key, value } => {
-            t.meta.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
             Ok(Outcome::Unit)
         }
         Request::PutRun(run) => {
