@@ -297,21 +297,28 @@ async fn an_outbound_task_times_out_or_is_cancelled_and_its_slirp4netns_goes_wit
         let mut spec = sh("cat /proc/net/dev; sleep 300");
         spec.timeout_s = if cancel { 300 } else { 2 };
         let req = request(ExecutorKind::Process, spec, Some(Arc::clone(&sandbox)));
+        // Watches for as long as the attempt runs (a fixed deadline could end before a slow
+        // setup on a loaded machine even started slirp4netns), collecting every one seen.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watching = Arc::clone(&done);
         let watch = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let seen = slirp4netns_of(&node);
-                if !seen.is_empty() || std::time::Instant::now() > deadline {
-                    return (seen, node);
-                }
+            let mut seen = std::collections::BTreeSet::new();
+            while !watching.load(std::sync::atomic::Ordering::SeqCst) {
+                seen.extend(slirp4netns_of(&node));
                 std::thread::sleep(Duration::from_millis(20));
             }
+            (seen, node)
         });
         let (out, info) = run_request(req, cancel.then_some(Duration::from_secs(2))).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
         let (seen, node) = watch.await.unwrap();
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("tap0"), "the task ran with its network up: {text}");
-        assert_eq!(seen.len(), 1, "one slirp4netns in the attempt's cgroup while it ran");
+        // slirp4netns forks a short-lived child to open the tap device inside the namespace, so
+        // an early scan may catch two; what matters is that it ran, in the attempt's cgroup, and
+        // that none of them outlives the attempt.
+        assert!(!seen.is_empty(), "slirp4netns ran in the attempt's cgroup");
+        assert!(seen.len() <= 2, "one slirp4netns (and its setup child) per attempt: {seen:?}");
         assert_eq!(info.cancelled, cancel, "{info:?}");
         for pid in seen {
             assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "slirp4netns {pid} outlived it");
