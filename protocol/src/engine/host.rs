@@ -483,3 +483,6 @@ impl<R: Rng> Engine<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
