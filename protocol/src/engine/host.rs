@@ -158,12 +158,9 @@ impl Run {
                 self.retry_later(now, max_backoff)
             }
             Some(TaskResponse::Stale { .. } | TaskResponse::Unknown) => Answered::Abandon,
-            // Not an answer to a report; treated as no answer.
-            Some(TaskResponse::Leases { .. }) => {
-                self.retry_at = Some(now + self.backoff);
-                Answered::Wait
-            }
-            None => self.retry_later(now, max_backoff),
+            // Not an answer to a report: treated as no answer, backing off like one, so an
+            // origin answering this over and over cannot hold the host at one fixed pace.
+            Some(TaskResponse::Leases { .. }) | None => self.retry_later(now, max_backoff),
         }
     }
 
