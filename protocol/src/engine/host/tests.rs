@@ -566,3 +566,21 @@ fn an_unreadable_spool_ends_the_output_where_the_origin_has_it_even_after_a_gap(
     assert!(rig.logs().is_empty(), "{seen:?}");
     assert_eq!(rig.reports.len(), 3, "Started, Finished 200 (a gap), Finished 100: {seen:?}");
 }
+
+#[test]
+fn an_origin_answering_reports_with_leases_is_backed_off_like_silence() {
+    let life = LifeConfig::default();
+    let mut rig = Rig::recovered(ended(0, 1_000), Spool::whole(output(1_000)));
+    assert!(matches!(rig.next_report(), TaskRequest::Started { .. }));
+    let mut waits = Vec::new();
+    for round in 0..6u32 {
+        // Not an answer to a report, whatever the report was.
+        rig.answer(TaskResponse::Leases { stop: Vec::new(), cancel: Vec::new() });
+        assert!(rig.waiting.is_none(), "round {round}: resent at once: {:?}", rig.summary());
+        let request = rig.next_report();
+        assert!(matches!(request, TaskRequest::Started { .. }), "round {round}: {request:?}");
+        waits.push(rig.wait_after(rig.reports.len() - 2));
+    }
+    let expected: Vec<u64> = (0..6).map(|n| backoff(&life, n)).collect();
+    assert_eq!(waits, expected, "the pace slows as it would for no answer: {:?}", rig.summary());
+}
