@@ -64,7 +64,6 @@ use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use orgmesh_protocol::wire::task::Outcome;
 use orgmesh_protocol::{Attempt, PeerId, SignedRecord, Task, TaskId, TaskStatus, Timestamp};
 use redb::Database;
 use tokio::sync::{broadcast, oneshot};
@@ -140,12 +139,53 @@ pub struct HostedRun {
     /// The process group of the attempt's process, so a restarted node can stop an orphan.
     pub pgid: Option<i32>,
     /// How the attempt ended, once it has.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     /// Output kept in the record itself: only records written before the spool existed have
     /// any (the bytes from `acked` on, not yet acknowledged then). Written empty.
     pub legacy_output: Vec<u8>,
     /// Bytes of the attempt's output the origin had acknowledged when this was written.
     pub acked: u64,
+}
+
+/// How a hosted attempt ended, as the store keeps it. The store's own type, not the wire's
+/// (`wire::task::Outcome`), so a change to the protocol never changes what is on disk unnoticed;
+/// same fields in the same order as the records written when they were one type, so those decode.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunOutcome {
+    /// The exit code, if it exited by itself.
+    pub exit_code: Option<i32>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// Whether it was cancelled.
+    pub cancelled: bool,
+    /// How long its output is.
+    pub log_len: u64,
+    /// Whether its host lost it (restarted, handed it back).
+    pub lost: bool,
+}
+
+impl From<orgmesh_protocol::wire::task::Outcome> for RunOutcome {
+    fn from(o: orgmesh_protocol::wire::task::Outcome) -> Self {
+        Self {
+            exit_code: o.exit_code,
+            error: o.error,
+            cancelled: o.cancelled,
+            log_len: o.log_len,
+            lost: o.lost,
+        }
+    }
+}
+
+impl From<RunOutcome> for orgmesh_protocol::wire::task::Outcome {
+    fn from(o: RunOutcome) -> Self {
+        Self {
+            exit_code: o.exit_code,
+            error: o.error,
+            cancelled: o.cancelled,
+            log_len: o.log_len,
+            lost: o.lost,
+        }
+    }
 }
 
 /// An idempotency key and the hash of the request body it was first used with.

@@ -638,8 +638,9 @@ async fn hosted_runs_survive_reopen_and_are_removed_once_delivered() {
         store.put_run(run(2, 3)).await.unwrap();
         // The second write of an attempt replaces the first: it ended, with output undelivered.
         let mut ended = run(1, 1);
-        ended.outcome =
-            Some(Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 9 });
+        ended.outcome = Some(
+            Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len: 9 }.into(),
+        );
         ended.acked = 5;
         store.put_run(ended).await.unwrap();
     }
@@ -731,7 +732,13 @@ fn a_run_written_before_the_spool_still_decodes() {
         attempt: Attempt(2),
         origin: PeerId::new("12D3KooWorigin").unwrap(),
         pgid: None,
-        outcome: None,
+        outcome: Some(orgmesh_protocol::wire::task::Outcome {
+            exit_code: Some(3),
+            error: Some("exit 3".into()),
+            cancelled: false,
+            log_len: 88,
+            lost: false,
+        }),
         output: b"undelivered".to_vec(),
         output_start: 77,
     };
@@ -739,6 +746,9 @@ fn a_run_written_before_the_spool_still_decodes() {
     let run: HostedRun = crate::schema::decode("hosted run", &bytes).unwrap();
     assert_eq!((run.task, run.attempt, run.acked), (old.task, old.attempt, 77));
     assert_eq!(run.legacy_output, b"undelivered");
+    // The outcome written as the wire's type reads back as the store's, field for field.
+    let outcome = run.outcome.clone().map(orgmesh_protocol::wire::task::Outcome::from);
+    assert_eq!(outcome, old.outcome);
     // And a new record is no longer than an old one with no output.
     let new = postcard::to_allocvec(&HostedRun { legacy_output: Vec::new(), ..run }).unwrap();
     assert_eq!(new.len(), bytes.len() - b"undelivered".len());

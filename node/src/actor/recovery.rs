@@ -5,6 +5,7 @@
 //! Never decides a task's fate: the engine does.
 
 use orgmesh_protocol::engine::{Archive, Lookup, RecoveredTask, RunRecord};
+use orgmesh_protocol::wire::task::Outcome;
 use orgmesh_protocol::{Task, TaskId};
 use orgmesh_store::{HostedRun, StoreReader};
 
@@ -52,7 +53,7 @@ pub(crate) fn runs(spool: &SpoolDir, runs: Vec<HostedRun>) -> Vec<RunRecord> {
                 let killed = stored.pgid.is_some_and(|pgid| executor::kill_orphan(pgid, task, attempt));
                 tracing::warn!(task = %task, attempt = %attempt, killed_orphan = killed, "attempt died with the node");
             }
-            let mut outcome = stored.outcome;
+            let mut outcome = stored.outcome.map(Outcome::from);
             if !stored.legacy_output.is_empty()
                 && let Some(o) = outcome.as_mut()
             {
@@ -76,7 +77,7 @@ pub(crate) fn hosted(record: RunRecord) -> HostedRun {
         attempt: record.attempt,
         origin: record.origin,
         pgid: record.pgid,
-        outcome: record.outcome,
+        outcome: record.outcome.map(Into::into),
         legacy_output: Vec::new(),
         acked: record.acked,
     }
@@ -84,7 +85,6 @@ pub(crate) fn hosted(record: RunRecord) -> HostedRun {
 
 #[cfg(test)]
 mod tests {
-    use orgmesh_protocol::wire::task::Outcome;
     use orgmesh_protocol::{Attempt, PeerId};
 
     use super::*;
@@ -95,13 +95,9 @@ mod tests {
             attempt: Attempt(2),
             origin: PeerId::new("12D3KooWorigin").unwrap(),
             pgid: Some(4242),
-            outcome: Some(Outcome {
-                exit_code: Some(0),
-                error: None,
-                cancelled: false,
-                lost: false,
-                log_len,
-            }),
+            outcome: Some(
+                Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len }.into(),
+            ),
             legacy_output,
             acked,
         }
