@@ -33,6 +33,7 @@ impl Counters {
             ("stale_reports", engine.stale_reports),
             ("attempts_lost", engine.attempts_lost),
             ("attempts_overdue", engine.attempts_overdue),
+            ("foreign_entries", engine.foreign_entries),
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),

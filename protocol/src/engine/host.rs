@@ -447,23 +447,45 @@ impl<R: Rng> Engine<R> {
         for (origin, attempts) in by_origin {
             for chunk in attempts.chunks(limits::MAX_RENEW) {
                 let request = TaskRequest::Renew { attempts: chunk.to_vec() };
-                self.send(&origin, Request::Task(request), Sent::Renew);
+                self.send(&origin, Request::Task(request), Sent::Renew(origin.clone()));
             }
         }
     }
 
-    /// The origin's answer to a `Renew`.
-    pub(super) fn handle_leases_answer(&mut self, response: TaskResponse) {
+    /// The origin's answer to a `Renew`. It speaks only for its own attempts: an entry naming an
+    /// attempt another origin placed here (or none did) is dropped and counted, never obeyed.
+    pub(super) fn handle_leases_answer(&mut self, from: &PeerId, response: TaskResponse) {
         let TaskResponse::Leases { stop, cancel } = response else { return };
-        for key in stop {
+        let stop_own = self.own_entries(from, stop);
+        let cancel_own = self.own_entries(from, cancel);
+        for key in stop_own {
             self.abandon_run(key);
         }
-        for key in cancel {
+        for key in cancel_own {
             if self.runs.get(&key).is_some_and(|r| !r.exited) {
                 tracing::info!(task = %key.0, attempt = %key.1, "cancel carried by a lease renewal");
                 self.outputs.push_back(Output::StopAttempt { task: key.0, attempt: key.1 });
             }
         }
+    }
+
+    /// The entries of `from`'s list that name attempts `from` placed here. Entries naming
+    /// another origin's attempts are counted; ones naming nothing held here are only dropped (an
+    /// honest answer may cross the attempt's own delivery).
+    fn own_entries(&mut self, from: &PeerId, list: Vec<(TaskId, Attempt)>) -> Vec<(TaskId, Attempt)> {
+        let mut own = Vec::new();
+        for key in list {
+            match self.runs.get(&key) {
+                Some(run) if &run.origin == from => own.push(key),
+                Some(_) => {
+                    self.counters.foreign_entries += 1;
+                    tracing::info!(from = %from.short(), task = %key.0, attempt = %key.1,
+                        "dropped an entry naming another origin's attempt");
+                }
+                None => {}
+            }
+        }
+        own
     }
 
     /// An origin asks to stop an attempt it placed here.

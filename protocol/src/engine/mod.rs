@@ -419,6 +419,9 @@ pub struct EngineCounters {
     pub attempts_expired: u64,
     /// Of those, given up because they ran past `timeout_s` plus the grace.
     pub attempts_overdue: u64,
+    /// Entries of a peer's answer about attempts that are not that peer's (another origin's
+    /// attempts in a stop or cancel list): dropped.
+    pub foreign_entries: u64,
 }
 
 /// The machines an engine is made of, built by the driver from its config.
@@ -475,7 +478,8 @@ enum Sent {
     Cancel(TaskId),
     /// A cancel of an attempt the origin gave up on: whatever the answer, the task moved on.
     GiveUp,
-    Renew,
+    /// A lease renewal sent to this origin.
+    Renew(PeerId),
 }
 
 /// What waits for a write to be durable.
@@ -996,8 +1000,8 @@ impl<R: Rng> Engine<R> {
             }
             (Sent::Cancel(task), Some(Response::Task(r))) => self.handle_cancel_answer(task, &r, now),
             (Sent::Cancel(_), _) => {}
-            (Sent::Renew, Some(Response::Task(r))) => self.handle_leases_answer(r),
-            (Sent::Renew, _) => {}
+            (Sent::Renew(origin), Some(Response::Task(r))) => self.handle_leases_answer(&origin, r),
+            (Sent::Renew(_), _) => {}
         }
     }
 

@@ -135,6 +135,48 @@ struct Report {
     answer: Option<(TaskResponse, u64)>,
 }
 
+/// A host engine (org globex, two slots) restarted with `records` in its store.
+fn host_engine(records: Vec<RunRecord>) -> Engine<ChaCha8Rng> {
+    let now = Now { time: Time(START), wall: Timestamp(WALL) };
+    let org = Org::new("globex").expect("test org");
+    let host = Host::new(
+        HostConfig {
+            cpu_millis: 4000,
+            memory_mb: 4096,
+            gpus: 0,
+            slots: 2,
+            reservation_ttl: DEFAULT_RESERVATION_TTL,
+        },
+        org.clone(),
+        BTreeMap::new(),
+        AcceptPolicy::AnyOrg,
+    );
+    let local = NodeRecord {
+        peer_id: host_id(),
+        org: org.clone(),
+        name: "host".into(),
+        addrs: vec!["/ip4/10.0.0.2/tcp/4001".into()],
+        labels: BTreeMap::new(),
+        capacity: host.capacity(),
+        accepts: AcceptPolicy::AnyOrg,
+        draining: false,
+        isolation: Default::default(),
+        software: "host-tests".into(),
+        version: RecordVersion { generation: WALL, version: 1 },
+    };
+    let keyring = Box::new(InsecureTestKeyring::new(host_id()));
+    let rng = |purpose: u64| ChaCha8Rng::seed_from_u64(0x4057_0000 + purpose);
+    let parts = EngineParts {
+        membership: Membership::new(local, keyring, MembershipConfig::default(), rng(1), now.time),
+        negotiator: Negotiator::new(host_id(), org, PlacementConfig::default(), rng(2)),
+        host,
+        leases: LeaseConfig::default(),
+        life: LifeConfig::default(),
+        rng: rng(3),
+    };
+    Engine::new(parts, Vec::new(), records, now)
+}
+
 /// One host engine and everything around it but the origin, which the test plays.
 struct Rig {
     engine: Engine<ChaCha8Rng>,
@@ -156,45 +198,8 @@ struct Rig {
 impl Rig {
     /// A host restarted with `record` in its store and `spool` on its disk.
     fn recovered(record: RunRecord, spool: Spool) -> Self {
-        let now = Now { time: Time(START), wall: Timestamp(WALL) };
-        let org = Org::new("globex").expect("test org");
-        let host = Host::new(
-            HostConfig {
-                cpu_millis: 4000,
-                memory_mb: 4096,
-                gpus: 0,
-                slots: 2,
-                reservation_ttl: DEFAULT_RESERVATION_TTL,
-            },
-            org.clone(),
-            BTreeMap::new(),
-            AcceptPolicy::AnyOrg,
-        );
-        let local = NodeRecord {
-            peer_id: host_id(),
-            org: org.clone(),
-            name: "host".into(),
-            addrs: vec!["/ip4/10.0.0.2/tcp/4001".into()],
-            labels: BTreeMap::new(),
-            capacity: host.capacity(),
-            accepts: AcceptPolicy::AnyOrg,
-            draining: false,
-            isolation: Default::default(),
-            software: "host-tests".into(),
-            version: RecordVersion { generation: WALL, version: 1 },
-        };
-        let keyring = Box::new(InsecureTestKeyring::new(host_id()));
-        let rng = |purpose: u64| ChaCha8Rng::seed_from_u64(0x4057_0000 + purpose);
-        let parts = EngineParts {
-            membership: Membership::new(local, keyring, MembershipConfig::default(), rng(1), now.time),
-            negotiator: Negotiator::new(host_id(), org, PlacementConfig::default(), rng(2)),
-            host,
-            leases: LeaseConfig::default(),
-            life: LifeConfig::default(),
-            rng: rng(3),
-        };
         let output_len = record.outcome.as_ref().map_or(0, |o| o.log_len);
-        let engine = Engine::new(parts, Vec::new(), vec![record], now);
+        let engine = host_engine(vec![record]);
         let mut rig = Self {
             engine,
             now: START,
@@ -583,4 +588,54 @@ fn an_origin_answering_reports_with_leases_is_backed_off_like_silence() {
     }
     let expected: Vec<u64> = (0..6).map(|n| backoff(&life, n)).collect();
     assert_eq!(waits, expected, "the pace slows as it would for no answer: {:?}", rig.summary());
+}
+
+/// One origin answers a lease renewal with a stop list naming another origin's attempt too:
+/// only its own attempt stops; the other's goes on reporting to its origin, and the foreign
+/// entry is counted.
+#[test]
+fn an_origin_cannot_stop_another_origins_attempt() {
+    let rogue = PeerId::new("12D3KooWrogue").expect("a valid peer id");
+    let theirs = (TaskId::new(2, 77), Attempt(1));
+    let mut rogue_run = ended(0, 10);
+    rogue_run.task = theirs.0;
+    rogue_run.attempt = theirs.1;
+    rogue_run.origin = rogue.clone();
+    let mut engine = host_engine(vec![ended(0, 10), rogue_run]);
+    let ours = (task(), ATTEMPT);
+    let mut now = START;
+    let (mut removed, mut reported_to_origin) = (Vec::new(), 0);
+    for _ in 0..200 {
+        while let Some(out) = engine.poll_output() {
+            let at = Now { time: Time(now), wall: Timestamp(WALL + now - START) };
+            match out {
+                Output::Send { to, id, request: Request::Task(TaskRequest::Renew { .. }) } if to == rogue => {
+                    let stop = vec![ours, theirs];
+                    let forged = TaskResponse::Leases { stop, cancel: vec![ours] };
+                    engine.handle(Input::Response { id, response: Response::Task(forged) }, at, &NoArchive);
+                }
+                Output::Send { to, id, .. } => {
+                    reported_to_origin += usize::from(to == origin_id());
+                    // Neither origin answers reports: the results stay owed.
+                    engine.handle(Input::RequestFailed { id }, at, &NoArchive);
+                }
+                Output::Persist { write: Write::RemoveRun { task, attempt }, .. } => {
+                    removed.push((task, attempt))
+                }
+                Output::StopAttempt { task, attempt } => panic!("an ended attempt stopped: {task} {attempt}"),
+                _ => {}
+            }
+        }
+        let Some(deadline) = engine.poll_timeout() else { break };
+        now = now.max(deadline.0);
+        let at = Now { time: Time(now), wall: Timestamp(WALL + now - START) };
+        engine.handle_timeout(at, &NoArchive);
+        if now > START + 20_000 {
+            break;
+        }
+    }
+    assert_eq!(removed, vec![theirs], "the rogue stopped its own attempt and nothing else");
+    assert!(engine.runs.contains_key(&ours), "the honest origin's attempt is still held");
+    assert!(reported_to_origin > 3, "and still reported to its origin ({reported_to_origin} tries)");
+    assert_eq!(engine.counters().foreign_entries, 2, "one stop and one cancel named it");
 }
