@@ -191,15 +191,42 @@ pub enum MembershipOutput {
     Event(MembershipEvent),
 }
 
+/// How far past what time allows a relayed heartbeat may be: its owner bumps it once per
+/// `gossip_interval` at most, so a claim further ahead than the intervals since the anchor (plus
+/// this) was made up by someone other than the owner. A forger can lead the real heartbeat by
+/// this many beats at most, less than the failure detector's `suspect_after` of silence.
+pub const HEARTBEAT_SLACK: u64 = 3;
+
 /// What this node holds about one peer.
 #[derive(Debug)]
 struct Entry {
     record: Arc<SignedRecord>,
     /// Latest heartbeat seen in `record`'s generation.
     heartbeat: u64,
+    /// A heartbeat of this peer and when it was seen, as the bound on later relayed claims: the
+    /// peer's own word (it told us directly) whenever we have it, else the first sighting.
+    anchor: (u64, Time),
     state: PeerState,
     /// When `heartbeat` last moved or the peer last spoke to us directly.
     last_seen: Time,
+}
+
+/// A heartbeat claimed for a peer, and whether the peer itself made the claim (it sent the
+/// message) or relayed it.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    generation: u64,
+    heartbeat: u64,
+    direct: bool,
+}
+
+/// What a heartbeat claim did.
+#[derive(Debug, Default)]
+struct Observed {
+    /// A change of verdict to report.
+    event: Option<MembershipEvent>,
+    /// The claim was further ahead than its owner could have counted: dropped.
+    forged: bool,
 }
 
 /// A forgotten peer. Others may forget it a little later than we do and keep gossiping its
@@ -251,6 +278,8 @@ pub struct Membership<R: Rng> {
     /// Failure detection runs at most once per interval (it scans every peer).
     next_detect: Time,
     out: VecDeque<MembershipOutput>,
+    /// Heartbeat claims dropped as made up (ahead of what their owner could have counted).
+    forged_heartbeats: u64,
 }
 
 impl<R: Rng> std::fmt::Debug for Membership<R> {
@@ -298,6 +327,7 @@ impl<R: Rng> Membership<R> {
             cursor: None,
             next_detect: now,
             out: VecDeque::new(),
+            forged_heartbeats: 0,
         }
     }
 
@@ -368,7 +398,7 @@ impl<R: Rng> Membership<R> {
         let GossipResponse::Ack { updates, heartbeats, wanted } = response else { return };
         self.apply_updates(from, updates, now);
         for h in &heartbeats {
-            self.observe_heartbeat(&h.peer, h.version.generation, h.heartbeat, now);
+            self.observe_heartbeat(from, &h.peer, h.version.generation, h.heartbeat, now);
         }
         // A set drops duplicates; an honest responder never asks for more than one message holds.
         let wanted: BTreeSet<PeerId> = wanted.into_iter().take(MAX_UPDATES).collect();
@@ -414,6 +444,11 @@ impl<R: Rng> Membership<R> {
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<MembershipOutput> {
         self.out.pop_front()
+    }
+
+    /// How many heartbeat claims were dropped as made up so far.
+    pub fn forged_heartbeats(&self) -> u64 {
+        self.forged_heartbeats
     }
 
     /// One peer.
@@ -712,7 +747,7 @@ impl<R: Rng> Membership<R> {
         // below carries a heartbeat past any the mesh still has of ours.
         let of_local = seen(local_id);
         if let Some((version, heartbeat)) = of_local {
-            self.observe_heartbeat(local_id, version.generation, heartbeat, now);
+            self.observe_heartbeat(from, local_id, version.generation, heartbeat, now);
         }
         let (mut candidates, mut heartbeats, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
         let mut consider = |peer: &PeerId, seen: Option<(RecordVersion, u64)>, version, heartbeat, rumour| {
@@ -735,7 +770,10 @@ impl<R: Rng> Membership<R> {
                 // A newer record of ours out there is wanted too, to be overtaken.
                 version > local.record.version
             } else if let Some(e) = self.peers.get_mut(peer) {
-                if let Some(changed) = e.observe(peer, version.generation, heartbeat, now) {
+                let claim = Claim { generation: version.generation, heartbeat, direct: peer == from };
+                let observed = e.observe(peer, claim, now, self.config.gossip_interval);
+                self.forged_heartbeats += u64::from(observed.forged);
+                if let Some(changed) = observed.event {
                     self.out.push_back(MembershipOutput::Event(changed));
                 }
                 if partial {
@@ -858,14 +896,14 @@ impl<R: Rng> Membership<R> {
             // A genuine record of ours newer than our own: we restarted without a higher
             // generation. Move past it, or the mesh would keep preferring the stale one.
             if version > self.local.record.version && record.verify(&*self.keyring) {
-                self.overtake(version, heartbeat);
+                self.overtake(version);
             }
             return;
         }
         match self.peers.get(&peer) {
             // Nothing new but perhaps the heartbeat, which is unsigned anyway: skip verifying.
             Some(e) if version <= e.record.record.version => {
-                self.observe_heartbeat(&peer, version.generation, heartbeat, now);
+                self.observe_heartbeat(from, &peer, version.generation, heartbeat, now);
                 return;
             }
             None if !self.accepts_unknown(&peer, version.generation, heartbeat) => return,
@@ -884,7 +922,13 @@ impl<R: Rng> Membership<R> {
             self.contacts.remove(&peer);
             self.fresh.remove(&peer);
             let joined = record.record.clone();
-            let entry = Entry { record, heartbeat, state: PeerState::Alive, last_seen: now };
+            let entry = Entry {
+                record,
+                heartbeat,
+                anchor: (heartbeat, now),
+                state: PeerState::Alive,
+                last_seen: now,
+            };
             // Any other live peer falls silent sooner, unless every other peer is long dead.
             self.next_detect = self.next_detect.min(now + self.config.suspect_after);
             self.note_change(&peer, now);
@@ -903,6 +947,18 @@ impl<R: Rng> Membership<R> {
                 MembershipEvent::StateChanged { peer: peer.clone(), from: entry.state, to: PeerState::Dead };
             self.out.push_back(MembershipOutput::Event(died));
             entry.state = PeerState::Dead;
+        }
+        // A newer record (signed) may still come with a made-up heartbeat from its relay.
+        let direct = *from == peer;
+        let heartbeat = if restarted || direct || entry.plausible(heartbeat, now, self.config.gossip_interval)
+        {
+            heartbeat
+        } else {
+            self.forged_heartbeats += 1;
+            entry.heartbeat
+        };
+        if restarted || direct {
+            entry.anchor = (heartbeat, now);
         }
         let advanced = restarted || heartbeat > entry.heartbeat;
         // Capacity moves with every task started or ended: rumoured, every change would reach
@@ -927,11 +983,12 @@ impl<R: Rng> Membership<R> {
         }
     }
 
-    fn overtake(&mut self, seen: RecordVersion, heartbeat: u64) {
+    fn overtake(&mut self, seen: RecordVersion) {
         let mut record = self.local.record.clone();
         record.version =
             RecordVersion { generation: seen.generation, version: seen.version.saturating_add(1) };
-        self.heartbeat = self.heartbeat.max(heartbeat);
+        // Not the heartbeat that came with it: ours is ours to count, and whoever relayed the
+        // record may have made that number up; peers that hear from us directly take ours.
         self.local = Arc::new(SignedRecord::sign(record, &*self.keyring));
     }
 
@@ -941,18 +998,29 @@ impl<R: Rng> Membership<R> {
         self.tombstones.get(peer).is_none_or(|t| (generation, heartbeat) > (t.generation, t.heartbeat))
     }
 
-    /// A heartbeat seen anywhere: if it moved in the generation we hold, the peer is alive.
-    fn observe_heartbeat(&mut self, peer: &PeerId, generation: u64, heartbeat: u64, now: Time) {
+    /// A heartbeat seen anywhere: if it moved in the generation we hold, the peer is alive. Our
+    /// own is ours to count: a claim of it ahead of ours was made up, and is only counted. A
+    /// relayed claim further ahead than its owner could have counted is dropped and counted.
+    fn observe_heartbeat(
+        &mut self,
+        from: &PeerId,
+        peer: &PeerId,
+        generation: u64,
+        heartbeat: u64,
+        now: Time,
+    ) {
         if *peer == self.local.record.peer_id {
-            // The mesh may have seen a higher heartbeat of ours from before a restart in the
-            // same generation; ours must move past it to count as moving at all.
-            if generation == self.local.record.version.generation {
-                self.heartbeat = self.heartbeat.max(heartbeat);
+            if generation == self.local.record.version.generation && heartbeat > self.heartbeat {
+                self.forged_heartbeats += 1;
             }
             return;
         }
+        let interval = self.config.gossip_interval;
         let Some(e) = self.peers.get_mut(peer) else { return };
-        if let Some(changed) = e.observe(peer, generation, heartbeat, now) {
+        let claim = Claim { generation, heartbeat, direct: from == peer };
+        let observed = e.observe(peer, claim, now, interval);
+        self.forged_heartbeats += u64::from(observed.forged);
+        if let Some(changed) = observed.event {
             self.out.push_back(MembershipOutput::Event(changed));
         }
     }
@@ -1041,18 +1109,33 @@ impl<R: Rng> Membership<R> {
 
 impl Entry {
     /// A heartbeat of `peer` seen anywhere: if it moved in the generation held, it is alive.
-    fn observe(
-        &mut self,
-        peer: &PeerId,
-        generation: u64,
-        heartbeat: u64,
-        now: Time,
-    ) -> Option<MembershipEvent> {
-        if generation == self.record.record.version.generation && heartbeat > self.heartbeat {
-            self.heartbeat = heartbeat;
-            return self.alive(peer, now);
+    fn observe(&mut self, peer: &PeerId, claim: Claim, now: Time, interval: Duration) -> Observed {
+        if claim.generation != self.record.record.version.generation {
+            return Observed::default();
         }
-        None
+        if claim.direct {
+            // The peer's own word: the truth, even below a value someone else made up.
+            self.anchor = (claim.heartbeat, now);
+            let moved = claim.heartbeat != self.heartbeat;
+            self.heartbeat = claim.heartbeat;
+            return Observed { event: moved.then(|| self.alive(peer, now)).flatten(), forged: false };
+        }
+        if claim.heartbeat <= self.heartbeat {
+            return Observed::default();
+        }
+        if !self.plausible(claim.heartbeat, now, interval) {
+            return Observed { event: None, forged: true };
+        }
+        self.heartbeat = claim.heartbeat;
+        Observed { event: self.alive(peer, now), forged: false }
+    }
+
+    /// Whether the peer itself could have counted to `heartbeat` by `now`.
+    fn plausible(&self, heartbeat: u64, now: Time, interval: Duration) -> bool {
+        let (anchor, at) = self.anchor;
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+        let beats = now.since(at).as_millis() as u64 / interval_ms;
+        heartbeat <= anchor.saturating_add(beats).saturating_add(HEARTBEAT_SLACK)
     }
 
     /// Proof of life: the change of verdict to report, if any.
@@ -2000,5 +2083,49 @@ mod tests {
         let digest = (0..10_000).map(|i| entry(&long_id(i), 1_700_000_000_000, 7, 1 << 20)).collect();
         let size = wire::encode(&GossipRequest::Syn { digest }, limits::GOSSIP).map(|b| b.len());
         assert!(size.as_ref().is_ok_and(|s| *s < limits::GOSSIP / 4), "{size:?}");
+    }
+
+    /// A member forges the victim's heartbeat at `u64::MAX` in digests sent to every node, the
+    /// victim included, every half second for 30 s: the claims are dropped and counted, the
+    /// victim's own counter keeps its own pace, and nobody suspects it.
+    #[test]
+    fn a_forged_heartbeat_neither_freezes_nor_kills_its_victim() {
+        let n = 30;
+        let mut sim = Sim::new(n, 11, MembershipConfig::default(), |_| 0);
+        sim.run_until(60, "converge", Sim::converged);
+        sim.clear_events();
+        let (victim, rogue) = (n - 1, peer_id(9_999));
+        let forged = |sim: &Sim| {
+            let version = sim.nodes[victim].local().version;
+            entry(&sim.ids[victim], version.generation, version.version, u64::MAX)
+        };
+        let before = sim.nodes[victim].heartbeat;
+        let steps = (Duration::from_secs(30).as_millis() / STEP.as_millis()) as usize;
+        for step in 0..steps {
+            if step % 10 == 0 {
+                let digest = vec![forged(&sim)];
+                for i in 0..n {
+                    let now = sim.now;
+                    let request = GossipRequest::Syn { digest: digest.clone() };
+                    drop(sim.nodes[i].handle_request(&rogue, request, now));
+                    // And as a relayed update of the victim's real record.
+                    let update =
+                        GossipUpdate { record: sim.nodes[victim].local.clone(), heartbeat: u64::MAX };
+                    let push = GossipRequest::Push { updates: vec![update] };
+                    drop(sim.nodes[i].handle_request(&rogue, push, now));
+                }
+            }
+            sim.step();
+        }
+        for i in sim.others(victim) {
+            assert_eq!(sim.state_changes(i, victim), vec![], "node {i} judged the victim");
+            assert_eq!(sim.state(i, victim), Some(PeerState::Alive));
+            let held = sim.nodes[i].peer(&sim.ids[victim]).map(|p| p.heartbeat);
+            assert!(held.is_some_and(|h| h < u64::MAX / 2), "node {i} took the forged heartbeat: {held:?}");
+        }
+        let own = sim.nodes[victim].heartbeat;
+        assert!(own > before && own < before + 100, "the victim counts at its own pace: {before} -> {own}");
+        let dropped: u64 = sim.nodes.iter().map(Node::forged_heartbeats).sum();
+        assert!(dropped >= (n as u64) * 50, "every forged claim was counted: {dropped}");
     }
 }

@@ -34,6 +34,7 @@ impl Counters {
             ("attempts_lost", engine.attempts_lost),
             ("attempts_overdue", engine.attempts_overdue),
             ("foreign_entries", engine.foreign_entries),
+            ("forged_heartbeats", engine.forged_heartbeats),
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),

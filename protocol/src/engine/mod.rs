@@ -422,6 +422,8 @@ pub struct EngineCounters {
     /// Entries of a peer's answer about attempts that are not that peer's (another origin's
     /// attempts in a stop or cancel list): dropped.
     pub foreign_entries: u64,
+    /// Heartbeat claims dropped as made up: ahead of what their owner could have counted.
+    pub forged_heartbeats: u64,
 }
 
 /// The machines an engine is made of, built by the driver from its config.
@@ -603,7 +605,7 @@ impl<R: Rng> Engine<R> {
 
     /// What was refused or given up so far.
     pub fn counters(&self) -> EngineCounters {
-        self.counters
+        EngineCounters { forged_heartbeats: self.membership.forged_heartbeats(), ..self.counters }
     }
 
     /// The attempt of `task` this node holds a lease for, and its host: while one is held, the
