@@ -604,7 +604,7 @@ fn with_api_settings(config: &str, settings: &str) -> String {
 }
 
 /// One mesh key for every harness node of this test process that listens beyond loopback.
-fn harness_mesh_key() -> anyhow::Result<PathBuf> {
+pub fn harness_mesh_key() -> anyhow::Result<PathBuf> {
     // Held while the key is made, so that nodes started at once never get two keys.
     static KEY: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
     let mut key = KEY.lock().unwrap_or_else(|e| e.into_inner());

@@ -127,6 +127,24 @@ impl Hosts {
         Ok(())
     }
 
+    /// Cuts hosts `i` and `j` apart, and only them: each drops every packet from the other
+    /// (nftables, table `orgmesh_pair`), while both still reach everyone else.
+    pub fn cut_pair(&self, i: usize, j: usize) -> anyhow::Result<()> {
+        for (at, from) in [(i, j), (j, i)] {
+            let ns = &self.names[at];
+            let nft = |args: &[&str]| -> anyhow::Result<()> {
+                let mut all = vec!["netns", "exec", ns, "nft"];
+                all.extend_from_slice(args);
+                ip(&all)
+            };
+            nft(&["add", "table", "inet", "orgmesh_pair"])?;
+            let chain = "{ type filter hook input priority 0; policy accept; }";
+            nft(&["add", "chain", "inet", "orgmesh_pair", "input", chain])?;
+            nft(&["add", "rule", "inet", "orgmesh_pair", "input", "ip", "saddr", &self.ips[from], "drop"])?;
+        }
+        Ok(())
+    }
+
     /// Whether `nft` can be run (the `nftables` package is installed).
     pub fn have_nft() -> bool {
         Command::new("nft").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)

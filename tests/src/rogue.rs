@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::core::upgrade;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, StreamProtocol, Swarm, identity::Keypair, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, Swarm, Transport, identity::Keypair, noise, tcp, yamux};
 use orgmesh_node::p2p::PostcardCodec;
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
 use orgmesh_protocol::wire::protocols;
@@ -52,22 +54,44 @@ pub struct Outcomes {
 impl Rogue {
     /// A rogue with a fresh key, connected to `target`.
     pub async fn connect(target: &Multiaddr) -> anyhow::Result<Rogue> {
+        Self::connect_with(target, None).await
+    }
+
+    /// A rogue that holds the mesh key `psk` (a member gone bad), connected to `target`.
+    pub async fn connect_with(target: &Multiaddr, psk: Option<PreSharedKey>) -> anyhow::Result<Rogue> {
         let key = Keypair::generate_ed25519();
         let config = request_response::Config::default()
             .with_request_timeout(Duration::from_secs(5))
             .with_max_concurrent_streams(10_000);
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
-            .with_tokio()
-            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
-            .with_behaviour(|_| RogueBehaviour {
-                gossip: request_response::Behaviour::with_codec(
-                    PostcardCodec::new(64 * 1024 * 1024),
-                    [(StreamProtocol::new(protocols::GOSSIP), ProtocolSupport::Full)],
-                    config,
-                ),
-            })?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-            .build();
+        let behaviour = move || RogueBehaviour {
+            gossip: request_response::Behaviour::with_codec(
+                PostcardCodec::new(64 * 1024 * 1024),
+                [(StreamProtocol::new(protocols::GOSSIP), ProtocolSupport::Full)],
+                config,
+            ),
+        };
+        let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(30));
+        let mut swarm = match psk {
+            None => libp2p::SwarmBuilder::with_existing_identity(key.clone())
+                .with_tokio()
+                .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
+                .with_behaviour(|_| behaviour())?
+                .with_swarm_config(idle)
+                .build(),
+            Some(psk) => libp2p::SwarmBuilder::with_existing_identity(key.clone())
+                .with_tokio()
+                .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                    let noise = noise::Config::new(key)?;
+                    Ok(tcp::tokio::Transport::new(tcp::Config::default())
+                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default()))
+                })?
+                .with_behaviour(|_| behaviour())?
+                .with_swarm_config(idle)
+                .build(),
+        };
         swarm.dial(target.clone())?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -85,6 +109,28 @@ impl Rogue {
     /// The peer id of the node it is connected to.
     pub fn target(&self) -> Option<libp2p::PeerId> {
         self.swarm.connected_peers().next().copied()
+    }
+
+    /// Sends one request to `to` and waits (up to 10 s) for its answer.
+    pub async fn ask(
+        &mut self,
+        to: libp2p::PeerId,
+        request: GossipRequest,
+    ) -> anyhow::Result<GossipResponse> {
+        let id = self.swarm.behaviour_mut().gossip.send_request(&to, request);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await? {
+                SwarmEvent::Behaviour(RogueBehaviourEvent::Gossip(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, response },
+                    ..
+                })) if request_id == id => return Ok(response),
+                SwarmEvent::Behaviour(RogueBehaviourEvent::Gossip(
+                    request_response::Event::OutboundFailure { request_id, error, .. },
+                )) if request_id == id => anyhow::bail!("the request failed: {error}"),
+                _ => {}
+            }
+        }
     }
 
     /// Sends `requests` to `to`, up to `per_tick` every millisecond while fewer than 200 are in
