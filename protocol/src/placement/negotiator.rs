@@ -159,12 +159,47 @@ struct Candidate {
     draw: u64,
     /// The version of its record the rank was read from.
     version: RecordVersion,
+    /// The highest score its offer may count for: what its signed record allows.
+    ceiling: u16,
 }
 
+/// How far above its record's free capacity a host's offer may score: records lag the truth by
+/// a gossip round or two (a slot freed since), never by more than this share of idleness.
+pub(crate) const SCORE_LEAD: u16 = 200;
+
 impl Candidate {
-    fn of(record: &NodeRecord, looks_free: bool, draw: u64) -> Self {
-        Candidate { host: PlacedOn::of(record), looks_free, draw, version: record.version }
+    fn of(record: &NodeRecord, resources: &crate::task::Resources, looks_free: bool, draw: u64) -> Self {
+        Candidate {
+            host: PlacedOn::of(record),
+            looks_free,
+            draw,
+            version: record.version,
+            ceiling: score_ceiling(&record.capacity, resources),
+        }
     }
+}
+
+/// The most an offer from a host whose record shows `capacity` may score for a task needing
+/// `resources`: no more idle than its whole capacity leaves once the task is taken, and at most
+/// `SCORE_LEAD` above what its record's free capacity leaves. A host scores its own offer (it
+/// knows its state best), but a score is a claim: without a ceiling one that always says 1000
+/// wins most placements.
+pub(crate) fn score_ceiling(capacity: &crate::record::Capacity, resources: &crate::task::Resources) -> u16 {
+    let after = |free: bool| {
+        let mut c = capacity.clone();
+        if free {
+            c.free_slots = c.slots;
+            c.cpu_millis_free = c.cpu_millis;
+            c.memory_mb_free = c.memory_mb;
+            c.gpus_free = c.gpus;
+        }
+        c.free_slots = c.free_slots.saturating_sub(1);
+        c.cpu_millis_free = c.cpu_millis_free.saturating_sub(resources.cpu_millis);
+        c.memory_mb_free = c.memory_mb_free.saturating_sub(resources.memory_mb);
+        c.gpus_free = c.gpus_free.saturating_sub(resources.gpus);
+        (c.idle_fraction() * 1000.0).round().clamp(0.0, 1000.0) as u16
+    };
+    after(true).min(after(false).saturating_add(SCORE_LEAD))
 }
 
 /// A host's rank key: hosts that just said `Busy` last, then the placement's random draw; peer id
@@ -383,8 +418,10 @@ impl<R: Rng> Negotiator<R> {
         let probes = self.config.fanout.max(1);
         let mut kept: Vec<Candidate> = best(&mut free, MAX_KEPT)
             .iter()
-            .map(|(k, n)| Candidate::of(n, true, k.draw))
-            .chain(best(&mut full, probes).iter().map(|(k, n)| Candidate::of(n, false, k.draw)))
+            .map(|(k, n)| Candidate::of(n, &spec.resources, true, k.draw))
+            .chain(
+                best(&mut full, probes).iter().map(|(k, n)| Candidate::of(n, &spec.resources, false, k.draw)),
+            )
             .collect();
         kept.shrink_to_fit();
         let ranked = self.rank(&kept, now);
@@ -726,7 +763,9 @@ impl<R: Rng> Negotiator<R> {
                     n.misses.push((a.rank, Miss::OfferExpired));
                 }
                 Answer::Offer { reservation, score, .. } => {
-                    offers.push((a.rank, peer.clone(), reservation, score))
+                    // Counted at most at what the host's record allows.
+                    let ceiling = ranked_at(&n.kept, &n.ranked, a.rank).map_or(0, |c| c.ceiling);
+                    offers.push((a.rank, peer.clone(), reservation, score.min(ceiling)))
                 }
                 Answer::Declined | Answer::Failed => {}
             }

@@ -50,6 +50,8 @@ struct Node {
     record: NodeRecord,
     silent: bool,
     reject_commits: u32,
+    /// The score it claims in every offer, whatever its state (a lying host).
+    claims: Option<u16>,
 }
 
 /// A negotiator at `ORIGIN` and the hosts it can reach, stepped through virtual time.
@@ -100,7 +102,7 @@ impl Mesh {
             software: "test".into(),
             version: RecordVersion::default(),
         };
-        self.nodes.insert(peer(id), Node { host, record, silent: false, reject_commits: 0 });
+        self.nodes.insert(peer(id), Node { host, record, silent: false, reject_commits: 0, claims: None });
         self
     }
 
@@ -186,7 +188,12 @@ impl Mesh {
         };
         match request {
             PlaceRequest::Bid(bid) => {
-                let resp = node.host.handle_bid(&origin, &bid, now);
+                let mut resp = node.host.handle_bid(&origin, &bid, now);
+                if let (Some(claim), crate::wire::place::BidResponse::Offer { score, .. }) =
+                    (node.claims, &mut resp)
+                {
+                    *score = claim;
+                }
                 self.neg.handle_bid_response(&to, task, attempt, resp, now);
             }
             PlaceRequest::Commit(commit) => {
@@ -1052,4 +1059,20 @@ fn a_host_without_its_sandbox_runs_its_own_org_only() {
     m.place(task(1), &spec());
     // A (globex, most idle) declines acme's task; B, of acme's own org, runs it.
     assert_eq!(m.placed_on().as_deref(), Some(B));
+}
+
+/// C is the busiest of the three (two of four slots taken, as its record says) but claims the
+/// top score in every offer: its offer counts only as far as its record allows, so B, the most
+/// idle, still wins.
+#[test]
+fn a_host_claiming_the_top_score_counts_only_as_far_as_its_record_allows() {
+    for seed in 1..=8 {
+        let mut m = three_hosts(seed);
+        m.node(C).claims = Some(u16::MAX);
+        m.place(task(1), &spec());
+        assert_eq!(m.placed_on().as_deref(), Some(B), "seed {seed}: {:?}", m.sends());
+    }
+    let record = three_hosts(1).nodes[&peer(C)].record.clone();
+    let ceiling = super::negotiator::score_ceiling(&record.capacity, &spec().resources);
+    assert!(ceiling < 1000, "a host with two of four slots taken cannot score 1000: {ceiling}");
 }
