@@ -164,7 +164,7 @@ impl Host {
             self.reservations.remove(&id);
         }
 
-        if !self.capacity().fits_now(&request.resources) {
+        if !self.capacity().fits_now(&request.resources) && !self.make_room(from, &request.resources) {
             return BidResponse::Decline { reason: DeclineReason::Busy };
         }
         let score = self.score_with(Some(&request.resources));
@@ -181,6 +181,37 @@ impl Host {
             },
         );
         self.offer(id, score)
+    }
+
+    /// The most reservations one origin may hold while another origin finds no room: half the
+    /// slots (at least one). Alone, an origin may reserve everything free; but an origin that
+    /// bids for everything and commits nothing must not keep every other origin `Busy`.
+    fn fair_share(&self) -> usize {
+        usize::try_from(self.config.slots.div_ceil(2)).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Makes room for `from`'s bid by dropping the newest reservations of origins holding more
+    /// than their fair share (never `from`'s own). Returns whether the bid fits now. A dropped
+    /// reservation's commit is then rejected, and its origin negotiates again.
+    fn make_room(&mut self, from: &PeerId, resources: &Resources) -> bool {
+        let fair = self.fair_share();
+        loop {
+            if self.capacity().fits_now(resources) {
+                return true;
+            }
+            let mut held: BTreeMap<&PeerId, Vec<ReservationId>> = BTreeMap::new();
+            for (id, r) in &self.reservations {
+                if &r.origin != from {
+                    held.entry(&r.origin).or_default().push(*id);
+                }
+            }
+            let Some(newest) =
+                held.values().filter(|ids| ids.len() > fair).filter_map(|ids| ids.last().copied()).max()
+            else {
+                return false;
+            };
+            self.reservations.remove(&newest);
+        }
     }
 
     /// Answers a commit: only the origin that holds the reservation may commit it, before it
@@ -421,6 +452,41 @@ mod tests {
             BidResponse::Decline { reason } => reason,
             other => panic!("expected a decline, got {other:?}"),
         }
+    }
+
+    /// An origin that bids for every slot and commits nothing holds them only until another
+    /// origin needs room: then its reservations past half the slots give way, newest first, and
+    /// their commits are refused; it cannot take them back from the other origin.
+    #[test]
+    fn an_origin_reserving_every_slot_gives_way_to_another_origin() {
+        let mut h = host(4);
+        let (flooder, honest) = (peer("12D3KooWrogue"), peer("12D3KooWhonest"));
+        let held: Vec<ReservationId> =
+            (1..=4).map(|n| offered(h.handle_bid(&flooder, &bid(n), Time(0))).0).collect();
+        assert_eq!(
+            declined(h.handle_bid(&flooder, &bid(5), Time(1))),
+            DeclineReason::Busy,
+            "alone, it fills the host"
+        );
+        let (mine, _) = offered(h.handle_bid(&honest, &bid(100), Time(2)));
+        let (second, _) = offered(h.handle_bid(&honest, &bid(101), Time(3)));
+        assert_eq!(
+            declined(h.handle_bid(&honest, &bid(102), Time(4))),
+            DeclineReason::Busy,
+            "only past the fair share"
+        );
+        assert_eq!(
+            declined(h.handle_bid(&flooder, &bid(6), Time(5))),
+            DeclineReason::Busy,
+            "nor can it take them back"
+        );
+        // The flooder's two newest reservations went; its oldest two still hold.
+        for (n, id) in held.iter().enumerate() {
+            let response = h.handle_commit(&flooder, &commit(*id, &bid(n as u128 + 1)), Time(6));
+            assert_eq!(response == CommitResponse::Accepted, n < 2, "reservation {n}: {response:?}");
+        }
+        assert_eq!(h.handle_commit(&honest, &commit(mine, &bid(100)), Time(7)), CommitResponse::Accepted);
+        assert_eq!(h.handle_commit(&honest, &commit(second, &bid(101)), Time(7)), CommitResponse::Accepted);
     }
 
     #[test]
