@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use orgmesh_protocol::engine::{Archive, Lookup, Persisted, RecoveredTask, RunRecord, Write};
+use orgmesh_protocol::engine::{Archive, Lookup, Persisted, RecoveredTask, RunRecord, Write, new_log_bytes};
 use orgmesh_protocol::{Attempt, PeerId, Task, TaskId};
 
 /// One node's durable state.
@@ -61,15 +61,14 @@ impl Store {
     /// bytes already held are skipped (a resend), the rest appended.
     fn append(&mut self, task: TaskId, at: u64, data: &[u8]) -> Persisted {
         let log = self.logs.entry(task).or_default();
-        if at > log.len {
-            return Persisted::LogGap { have: log.len };
+        match new_log_bytes(log.len, at, data) {
+            Ok(new) => {
+                log.bytes.extend_from_slice(new);
+                log.len += new.len() as u64;
+                Persisted::Log { len: log.len }
+            }
+            Err(have) => Persisted::LogGap { have },
         }
-        let held = usize::try_from(log.len - at).unwrap_or(usize::MAX);
-        if let Some(new) = data.get(held..) {
-            log.bytes.extend_from_slice(new);
-            log.len += new.len() as u64;
-        }
-        Persisted::Log { len: log.len }
     }
 
     /// The bytes of `task`'s log still held.

@@ -12,6 +12,7 @@ use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use orgmesh_protocol::engine::new_log_bytes;
 use orgmesh_protocol::{PeerId, SignedRecord, Task, TaskId, TaskStatus, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
@@ -482,13 +483,10 @@ fn append_log(
 ) -> Result<Result<u64, AppendError>, StoreError> {
     let id = task.as_u128();
     let have = t.log_len.get(id).map_err(db_err)?.map_or(0, |v| v.value());
-    if offset > have {
-        return Ok(Err(AppendError::Gap { have, offset }));
-    }
-    // Bytes before `have` are already stored (a resend after a lost ack): skip them.
-    let skip = usize::try_from(have - offset).unwrap_or(usize::MAX);
-    let Some(rest) = data.get(skip..).filter(|r| !r.is_empty()) else {
-        return Ok(Ok(have));
+    let rest = match new_log_bytes(have, offset, data) {
+        Ok([]) => return Ok(Ok(have)),
+        Ok(rest) => rest,
+        Err(have) => return Ok(Err(AppendError::Gap { have, offset })),
     };
     let mut end = have;
     for chunk in rest.chunks(MAX_LOG_CHUNK) {

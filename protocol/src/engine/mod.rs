@@ -13,6 +13,7 @@
 //! → the origin's `Persist` of each, answered once durable → terminal status.
 
 mod host;
+mod log_append;
 mod origin;
 pub mod output_cap;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use crate::wire::task::{Outcome, TaskRequest, TaskResponse};
 
 pub use host::RunRecord;
 use host::{ReportKind, Run};
+pub use log_append::new_log_bytes;
 use origin::Active;
 
 /// The two clocks an input happens at: the monotonic one every deadline is on, and the wall

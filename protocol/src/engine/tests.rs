@@ -138,13 +138,13 @@ impl Store {
                     return Persisted::Failed;
                 }
                 let log = self.logs.entry(task).or_default();
-                let have = log.len() as u64;
-                if at > have {
-                    return Persisted::LogGap { have };
+                match super::new_log_bytes(log.len() as u64, at, &data) {
+                    Ok(new) => {
+                        log.extend_from_slice(new);
+                        Persisted::Log { len: log.len() as u64 }
+                    }
+                    Err(have) => Persisted::LogGap { have },
                 }
-                let skip = usize::try_from(have - at).unwrap_or(usize::MAX).min(data.len());
-                log.extend_from_slice(&data[skip..]);
-                Persisted::Log { len: log.len() as u64 }
             }
             Write::Run(run) => {
                 self.runs.insert((run.task, run.attempt), run);
