@@ -1107,6 +1107,36 @@ fn an_attempt_renewed_past_its_time_limit_is_given_up() {
     assert_eq!(w.status(ORIGIN, id), TaskStatus::Failed);
 }
 
+/// Reports that arrive after the origin gave a task up are answered from the archive: a given-up
+/// attempt is no one's any more, so a late result from its host and the same claim from any other
+/// node are both stale (the host stops resending), and neither changes the task.
+#[test]
+fn a_late_report_for_a_given_up_task_changes_nothing() {
+    let mut w = World::new(SEED, &[("acme", 2), ("hosts", 2), ("hosts", 2)]);
+    w.settle();
+    let mut spec = spec_for(&["hosts"]);
+    spec.timeout_s = 2;
+    spec.max_attempts = 1;
+    let id = w.submit(ORIGIN, spec, vec![Behaviour::new(600_000, 100), Behaviour::new(600_000, 100)]);
+    assert_eq!(w.finish(ORIGIN, id, 60_000), TaskStatus::Failed);
+    let host = w.placed(ORIGIN, id, Attempt(1)).expect("attempt 1 was placed");
+    let other = 3 - host;
+    let result =
+        |log_len| Outcome { exit_code: Some(0), error: None, cancelled: false, log_len, lost: false };
+    let finished = |o| Request::Task(TaskRequest::Finished { task: id, attempt: Attempt(1), outcome: o });
+    let stale_before = w.counters(ORIGIN).stale_reports;
+    w.inject(other, ORIGIN, finished(result(0)));
+    w.inject(host, ORIGIN, finished(result(0)));
+    w.run_for(20);
+    let injected: Vec<_> =
+        w.exchanges.iter().filter(|x| x.from.is_none()).map(|x| x.response.clone()).collect();
+    let stale = Some(Response::Task(TaskResponse::Stale { current: Attempt(1) }));
+    assert_eq!(injected, [stale.clone(), stale]);
+    assert_eq!(w.counters(ORIGIN).stale_reports, stale_before + 2);
+    assert_eq!(w.status(ORIGIN, id), TaskStatus::Failed, "a late result revived a given-up task");
+    assert!(!w.accepted.contains_key(&id), "a given-up attempt's result was accepted");
+}
+
 /// Log writes that fail at the origin are not acknowledged; the host resends and the log ends
 /// complete, each byte once.
 #[test]
