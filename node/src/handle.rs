@@ -31,8 +31,6 @@ pub struct NodeHandle {
     metrics: Option<Metrics>,
 }
 
-const GONE: &str = "the node is shutting down";
-
 impl NodeHandle {
     /// A handle sending to `commands`.
     pub fn new(commands: mpsc::Sender<Command>, store: Store, origin: TaskOrigin) -> Self {
@@ -106,7 +104,7 @@ impl Control for NodeHandle {
         Box::pin(async move {
             self.ask(|reply| Command::Cancel { id, reply })
                 .await
-                .unwrap_or_else(|| Err(CancelError::Unavailable(GONE.into())))?;
+                .unwrap_or_else(|| Err(CancelError::Unavailable(ControlError::ShuttingDown.to_string())))?;
             // The cancel is under way; record who asked before answering.
             self.store
                 .append_events(vec![crate::events::cancel_requested(id, &actor)])
@@ -150,9 +148,13 @@ impl Control for NodeHandle {
 
     fn readiness(&self) -> BoxFuture<'_, Vec<Check>> {
         Box::pin(async move {
-            self.ask(|reply| Command::Readiness { reply })
-                .await
-                .unwrap_or_else(|| vec![Check { name: "event_loop".into(), ok: false, detail: GONE.into() }])
+            self.ask(|reply| Command::Readiness { reply }).await.unwrap_or_else(|| {
+                vec![Check {
+                    name: "event_loop".into(),
+                    ok: false,
+                    detail: ControlError::ShuttingDown.to_string(),
+                }]
+            })
         })
     }
 }
