@@ -61,6 +61,9 @@ pub struct PlacementSettings {
     pub commit_timeout_ms: u64,
     /// Milliseconds an offer holds its capacity without a commit.
     pub reservation_ttl_ms: u64,
+    /// Seconds a host whose attempt never finished (overdue, or its lease expired) stays suspect
+    /// to this origin: asked last, chosen only when no other host offers.
+    pub suspect_for_s: u64,
 }
 
 impl Default for PlacementSettings {
@@ -71,6 +74,7 @@ impl Default for PlacementSettings {
             bid_timeout_ms: millis(shipped.bid_timeout),
             commit_timeout_ms: millis(shipped.commit_timeout),
             reservation_ttl_ms: millis(DEFAULT_RESERVATION_TTL),
+            suspect_for_s: shipped.suspect_for.as_secs(),
         }
     }
 }
@@ -82,6 +86,7 @@ impl PlacementSettings {
             fanout: self.fanout,
             bid_timeout: Duration::from_millis(self.bid_timeout_ms),
             commit_timeout: Duration::from_millis(self.commit_timeout_ms),
+            suspect_for: Duration::from_secs(self.suspect_for_s),
         }
     }
 
@@ -125,8 +130,8 @@ mod tests {
         let placement = PlacementSettings::default();
         let (ours, theirs) = (placement.to_config(), PlacementConfig::default());
         assert_eq!(
-            (ours.fanout, ours.bid_timeout, ours.commit_timeout),
-            (theirs.fanout, theirs.bid_timeout, theirs.commit_timeout)
+            (ours.fanout, ours.bid_timeout, ours.commit_timeout, ours.suspect_for),
+            (theirs.fanout, theirs.bid_timeout, theirs.commit_timeout, theirs.suspect_for)
         );
         assert_eq!(placement.reservation_ttl(), DEFAULT_RESERVATION_TTL);
     }

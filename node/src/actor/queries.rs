@@ -35,6 +35,7 @@ impl Counters {
             ("attempts_overdue", engine.attempts_overdue),
             ("foreign_entries", engine.foreign_entries),
             ("forged_heartbeats", engine.forged_heartbeats),
+            ("hosts_suspected", engine.hosts_suspected),
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),

@@ -426,6 +426,10 @@ pub struct EngineCounters {
     pub foreign_entries: u64,
     /// Heartbeat claims dropped as made up: ahead of what their owner could have counted.
     pub forged_heartbeats: u64,
+    /// Times a host became suspect to this origin (an attempt it held went overdue or its lease
+    /// expired): it is asked last and chosen only when no other host offers, for
+    /// `placement.suspect_for_s`.
+    pub hosts_suspected: u64,
 }
 
 /// The machines an engine is made of, built by the driver from its config.
@@ -593,6 +597,11 @@ impl<R: Rng> Engine<R> {
     /// The membership view (read-only).
     pub fn membership(&self) -> &Membership<R> {
         &self.membership
+    }
+
+    /// The origin's negotiator (read-only): which hosts it holds as suspect.
+    pub fn negotiator(&self) -> &Negotiator<R> {
+        &self.negotiator
     }
 
     /// The capacity ledger (read-only).

@@ -41,7 +41,14 @@ pub(super) struct Active {
     filed: Option<(Time, Time)>,
     /// Found waiting in the store at start: placed against a view still filling up.
     recovered: bool,
+    /// Hosts an earlier attempt of this task ran past `timeout_s` plus the grace on: never asked
+    /// again for it. At most `MAX_AVOIDED`, oldest dropped.
+    avoid: Vec<PeerId>,
 }
+
+/// The most hosts one task avoids: enough for every attempt a spec may ask for to have failed
+/// somewhere else, small enough to scan per candidate.
+const MAX_AVOIDED: usize = 16;
 
 /// When a task queued at `queued_at` (wall clock) runs out of `queue_timeout_s`, on the
 /// monotonic clock.
@@ -66,6 +73,7 @@ impl Active {
             cancel_sent_at: None,
             filed: None,
             recovered: false,
+            avoid: Vec::new(),
         }
     }
 
@@ -182,7 +190,7 @@ impl<R: Rng> Engine<R> {
             active.committing = None;
         }
         active.next_try = now.time + pending_retry;
-        let (attempt, spec) = (active.task.attempt, active.task.spec.clone());
+        let (attempt, spec, avoid) = (active.task.attempt, active.task.spec.clone(), active.avoid.clone());
         // A retry of a pending task stays `pending` until it is placed: no event churn.
         if is_new {
             self.update(id, now, |t| t.status = TaskStatus::Placing);
@@ -193,7 +201,7 @@ impl<R: Rng> Engine<R> {
         let mut local = self.membership.local().clone();
         local.capacity = self.host.capacity();
         let candidates = self.membership.alive_records().chain(std::iter::once(&local));
-        self.negotiator.place(id, attempt, &spec, candidates, now.time);
+        self.negotiator.place_avoiding(id, attempt, &spec, candidates, &avoid, now.time);
     }
 
     pub(super) fn note_commit(&mut self, task: TaskId, attempt: Attempt, to: &PeerId) {
@@ -425,6 +433,7 @@ impl<R: Rng> Engine<R> {
             LeaseEvent::Expired { task, attempt, host } => {
                 if self.current(task, attempt).is_some() {
                     self.counters.attempts_expired += 1;
+                    self.strike(&host, now);
                     let why = format!("executor {} unreachable for replace_after_s", host.short());
                     if let Some(write) = self.attempt_lost(task, &why, now) {
                         self.persist(write);
@@ -441,12 +450,28 @@ impl<R: Rng> Engine<R> {
                         host.short()
                     );
                     self.counters.attempts_overdue += 1;
+                    self.strike(&host, now);
+                    if let Some(a) = self.active.get_mut(&task) {
+                        if a.avoid.len() >= MAX_AVOIDED {
+                            a.avoid.remove(0);
+                        }
+                        a.avoid.push(host.clone());
+                    }
                     self.send(&host, Request::Task(TaskRequest::Cancel { task, attempt }), Sent::GiveUp);
                     if let Some(write) = self.attempt_lost(task, &why, now) {
                         self.persist(write);
                     }
                 }
             }
+        }
+    }
+
+    /// `host` held an attempt of ours that never finished: it is suspect for a while (see
+    /// `Negotiator::suspect`), counted once per spell of suspicion.
+    fn strike(&mut self, host: &PeerId, now: Now) {
+        if self.negotiator.suspect(host, now.time) {
+            self.counters.hosts_suspected += 1;
+            tracing::warn!(host = %host.short(), "host suspected: an attempt it held never finished");
         }
     }
 

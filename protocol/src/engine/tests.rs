@@ -255,6 +255,9 @@ struct World {
     event_seen: [usize; EVENT_KINDS],
     /// A running hash of every output, with when and where it was produced.
     trace: Vec<(u64, usize, u64)>,
+    /// Nodes whose task reports (`Started`, `Log`, `Finished`) never arrive: hosts that hold
+    /// work and renew its lease but never finish it.
+    muted: BTreeSet<usize>,
 }
 
 /// FNV-1a over what `Debug` prints, so a trace costs no allocation per output.
@@ -342,6 +345,7 @@ impl World {
             output_seen: [0; OUTPUT_KINDS],
             event_seen: [0; EVENT_KINDS],
             trace: Vec::new(),
+            muted: BTreeSet::new(),
         };
         for i in 0..world.nodes.len() {
             world.start(i);
@@ -573,7 +577,13 @@ impl World {
                 let Some(j) = self.index_of(&to) else {
                     return self.input(i, FAIL_AFTER, Input::RequestFailed { id });
                 };
-                if self.is_cut(i, j) || !self.up(j) {
+                let report = matches!(
+                    request,
+                    Request::Task(
+                        TaskRequest::Started { .. } | TaskRequest::Log { .. } | TaskRequest::Finished { .. }
+                    )
+                );
+                if self.is_cut(i, j) || !self.up(j) || (report && self.muted.contains(&i)) {
                     return self.input(i, FAIL_AFTER, Input::RequestFailed { id });
                 }
                 self.next_reply += 1;
@@ -1341,3 +1351,6 @@ fn the_same_seed_gives_the_same_run() {
     let c = busy(SEED + 1);
     assert!(a.trace != c.trace, "the seed changed nothing");
 }
+
+/// Hosts that never finish, and how an origin stops choosing them.
+mod suspect;

@@ -13,4 +13,7 @@ mod negotiator;
 mod tests;
 
 pub use host::{DEFAULT_RESERVATION_TTL, Host, HostConfig};
-pub use negotiator::{Negotiator, NegotiatorOutput, PlacedOn, PlacementConfig, PlacementEvent};
+pub use negotiator::{
+    DEFAULT_SUSPECT_FOR, MAX_SUSPECTS, Negotiator, NegotiatorOutput, PlacedOn, PlacementConfig,
+    PlacementEvent,
+};

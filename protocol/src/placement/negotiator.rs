@@ -26,7 +26,19 @@ pub struct PlacementConfig {
     pub bid_timeout: Duration,
     /// How long to wait for a commit answer before giving up on that host.
     pub commit_timeout: Duration,
+    /// How long a host whose attempt never finished (overdue, or its lease expired) stays
+    /// suspect: asked last, and chosen only when no other host offers.
+    pub suspect_for: Duration,
 }
+
+/// The shipped default of [`PlacementConfig::suspect_for`]: long enough that a host capturing
+/// work loses most of the origin's placements, short enough that an honest host that crashed
+/// once is back in the running within minutes.
+pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(600);
+
+/// The most suspect hosts remembered; past it the one whose suspicion ends first is forgiven
+/// early. Identities cost nothing to mint, so the record must not grow with them.
+pub const MAX_SUSPECTS: usize = 4096;
 
 impl Default for PlacementConfig {
     fn default() -> Self {
@@ -34,6 +46,7 @@ impl Default for PlacementConfig {
             fanout: 3,
             bid_timeout: Duration::from_millis(1000),
             commit_timeout: Duration::from_millis(2000),
+            suspect_for: DEFAULT_SUSPECT_FOR,
         }
     }
 }
@@ -145,7 +158,18 @@ pub struct Negotiator<R: Rng> {
     negotiations: BTreeMap<TaskId, Negotiation>,
     /// Hosts that declined a bid as `Busy`: the record version they were ranked by, and when.
     busy: BTreeMap<PeerId, (RecordVersion, Time)>,
+    /// Hosts whose attempts never finished: strikes, and when the suspicion ends.
+    suspects: BTreeMap<PeerId, Suspicion>,
     outputs: VecDeque<NegotiatorOutput>,
+}
+
+/// What this origin holds against one host.
+#[derive(Clone, Copy, Debug)]
+struct Suspicion {
+    /// Attempts of this origin's that the host never finished, while suspect.
+    strikes: u32,
+    /// When the host is forgiven.
+    until: Time,
 }
 
 /// One candidate that passed every filter, with what its rank is read from.
@@ -161,6 +185,8 @@ struct Candidate {
     version: RecordVersion,
     /// The highest score its offer may count for: what its signed record allows.
     ceiling: u16,
+    /// Its attempts for this origin never finished lately: asked last, chosen last.
+    suspect: bool,
 }
 
 /// How far above its record's free capacity a host's offer may score: records lag the truth by
@@ -168,13 +194,19 @@ struct Candidate {
 pub(crate) const SCORE_LEAD: u16 = 200;
 
 impl Candidate {
-    fn of(record: &NodeRecord, resources: &crate::task::Resources, looks_free: bool, draw: u64) -> Self {
+    fn of(
+        record: &NodeRecord,
+        resources: &crate::task::Resources,
+        looks_free: bool,
+        key: &RankKey<'_>,
+    ) -> Self {
         Candidate {
             host: PlacedOn::of(record),
             looks_free,
-            draw,
+            draw: key.draw,
             version: record.version,
             ceiling: score_ceiling(&record.capacity, resources),
+            suspect: key.suspect,
         }
     }
 }
@@ -202,7 +234,8 @@ pub(crate) fn score_ceiling(capacity: &crate::record::Capacity, resources: &crat
     after(true).min(after(false).saturating_add(SCORE_LEAD))
 }
 
-/// A host's rank key: hosts that just said `Busy` last, then the placement's random draw; peer id
+/// A host's rank key: suspect hosts last, before them hosts that just said `Busy`, then the
+/// placement's random draw; peer id
 /// and version make it total, so the order never depends on input order.
 ///
 /// Idleness is deliberately not in it. Hosts the view shows with room are asked in random order
@@ -213,6 +246,7 @@ pub(crate) fn score_ceiling(capacity: &crate::record::Capacity, resources: &crat
 /// 380 to 117 ms and the p99 from 1.46 s to 0.25 s (docs/simulation.md).
 #[derive(Clone, Copy, Debug)]
 struct RankKey<'a> {
+    suspect: bool,
     declined: bool,
     draw: u64,
     peer: &'a PeerId,
@@ -221,8 +255,9 @@ struct RankKey<'a> {
 
 impl RankKey<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.declined
-            .cmp(&other.declined)
+        self.suspect
+            .cmp(&other.suspect)
+            .then(self.declined.cmp(&other.declined))
             .then(self.draw.cmp(&other.draw))
             .then_with(|| self.peer.cmp(other.peer))
             .then(other.version.cmp(&self.version))
@@ -362,6 +397,7 @@ impl<R: Rng> Negotiator<R> {
             rng,
             negotiations: BTreeMap::new(),
             busy: BTreeMap::new(),
+            suspects: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -371,6 +407,23 @@ impl<R: Rng> Negotiator<R> {
     /// host could ever run the task) and nothing of it is copied but the hosts kept.
     pub fn place<'a, I>(&mut self, task: TaskId, attempt: Attempt, spec: &TaskSpec, candidates: I, now: Time)
     where
+        I: IntoIterator<Item = &'a NodeRecord>,
+        I::IntoIter: Clone,
+    {
+        self.place_avoiding(task, attempt, spec, candidates, &[], now);
+    }
+
+    /// `place`, never asking the hosts in `avoid` (those an earlier attempt of this task ran
+    /// past its time on): to them the task is as if they did not exist.
+    pub fn place_avoiding<'a, I>(
+        &mut self,
+        task: TaskId,
+        attempt: Attempt,
+        spec: &TaskSpec,
+        candidates: I,
+        avoid: &[PeerId],
+        now: Time,
+    ) where
         I: IntoIterator<Item = &'a NodeRecord>,
         I::IntoIter: Clone,
     {
@@ -386,7 +439,7 @@ impl<R: Rng> Negotiator<R> {
         let (mut eligible, mut draining) = (0usize, 0usize);
         let (mut free, mut full) = (Vec::new(), Vec::new());
         for n in candidates.clone() {
-            if !n.may_ever_run(&self.org, &self.local, c, r) {
+            if avoid.contains(&n.peer_id) || !n.may_ever_run(&self.org, &self.local, c, r) {
                 continue;
             }
             eligible += 1;
@@ -395,6 +448,7 @@ impl<R: Rng> Negotiator<R> {
                 continue;
             }
             let key = RankKey {
+                suspect: self.is_suspect(&n.peer_id, now),
                 declined: self.declined(&n.peer_id, n.version, now),
                 draw: draw(salt, &n.peer_id),
                 peer: &n.peer_id,
@@ -418,10 +472,8 @@ impl<R: Rng> Negotiator<R> {
         let probes = self.config.fanout.max(1);
         let mut kept: Vec<Candidate> = best(&mut free, MAX_KEPT)
             .iter()
-            .map(|(k, n)| Candidate::of(n, &spec.resources, true, k.draw))
-            .chain(
-                best(&mut full, probes).iter().map(|(k, n)| Candidate::of(n, &spec.resources, false, k.draw)),
-            )
+            .map(|(k, n)| Candidate::of(n, &spec.resources, true, k))
+            .chain(best(&mut full, probes).iter().map(|(k, n)| Candidate::of(n, &spec.resources, false, k)))
             .collect();
         kept.shrink_to_fit();
         let ranked = self.rank(&kept, now);
@@ -691,6 +743,49 @@ impl<R: Rng> Negotiator<R> {
         self.busy.len()
     }
 
+    /// `peer` ran one of this origin's attempts past its time (or went silent holding it): it is
+    /// suspect for `suspect_for` from now. Returns whether it was not suspect before.
+    pub fn suspect(&mut self, peer: &PeerId, now: Time) -> bool {
+        if self.config.suspect_for.is_zero() {
+            return false;
+        }
+        let until = now + self.config.suspect_for;
+        if let Some(s) = self.suspects.get_mut(peer) {
+            let was = s.until > now;
+            s.strikes = if was { s.strikes.saturating_add(1) } else { 1 };
+            s.until = until;
+            return !was;
+        }
+        if self.suspects.len() >= MAX_SUSPECTS {
+            self.suspects.retain(|_, s| s.until > now);
+        }
+        if self.suspects.len() >= MAX_SUSPECTS {
+            // Full of live suspicions: the one that ends first goes. O(n), but only when the
+            // table is full, and it is bounded.
+            let first = self.suspects.iter().min_by_key(|(p, s)| (s.until, *p)).map(|(p, _)| p.clone());
+            if let Some(p) = first {
+                self.suspects.remove(&p);
+            }
+        }
+        self.suspects.insert(peer.clone(), Suspicion { strikes: 1, until });
+        true
+    }
+
+    /// Whether `peer` is suspect now.
+    pub fn is_suspect(&self, peer: &PeerId, now: Time) -> bool {
+        self.suspects.get(peer).is_some_and(|s| s.until > now)
+    }
+
+    /// The strikes held against `peer` while it is suspect (0 once forgiven).
+    pub fn strikes(&self, peer: &PeerId, now: Time) -> u32 {
+        self.suspects.get(peer).filter(|s| s.until > now).map_or(0, |s| s.strikes)
+    }
+
+    /// How many hosts are remembered as suspect (expired ones included until pruned).
+    pub fn suspects_remembered(&self) -> usize {
+        self.suspects.len()
+    }
+
     /// Whether `peer` declined as `Busy` lately, since the record `version` was published.
     fn declined(&self, peer: &PeerId, version: RecordVersion, now: Time) -> bool {
         self.busy.get(peer).is_some_and(|&(seen, at)| version <= seen && now.since(at) < BUSY_MEMORY)
@@ -706,6 +801,7 @@ impl<R: Rng> Negotiator<R> {
             .enumerate()
             .map(|(k, c)| {
                 let key = RankKey {
+                    suspect: c.suspect,
                     declined: self.declined(&c.host.peer, c.version, now),
                     draw: c.draw,
                     peer: &c.host.peer,
@@ -764,16 +860,19 @@ impl<R: Rng> Negotiator<R> {
                 }
                 Answer::Offer { reservation, score, .. } => {
                     // Counted at most at what the host's record allows.
-                    let ceiling = ranked_at(&n.kept, &n.ranked, a.rank).map_or(0, |c| c.ceiling);
-                    offers.push((a.rank, peer.clone(), reservation, score.min(ceiling)))
+                    let candidate = ranked_at(&n.kept, &n.ranked, a.rank);
+                    let ceiling = candidate.map_or(0, |c| c.ceiling);
+                    let suspect = candidate.is_some_and(|c| c.suspect);
+                    offers.push((a.rank, peer.clone(), reservation, score.min(ceiling), suspect))
                 }
                 Answer::Declined | Answer::Failed => {}
             }
         }
-        // Highest score wins; among equals the better-ranked candidate.
-        offers.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.cmp(&b.0)));
+        // A suspect host wins only when nobody else offers; then the highest score; among equals
+        // the better-ranked candidate.
+        offers.sort_by(|a, b| a.4.cmp(&b.4).then(b.3.cmp(&a.3)).then(a.0.cmp(&b.0)));
         let mut offers = offers.into_iter();
-        if let Some((rank, peer, reservation, _)) = offers.next() {
+        if let Some((rank, peer, reservation, _, _)) = offers.next() {
             let request = PlaceRequest::Commit(CommitRequest {
                 reservation,
                 task,
@@ -784,7 +883,7 @@ impl<R: Rng> Negotiator<R> {
             self.send(peer, task, n.attempt, request);
             let mut losers: Vec<_> = offers.collect();
             losers.sort_by_key(|o| o.0);
-            for (_, peer, reservation, _) in losers {
+            for (_, peer, reservation, _, _) in losers {
                 self.release(peer, task, n.attempt, reservation);
             }
             n.phase = Phase::Committing { deadline: now + self.config.commit_timeout, rank, reservation };
