@@ -41,8 +41,15 @@ struct Reservation {
     task: TaskId,
     attempt: Attempt,
     resources: Resources,
+    /// When the first bid made it; repeats refresh it at most `MAX_HOLD` TTLs from here.
+    created_at: Time,
     expires_at: Time,
 }
+
+/// How many TTLs one reservation may be held by repeating its bid. A repeat is a lost answer or
+/// a restarted round, so one refresh is plenty; without a bound one bid every TTL held a slot
+/// for ever.
+const MAX_HOLD: u32 = 2;
 
 /// Amounts in use, summed wide so a ledger over its totals cannot
 /// overflow.
@@ -155,10 +162,12 @@ impl Host {
 
         let expires_at = now + self.config.reservation_ttl;
         if let Some(id) = existing {
+            let ttl = self.config.reservation_ttl;
             if let Some(r) = self.reservations.get_mut(&id).filter(|r| r.resources == request.resources) {
-                r.expires_at = expires_at;
+                r.expires_at = expires_at.min(r.created_at + ttl.saturating_mul(MAX_HOLD));
+                let left = r.expires_at.since(now);
                 let score = self.score_with(None);
-                return self.offer(id, score);
+                return self.offer_for(id, score, left);
             }
             // Same attempt, different resources: the old reservation is stale; judge afresh.
             self.reservations.remove(&id);
@@ -177,6 +186,7 @@ impl Host {
                 task: request.task,
                 attempt: request.attempt,
                 resources: request.resources.clone(),
+                created_at: now,
                 expires_at,
             },
         );
@@ -191,23 +201,34 @@ impl Host {
     }
 
     /// Makes room for `from`'s bid by dropping the newest reservations of origins holding more
-    /// than their fair share (never `from`'s own). Returns whether the bid fits now. A dropped
-    /// reservation's commit is then rejected, and its origin negotiates again.
+    /// than their fair share (never `from`'s own): more than half the slots, or more than half
+    /// the CPU, memory or GPUs (one reservation asking for all the memory blocks as well as many
+    /// asking for a slot each). Returns whether the bid fits now. A dropped reservation's commit
+    /// is then rejected, and its origin negotiates again.
+    ///
+    /// Cost: a pass over the reservations per reservation dropped. Every reservation holds a
+    /// slot and a bid that does not fit is declined, so there are never more than `slots` of
+    /// them, whatever a peer sends: a flood costs each bid O(slots), not O(bids).
     fn make_room(&mut self, from: &PeerId, resources: &Resources) -> bool {
         let fair = self.fair_share();
+        let c = &self.config;
+        let half = |total: u64| total.div_ceil(2);
+        let (cpu, mem, gpus) = (half(u64::from(c.cpu_millis)), half(c.memory_mb), half(u64::from(c.gpus)));
         loop {
             if self.capacity().fits_now(resources) {
                 return true;
             }
-            let mut held: BTreeMap<&PeerId, Vec<ReservationId>> = BTreeMap::new();
+            let mut held: BTreeMap<&PeerId, (Used, ReservationId)> = BTreeMap::new();
             for (id, r) in &self.reservations {
                 if &r.origin != from {
-                    held.entry(&r.origin).or_default().push(*id);
+                    let (used, newest) = held.entry(&r.origin).or_insert_with(|| (Used::default(), *id));
+                    used.add(&r.resources);
+                    *newest = (*newest).max(*id);
                 }
             }
-            let Some(newest) =
-                held.values().filter(|ids| ids.len() > fair).filter_map(|ids| ids.last().copied()).max()
-            else {
+            let over =
+                |u: &Used| u.slots > fair as u64 || u.cpu_millis > cpu || u.memory_mb > mem || u.gpus > gpus;
+            let Some(newest) = held.values().filter(|(u, _)| over(u)).map(|(_, id)| *id).max() else {
                 return false;
             };
             self.reservations.remove(&newest);
@@ -383,7 +404,12 @@ impl Host {
     }
 
     fn offer(&self, reservation: ReservationId, score: u16) -> BidResponse {
-        let ttl_ms = u32::try_from(self.config.reservation_ttl.as_millis()).unwrap_or(u32::MAX);
+        self.offer_for(reservation, score, self.config.reservation_ttl)
+    }
+
+    /// An offer that holds for `ttl` from now.
+    fn offer_for(&self, reservation: ReservationId, score: u16, ttl: Duration) -> BidResponse {
+        let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
         BidResponse::Offer { reservation, ttl_ms, score }
     }
 }

@@ -7,6 +7,8 @@
 //!
 //! Never: read a clock, do I/O or draw unseeded randomness here; the driver owns all three.
 
+#[cfg(test)]
+mod flood_tests;
 mod host;
 mod negotiator;
 #[cfg(test)]
