@@ -104,6 +104,11 @@ impl Keyring for Libp2pKeyring {
     fn admit(&self, record: &NodeRecord) -> bool {
         self.trust.admits(record)
     }
+
+    fn trusted(&self, peer: &PeerId) -> bool {
+        self.trust.trusted_peers.as_ref().is_some_and(|t| t.contains(peer))
+            || self.trust.org_peers.values().any(|allowed| allowed.contains(peer))
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,19 @@ const RUMOUR_ROUNDS_PER_LOG2N: u32 = 3;
 /// count, so the real gaps run longer than the nominal rate says.
 const EVIDENCE_MARGIN: u32 = 4;
 
+/// Most records the table holds by default: well above the simulator's largest mesh (10,000
+/// nodes), so only minted identities ever meet it. Shared with `settings` so node and simulator
+/// agree.
+pub const DEFAULT_MAX_MEMBERS: usize = 16_384;
+/// Contacts (peers known by id only) held at once: inbound connections and discovery add them,
+/// and connections cost a rogue nothing but a fresh key each.
+const MAX_CONTACTS: usize = 1024;
+/// The window of the per-introducer budget of new identities.
+const INTRODUCTION_WINDOW: Duration = Duration::from_secs(60);
+/// Introducers whose budget is tracked at once; past this, a new introducer's records wait for
+/// the next window (an honest peer's come again by anti-entropy).
+const MAX_INTRODUCERS: usize = 4096;
+
 /// Tuning of gossip and failure detection.
 #[derive(Clone, Debug)]
 pub struct MembershipConfig {
@@ -71,6 +84,10 @@ pub struct MembershipConfig {
     pub forget_after: Duration,
     /// Most entries in one digest; `None`: automatic, `max(MIN_DIGEST, 4·√N)` for N known nodes.
     pub max_digest: Option<usize>,
+    /// Most peers the table holds. A full table takes a new record only in place of a member
+    /// worth less (see `Worth`); each introducer (the sender of the records) may add at most a
+    /// quarter of this (and never fewer than one message's worth) new identities per minute.
+    pub max_members: usize,
 }
 
 /// The shipped defaults, for the node (`[gossip]` in `orgmesh.toml`) and the simulator alike.
@@ -87,6 +104,7 @@ impl Default for MembershipConfig {
             dead_after: Duration::from_secs(6),
             forget_after: Duration::from_secs(24 * 3600),
             max_digest: None,
+            max_members: DEFAULT_MAX_MEMBERS,
         }
     }
 }
@@ -164,6 +182,12 @@ pub enum MembershipEvent {
         /// New verdict.
         to: PeerState,
     },
+    /// A member was dropped to make room for one worth more (a full table): the driver forgets
+    /// what it remembered of it (the redial list). Not a verdict on its liveness.
+    Evicted {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A record was dropped; the driver counts these.
     Rejected {
         /// Who sent it.
@@ -209,6 +233,46 @@ struct Entry {
     state: PeerState,
     /// When `heartbeat` last moved or the peer last spoke to us directly.
     last_seen: Time,
+    /// It spoke to us itself at least once (not only relayed by others).
+    direct: bool,
+    /// The driver said it did work with us (offered, ran, placed): kept over idle members.
+    useful: bool,
+}
+
+/// What a member is worth keeping when the table is full; the least worth goes first. Trusted
+/// (the keyring's trust policy, or a seed/static contact) beats useful beats heard directly;
+/// among equals, alive beats suspect beats dead. A minted identity relayed by a rogue is
+/// untrusted, useless and never heard directly: it can only displace the dead and silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Worth(u8);
+
+impl Worth {
+    fn of(trusted: bool, useful: bool, direct: bool, state: PeerState) -> Self {
+        let liveness = match state {
+            PeerState::Alive => 3,
+            PeerState::Suspect => 1,
+            PeerState::Dead => 0,
+        };
+        Worth(u8::from(trusted) * 16 + u8::from(useful) * 8 + u8::from(direct) * 4 + liveness)
+    }
+}
+
+/// New identities one sender added in the current window.
+#[derive(Debug, Clone, Copy)]
+struct Introduced {
+    since: Time,
+    count: usize,
+}
+
+/// Records turned away to keep the table bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoundStats {
+    /// New records refused: the table was full of members worth as much or more.
+    pub members_refused: u64,
+    /// Members dropped to make room for a newcomer worth more.
+    pub members_evicted: u64,
+    /// New records refused because their sender had introduced its budget of new identities.
+    pub introductions_refused: u64,
 }
 
 /// A heartbeat claimed for a peer, and whether the peer itself made the claim (it sent the
@@ -280,6 +344,13 @@ pub struct Membership<R: Rng> {
     out: VecDeque<MembershipOutput>,
     /// Heartbeat claims dropped as made up (ahead of what their owner could have counted).
     forged_heartbeats: u64,
+    /// New identities added per sender in the current window.
+    introduced: BTreeMap<PeerId, Introduced>,
+    /// Eviction candidates of a full table, worth most first (so `pop` gives the least): built
+    /// by one scan when first needed, dropped at each failure-detection pass, so a flood of
+    /// newcomers costs one scan per interval, not one per record. Worth is checked again on use.
+    victims: Option<Vec<PeerId>>,
+    bounds: BoundStats,
 }
 
 impl<R: Rng> std::fmt::Debug for Membership<R> {
@@ -328,6 +399,9 @@ impl<R: Rng> Membership<R> {
             next_detect: now,
             out: VecDeque::new(),
             forged_heartbeats: 0,
+            introduced: BTreeMap::new(),
+            victims: None,
+            bounds: BoundStats::default(),
         }
     }
 
@@ -370,7 +444,7 @@ impl<R: Rng> Membership<R> {
         if self.seeds.len() < MAX_SEEDS {
             self.seeds.insert(peer.clone());
         }
-        if self.peers.contains_key(&peer) {
+        if self.peers.contains_key(&peer) || self.contacts.len() >= MAX_CONTACTS {
             return;
         }
         if self.contacts.insert(peer.clone()) {
@@ -449,6 +523,24 @@ impl<R: Rng> Membership<R> {
     /// How many heartbeat claims were dropped as made up so far.
     pub fn forged_heartbeats(&self) -> u64 {
         self.forged_heartbeats
+    }
+
+    /// Most peers the table holds.
+    pub fn max_members(&self) -> usize {
+        self.config.max_members
+    }
+
+    /// What was turned away to keep the table bounded.
+    pub fn bound_stats(&self) -> BoundStats {
+        self.bounds
+    }
+
+    /// The driver did work with `peer` (an offer, a placement, an attempt): it is kept over
+    /// idle members when the table is full.
+    pub fn mark_useful(&mut self, peer: &PeerId) {
+        if let Some(e) = self.peers.get_mut(peer) {
+            e.useful = true;
+        }
     }
 
     /// One peer.
@@ -882,12 +974,85 @@ impl<R: Rng> Membership<R> {
 
     fn apply_updates(&mut self, from: &PeerId, updates: Vec<GossipUpdate>, now: Time) {
         // An honest peer never sends more; verifying signatures is the expensive part.
+        let mut evicted = false;
         for update in updates.into_iter().take(MAX_UPDATES) {
-            self.apply_update(from, update, now);
+            evicted |= self.apply_update(from, update, now);
+        }
+        if evicted {
+            // One pass over the roster per message, not one per eviction.
+            let peers = &self.peers;
+            self.roster.retain(|p| peers.contains_key(p));
         }
     }
 
-    fn apply_update(&mut self, from: &PeerId, update: GossipUpdate, now: Time) {
+    fn worth(&self, peer: &PeerId, e: &Entry) -> Worth {
+        let trusted = self.seeds.contains(peer) || self.keyring.trusted(peer);
+        Worth::of(trusted, e.useful, e.direct, e.state)
+    }
+
+    /// Whether `from` may add one more new identity now (and counts it if so).
+    fn introduction_allowed(&mut self, from: &PeerId, now: Time) -> bool {
+        let budget = (self.config.max_members / 4).max(MAX_UPDATES);
+        if !self.introduced.contains_key(from) && self.introduced.len() >= MAX_INTRODUCERS {
+            self.introduced.retain(|_, i| now.since(i.since) < INTRODUCTION_WINDOW);
+            if self.introduced.len() >= MAX_INTRODUCERS {
+                return false;
+            }
+        }
+        let i = self.introduced.entry(from.clone()).or_insert(Introduced { since: now, count: 0 });
+        if now.since(i.since) >= INTRODUCTION_WINDOW {
+            *i = Introduced { since: now, count: 0 };
+        }
+        if i.count >= budget {
+            return false;
+        }
+        i.count += 1;
+        true
+    }
+
+    /// A member worth less than `newcomer` to drop for it, if the table is full; `Ok(None)`: there
+    /// is room. `Err(())`: full of members worth as much or more.
+    fn room_for(&mut self, newcomer: Worth) -> Result<Option<PeerId>, ()> {
+        if self.peers.len() < self.config.max_members.max(1) {
+            return Ok(None);
+        }
+        if self.victims.is_none() {
+            let mut ranked: Vec<(Worth, &PeerId)> =
+                self.peers.iter().map(|(p, e)| (self.worth(p, e), p)).collect();
+            // Only the least worth, as many as one message can use; ties go by peer id.
+            let keep = MAX_UPDATES.min(ranked.len());
+            if keep < ranked.len() {
+                ranked.select_nth_unstable(keep);
+                ranked.truncate(keep);
+            }
+            ranked.sort_unstable_by(|a, b| b.cmp(a));
+            self.victims = Some(ranked.into_iter().map(|(_, p)| p.clone()).collect());
+        }
+        while let Some(peer) = self.victims.as_mut().and_then(|v| v.last().cloned()) {
+            let Some(e) = self.peers.get(&peer) else {
+                self.victims.as_mut().map(Vec::pop);
+                continue;
+            };
+            if self.worth(&peer, e) < newcomer {
+                self.victims.as_mut().map(Vec::pop);
+                return Ok(Some(peer));
+            }
+            // Worth more than this newcomer (or it rose since the scan): keep it for a better one.
+            return Err(());
+        }
+        Err(())
+    }
+
+    fn evict(&mut self, peer: &PeerId) {
+        if self.peers.remove(peer).is_some() {
+            self.unreachable.remove(peer);
+            self.bounds.members_evicted += 1;
+            self.out.push_back(MembershipOutput::Event(MembershipEvent::Evicted { peer: peer.clone() }));
+        }
+    }
+
+    /// Returns whether a member was evicted for it.
+    fn apply_update(&mut self, from: &PeerId, update: GossipUpdate, now: Time) -> bool {
         let GossipUpdate { record, heartbeat } = update;
         let peer = record.record.peer_id.clone();
         let version = record.record.version;
@@ -898,26 +1063,47 @@ impl<R: Rng> Membership<R> {
             if version > self.local.record.version && record.verify(&*self.keyring) {
                 self.overtake(version);
             }
-            return;
+            return false;
         }
+        let direct = *from == peer;
+        let mut victim = None;
         match self.peers.get(&peer) {
             // Nothing new but perhaps the heartbeat, which is unsigned anyway: skip verifying.
             Some(e) if version <= e.record.record.version => {
                 self.observe_heartbeat(from, &peer, version.generation, heartbeat, now);
-                return;
+                return false;
             }
-            None if !self.accepts_unknown(&peer, version.generation, heartbeat) => return,
+            None if !self.accepts_unknown(&peer, version.generation, heartbeat) => return false,
+            None => {
+                // Cheap refusals before the signature check, the expensive part.
+                let trusted = self.seeds.contains(&peer) || self.keyring.trusted(&peer);
+                match self.room_for(Worth::of(trusted, false, direct, PeerState::Alive)) {
+                    Ok(v) => victim = v,
+                    Err(()) => {
+                        self.bounds.members_refused += 1;
+                        return false;
+                    }
+                }
+                if !trusted && !direct && !self.introduction_allowed(from, now) {
+                    self.bounds.introductions_refused += 1;
+                    return false;
+                }
+            }
             _ => {}
         }
         if !record.verify(&*self.keyring) {
             self.reject(from, RejectReason::BadSignature);
-            return;
+            return false;
         }
         if !self.keyring.admit(&record.record) {
             self.reject(from, RejectReason::NotAdmitted);
-            return;
+            return false;
         }
         let Some(entry) = self.peers.get_mut(&peer) else {
+            let evicted = victim.is_some();
+            if let Some(victim) = victim {
+                self.evict(&victim);
+            }
             self.tombstones.remove(&peer);
             self.contacts.remove(&peer);
             self.fresh.remove(&peer);
@@ -928,6 +1114,8 @@ impl<R: Rng> Membership<R> {
                 anchor: (heartbeat, now),
                 state: PeerState::Alive,
                 last_seen: now,
+                direct,
+                useful: false,
             };
             // Any other live peer falls silent sooner, unless every other peer is long dead.
             self.next_detect = self.next_detect.min(now + self.config.suspect_after);
@@ -935,7 +1123,7 @@ impl<R: Rng> Membership<R> {
             self.roster.push(peer.clone());
             self.peers.insert(peer, entry);
             self.out.push_back(MembershipOutput::Event(MembershipEvent::Joined { record: joined }));
-            return;
+            return evicted;
         };
         // Heartbeats count from 0 again in a new generation: a restarted node is back.
         let restarted = version.generation > entry.record.record.version.generation;
@@ -949,7 +1137,6 @@ impl<R: Rng> Membership<R> {
             entry.state = PeerState::Dead;
         }
         // A newer record (signed) may still come with a made-up heartbeat from its relay.
-        let direct = *from == peer;
         let heartbeat = if restarted || direct || entry.plausible(heartbeat, now, self.config.gossip_interval)
         {
             heartbeat
@@ -960,6 +1147,7 @@ impl<R: Rng> Membership<R> {
         if restarted || direct {
             entry.anchor = (heartbeat, now);
         }
+        entry.direct |= direct;
         let advanced = restarted || heartbeat > entry.heartbeat;
         // Capacity moves with every task started or ended: rumoured, every change would reach
         // every node, Θ(N) records per node per second under load, crowding joins and restarts
@@ -981,6 +1169,7 @@ impl<R: Rng> Membership<R> {
         if advanced {
             self.mark_alive(&peer, now);
         }
+        false
     }
 
     fn overtake(&mut self, seen: RecordVersion) {
@@ -1028,6 +1217,9 @@ impl<R: Rng> Membership<R> {
     /// A message straight from `from` proves it is alive and reachable.
     fn heard_from(&mut self, from: &PeerId, now: Time) {
         self.unreachable.remove(from);
+        if let Some(e) = self.peers.get_mut(from) {
+            e.direct = true;
+        }
         self.mark_alive(from, now);
     }
 
@@ -1052,6 +1244,9 @@ impl<R: Rng> Membership<R> {
         let c = &self.config;
         let (suspect_after, dead_after) = (c.suspect_after + evidence, c.dead_after + evidence);
         let forget_after = dead_after.saturating_add(c.forget_after);
+        // Verdicts change below: the eviction order is ranked again when next needed.
+        self.victims = None;
+        self.introduced.retain(|_, i| now.since(i.since) < INTRODUCTION_WINDOW);
         let mut forgotten = Vec::new();
         let mut next_change: Option<Time> = None;
         let mut due = |at: Time| next_change = Some(next_change.map_or(at, |n| n.min(at)));
@@ -1621,6 +1816,7 @@ mod tests {
             dead_after,
             forget_after,
             max_digest: None,
+            max_members: 0,
         };
         let mut m = node(&a, 1, 1, zero);
         m.add_contact(b.clone(), Time(0));
@@ -2128,4 +2324,6 @@ mod tests {
         let dropped: u64 = sim.nodes.iter().map(Node::forged_heartbeats).sum();
         assert!(dropped >= (n as u64) * 50, "every forged claim was counted: {dropped}");
     }
+
+    mod bounds;
 }

@@ -258,6 +258,13 @@ pub trait Keyring: Send {
         let _ = record;
         true
     }
+
+    /// Whether the local trust policy names `peer` itself (a trusted-peer or org allow list):
+    /// such a member is the last to make room in a full membership table. None by default.
+    fn trusted(&self, peer: &PeerId) -> bool {
+        let _ = peer;
+        false
+    }
 }
 
 /// A keyring for tests and simulation: "signs" with the signer's peer id, so a record claiming

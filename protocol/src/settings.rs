@@ -22,6 +22,8 @@ pub struct GossipSettings {
     pub suspect_after_ms: u64,
     /// Milliseconds of silence before a peer is `dead`.
     pub dead_after_ms: u64,
+    /// Most peers the membership table holds (the remembered peers table too).
+    pub max_members: usize,
 }
 
 impl Default for GossipSettings {
@@ -32,6 +34,7 @@ impl Default for GossipSettings {
             fanout: shipped.fanout,
             suspect_after_ms: millis(shipped.suspect_after),
             dead_after_ms: millis(shipped.dead_after),
+            max_members: shipped.max_members,
         }
     }
 }
@@ -44,6 +47,7 @@ impl GossipSettings {
             fanout: self.fanout,
             suspect_after: Duration::from_millis(self.suspect_after_ms),
             dead_after: Duration::from_millis(self.dead_after_ms),
+            max_members: self.max_members,
             ..MembershipConfig::default()
         }
     }
@@ -116,7 +120,8 @@ mod tests {
                 ours.suspect_after,
                 ours.dead_after,
                 ours.forget_after,
-                ours.max_digest
+                ours.max_digest,
+                ours.max_members
             ),
             (
                 theirs.gossip_interval,
@@ -124,7 +129,8 @@ mod tests {
                 theirs.suspect_after,
                 theirs.dead_after,
                 theirs.forget_after,
-                theirs.max_digest
+                theirs.max_digest,
+                theirs.max_members
             )
         );
         let placement = PlacementSettings::default();

@@ -54,6 +54,7 @@ impl Store {
                 self.peers_remembered += 1;
                 Persisted::Done
             }
+            Write::ForgetPeer(_) => Persisted::Done,
         }
     }
 

@@ -932,6 +932,7 @@ impl World {
                     self.stats.state_change(to, up);
                 }
                 MembershipEvent::Rejected { .. } => self.stats.rejected_record(),
+                MembershipEvent::Evicted { .. } => {}
             },
             Event::Placing { task, .. } => {
                 let now = self.now;

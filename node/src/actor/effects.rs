@@ -108,6 +108,10 @@ impl EventLoop {
                 let pending = self.store.put_peer(*record);
                 self.when_durable(id, pending, |r| r.map_or(Persisted::Failed, |()| Persisted::Done));
             }
+            Write::ForgetPeer(peer) => {
+                let pending = self.store.remove_peer(&peer);
+                self.when_durable(id, pending, |r| r.map_or(Persisted::Failed, |()| Persisted::Done));
+            }
         }
     }
 
@@ -193,6 +197,15 @@ impl EventLoop {
     }
 
     fn on_membership_event(&mut self, event: MembershipEvent) {
+        let now = self.now().time;
+        if let Some(count) = self.joined.summary(now) {
+            tracing::info!(count, "peer joins not written as events (over the per-minute limit)");
+            let data = serde_json::json!({ "count": count });
+            drop(self.store.append_events(vec![NewEvent {
+                kind: "peer.joined_suppressed".into(),
+                data: data.to_string(),
+            }]));
+        }
         match event {
             MembershipEvent::Joined { record } | MembershipEvent::Updated { record } => {
                 if let Some(p2p) = to_libp2p(&record.peer_id) {
@@ -200,7 +213,7 @@ impl EventLoop {
                         self.swarm.add_peer_address(p2p, addr);
                     }
                 }
-                if self.joined.insert(record.peer_id.clone()) {
+                if self.joined.joined(&record.peer_id, now) == super::joins::Join::Write {
                     tracing::info!(peer = %record.peer_id.short(), org = %record.org, "peer joined");
                     let data = serde_json::json!({"peer_id": record.peer_id, "org": record.org, "name": record.name});
                     drop(self.store.append_events(vec![NewEvent {
@@ -224,6 +237,10 @@ impl EventLoop {
                 if to == PeerState::Dead {
                     tracing::debug!(peer = %peer.short(), "its attempts here are unreachable until it returns");
                 }
+            }
+            MembershipEvent::Evicted { peer } => {
+                tracing::debug!(peer = %peer.short(), "peer evicted from a full membership table");
+                self.joined.forget(&peer);
             }
             MembershipEvent::Rejected { from, reason } => {
                 self.counters.rejected_records += 1;

@@ -8,6 +8,7 @@
 mod discovery;
 mod effects;
 mod guard;
+mod joins;
 mod network;
 mod queries;
 mod recovery;
@@ -195,8 +196,8 @@ pub struct EventLoop {
     mdns_peers: BTreeMap<PeerId, BTreeSet<String>>,
     /// Addresses we dialled and the peer that answered there.
     addr_peers: HashMap<Multiaddr, PeerId>,
-    /// Peers whose `peer.joined` event was written.
-    joined: BTreeSet<PeerId>,
+    /// Peers whose `peer.joined` event was written, and the rate of those events.
+    joined: joins::Joins,
     counters: queries::Counters,
     guard: guard::Guard,
     /// When set, inbound connections must come from tailnet nodes carrying the tag.
@@ -265,6 +266,7 @@ impl EventLoop {
         let life = LifeConfig { output_cap: parts.facts.output_cap, ..LifeConfig::default() };
         let tasks = recovery::tasks(&parts.store, recovered);
         let runs = recovery::runs(&parts.facts.spool, parts.runs);
+        let max_members = parts.membership.max_members();
         let engine = Engine::new(
             EngineParts {
                 membership: parts.membership,
@@ -302,7 +304,7 @@ impl EventLoop {
             addr_peers: HashMap::new(),
             mdns_peers: BTreeMap::new(),
             source_errors: BTreeMap::new(),
-            joined: BTreeSet::new(),
+            joined: joins::Joins::new(max_members, now.time),
             counters: queries::Counters::default(),
             shutdown: parts.shutdown,
             metrics: parts.metrics,

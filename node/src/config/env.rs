@@ -89,6 +89,7 @@ impl Config {
         number("ORGMESH_GOSSIP_INTERVAL_MS", &mut self.gossip.interval_ms)?;
         number("ORGMESH_SUSPECT_AFTER_MS", &mut self.gossip.suspect_after_ms)?;
         number("ORGMESH_DEAD_AFTER_MS", &mut self.gossip.dead_after_ms)?;
+        number("ORGMESH_MAX_MEMBERS", &mut self.gossip.max_members)?;
         if let Some(kind) = env("ORGMESH_EXECUTOR") {
             self.executor.kind = kind
                 .parse()

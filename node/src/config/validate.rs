@@ -72,6 +72,9 @@ impl Config {
         if g.fanout == 0 {
             return invalid("gossip.fanout", "must be at least 1".into());
         }
+        if g.max_members == 0 {
+            return invalid("gossip.max_members", "must be at least 1".into());
+        }
         let p = &self.placement;
         if p.fanout == 0 || p.bid_timeout_ms == 0 || p.commit_timeout_ms == 0 || p.reservation_ttl_ms == 0 {
             return invalid(

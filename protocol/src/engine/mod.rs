@@ -115,6 +115,9 @@ pub enum Write {
     },
     /// A peer's signed record, remembered to redial after a restart (once per generation).
     Peer(Box<SignedRecord>),
+    /// A peer the membership table dropped to stay bounded: not to be redialled after a
+    /// restart, so the remembered peers stay within the table's cap.
+    ForgetPeer(PeerId),
 }
 
 /// How a write the engine waits for went.
@@ -430,6 +433,12 @@ pub struct EngineCounters {
     /// expired): it is asked last and chosen only when no other host offers, for
     /// `placement.suspect_for_s`.
     pub hosts_suspected: u64,
+    /// New gossip records refused: the membership table was full of members worth as much.
+    pub members_refused: u64,
+    /// Members dropped from a full table for a newcomer worth more.
+    pub members_evicted: u64,
+    /// New gossip records refused: their sender had introduced its budget of new identities.
+    pub introductions_refused: u64,
 }
 
 /// The machines an engine is made of, built by the driver from its config.
@@ -616,7 +625,14 @@ impl<R: Rng> Engine<R> {
 
     /// What was refused or given up so far.
     pub fn counters(&self) -> EngineCounters {
-        EngineCounters { forged_heartbeats: self.membership.forged_heartbeats(), ..self.counters }
+        let bounds = self.membership.bound_stats();
+        EngineCounters {
+            forged_heartbeats: self.membership.forged_heartbeats(),
+            members_refused: bounds.members_refused,
+            members_evicted: bounds.members_evicted,
+            introductions_refused: bounds.introductions_refused,
+            ..self.counters
+        }
     }
 
     /// The attempt of `task` this node holds a lease for, and its host: while one is held, the
@@ -883,6 +899,12 @@ impl<R: Rng> Engine<R> {
                             self.wake_waiting = true;
                         }
                     }
+                    MembershipEvent::Evicted { peer } => {
+                        // Written only if it was remembered: the peers table stays within the cap.
+                        if self.remembered.remove(peer).is_some() {
+                            self.persist(Write::ForgetPeer(peer.clone()));
+                        }
+                    }
                     MembershipEvent::Rejected { .. } => {}
                 }
                 self.event(Event::Membership(event));
@@ -995,6 +1017,8 @@ impl<R: Rng> Engine<R> {
                 self.negotiator.handle_bid_response(&from, task, attempt, r, now.time);
             }
             (Sent::Commit(from, task, attempt), Some(Response::Place(PlaceResponse::Commit(r)))) => {
+                // A host that answers our commits is worth keeping in a full table.
+                self.membership.mark_useful(&from);
                 self.negotiator.handle_commit_response(&from, task, attempt, r, now.time);
             }
             (Sent::Bid(from, task, attempt) | Sent::Commit(from, task, attempt), other) => {

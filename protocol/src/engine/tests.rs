@@ -158,6 +158,10 @@ impl Store {
                 self.peers.insert(signed.record.peer_id.clone(), *signed);
                 Persisted::Done
             }
+            Write::ForgetPeer(peer) => {
+                self.peers.remove(&peer);
+                Persisted::Done
+            }
         }
     }
 }
