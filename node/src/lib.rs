@@ -24,6 +24,7 @@ pub mod identity;
 pub mod metrics;
 pub use orgmesh_protocol::engine::output_cap;
 pub mod p2p;
+pub mod redial;
 pub mod run;
 pub mod sandbox;
 pub mod spool;

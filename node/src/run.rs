@@ -284,21 +284,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         }
         sources.push(Box::new(DnsSource::new(dns_config)?));
     }
-    // Peers remembered from earlier runs are redialled like a static list.
-    let remembered: Vec<String> = store
-        .peers()
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|s| {
-            let peer = s.record.peer_id;
-            // An address that already names a peer (a relay path) cannot take a second suffix.
-            s.record
-                .addrs
-                .into_iter()
-                .filter(|a| !a.contains("/p2p/"))
-                .map(move |a| format!("{a}/p2p/{peer}"))
-        })
-        .collect();
+    // Peers remembered from earlier runs are redialled like a static list: the best few.
+    let trust = trust_policy(&config);
+    let remembered: Vec<String> =
+        crate::redial::remembered(&store, &trust, config.gossip.max_members, started_at)
+            .await
+            .into_iter()
+            .flat_map(|s| {
+                let peer = s.record.peer_id;
+                // An address that already names a peer (a relay path) cannot take a second suffix.
+                s.record
+                    .addrs
+                    .into_iter()
+                    .filter(|a| !a.contains("/p2p/"))
+                    .map(move |a| format!("{a}/p2p/{peer}"))
+            })
+            .collect();
     if let Ok(source) = StaticSource::new(&remembered) {
         sources.push(Box::new(Remembered(source)));
     }
