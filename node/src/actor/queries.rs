@@ -39,6 +39,7 @@ impl Counters {
             ("members_refused", engine.members_refused),
             ("members_evicted", engine.members_evicted),
             ("introductions_refused", engine.introductions_refused),
+            ("unlooked_renewals", engine.unlooked_renewals),
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),

@@ -18,6 +18,8 @@ mod origin;
 pub mod output_cap;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bounds;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -437,6 +439,9 @@ pub struct EngineCounters {
     pub members_refused: u64,
     /// Members dropped from a full table for a newcomer worth more.
     pub members_evicted: u64,
+    /// Ended attempts named in lease renewals past the per-message bound of store lookups:
+    /// told to stop without the lookup (a host naming many ended attempts at once).
+    pub unlooked_renewals: u64,
     /// New gossip records refused: their sender had introduced its budget of new identities.
     pub introductions_refused: u64,
 }

@@ -17,6 +17,9 @@ use crate::task::{AttemptRecord, Task, TaskPlacement, TaskStatus};
 use crate::time::{Time, Timestamp};
 use crate::wire::task::{Outcome, TaskRequest, TaskResponse};
 
+/// Archive (store) lookups one `Renew` may cost on the event loop.
+pub(super) const MAX_ARCHIVE_LOOKUPS: usize = 64;
+
 /// A task owned by this node that has not ended.
 #[derive(Debug)]
 pub(super) struct Active {
@@ -529,6 +532,11 @@ impl<R: Rng> Engine<R> {
         archive: &dyn Archive,
     ) -> Option<TaskResponse> {
         let (mut stop, mut cancel) = (Vec::new(), Vec::new());
+        // The store is read on the event loop: a bounded number of times per message, however
+        // many ended attempts a renewal names (up to `MAX_RENEW`). The lookup only tells a
+        // renewal that crossed its attempt's `Finished` from a stale claim, for the count; the
+        // answer is `stop` either way, so past the bound the rest are stopped uncounted.
+        let mut lookups = 0;
         for (task, attempt) in attempts {
             match self.active.get(&task) {
                 Some(a) if a.fenced_ok(from, attempt) => {
@@ -542,7 +550,12 @@ impl<R: Rng> Engine<R> {
                     self.counters.stale_reports += 1;
                     stop.push((task, attempt));
                 }
+                None if lookups >= MAX_ARCHIVE_LOOKUPS => {
+                    self.counters.unlooked_renewals += 1;
+                    stop.push((task, attempt));
+                }
                 None => {
+                    lookups += 1;
                     // Ended. A renewal that crossed the attempt's own `Finished` is no stale
                     // claim (it happens in a healthy mesh); anything else is.
                     let ended_here = match archive.ended(task) {
