@@ -124,12 +124,13 @@ impl EventLoop {
                 let from = to_protocol(&peer);
                 match message {
                     request_response::Message::Request { request: req, channel: ch, .. } => {
-                        if !self.admit(&from, now.time) {
+                        let request = request(req);
+                        if !self.admit(&from, guard::cost(&request), now.time) {
                             return;
                         }
                         let reply = self.next_reply();
                         self.channels.insert(reply, channel(ch));
-                        self.feed(Input::Request { from, request: request(req), reply }, now);
+                        self.feed(Input::Request { from, request, reply }, now);
                     }
                     request_response::Message::Response { request_id, response: resp } => {
                         if let Some(id) = self.outbound.remove(&(protocol, request_id)) {
@@ -208,14 +209,14 @@ impl EventLoop {
         self.enforce(&peer, guard::Verdict::Ban(Duration::from_secs(60)), &why);
     }
 
-    /// Whether to serve an inbound request from `from` (rate limit; bans).
-    pub(super) fn admit(&mut self, from: &PeerId, now: Time) -> bool {
+    /// Whether to serve an inbound request from `from` costing `cost` (rate limit; bans).
+    pub(super) fn admit(&mut self, from: &PeerId, cost: u32, now: Time) -> bool {
         if self.gate_pending.contains(from) {
             // Dropped, not queued: the peer retries on its next round, by then checked.
             self.counters.unchecked_requests += 1;
             return false;
         }
-        match self.guard.request(from, now) {
+        match self.guard.request(from, cost, now) {
             guard::Verdict::Allow => true,
             verdict => {
                 self.counters.rate_limited_requests += 1;
