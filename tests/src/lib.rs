@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod fuzzing;
 pub mod netns;
 pub mod rogue;
+pub mod rogue_host;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
