@@ -36,6 +36,11 @@ pub struct LeaseConfig {
     /// The host kills at `timeout_s` and then still has to deliver the rest of the log and the
     /// result; this covers that, so an honest host is never overtaken.
     pub overdue_grace: Duration,
+    /// How long after its placement an attempt may go on renewing without its host reporting
+    /// `Started` before the origin gives it up (zero: never). An honest host reports `Started`
+    /// as soon as the process is spawned; one that holds work and renews without starting it
+    /// would otherwise keep the task until `timeout_s` (an hour by default).
+    pub start_within: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -46,9 +51,13 @@ impl Default for LeaseConfig {
             // Half the ttl: a gap that long would have cost the hosts half their lease.
             stall_after: Duration::from_millis(2500),
             overdue_grace: DEFAULT_OVERDUE_GRACE,
+            start_within: DEFAULT_START_WITHIN,
         }
     }
 }
+
+/// The default of [`LeaseConfig::start_within`].
+pub const DEFAULT_START_WITHIN: Duration = Duration::from_secs(120);
 
 /// The default of [`LeaseConfig::overdue_grace`].
 pub const DEFAULT_OVERDUE_GRACE: Duration = Duration::from_secs(30);

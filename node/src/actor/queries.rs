@@ -33,6 +33,7 @@ impl Counters {
             ("stale_reports", engine.stale_reports),
             ("attempts_lost", engine.attempts_lost),
             ("attempts_overdue", engine.attempts_overdue),
+            ("attempts_unstarted", engine.attempts_unstarted),
             ("foreign_entries", engine.foreign_entries),
             ("forged_heartbeats", engine.forged_heartbeats),
             ("hosts_suspected", engine.hosts_suspected),

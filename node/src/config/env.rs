@@ -112,6 +112,7 @@ impl Config {
         number("ORGMESH_LEASE_TTL_MS", &mut self.tasks.lease_ttl_ms)?;
         number("ORGMESH_STOP_GRACE_S", &mut self.tasks.stop_grace_s)?;
         number("ORGMESH_OVERDUE_GRACE_S", &mut self.tasks.overdue_grace_s)?;
+        number("ORGMESH_START_WITHIN_S", &mut self.tasks.start_within_s)?;
         Ok(())
     }
 }

@@ -294,6 +294,9 @@ pub struct TasksSection {
     /// Seconds past a task's `timeout_s` after which this node, as its origin, gives up an
     /// attempt that has not finished, whatever the host says.
     pub overdue_grace_s: u64,
+    /// Seconds after placement within which a host must report an attempt `Started`; this node,
+    /// as origin, gives up an attempt renewed past it without starting (0: never).
+    pub start_within_s: u64,
 }
 
 impl Default for TasksSection {
@@ -304,6 +307,7 @@ impl Default for TasksSection {
             lease_ttl_ms: millis(engine.ttl),
             stop_grace_s: 30,
             overdue_grace_s: engine.overdue_grace.as_secs(),
+            start_within_s: engine.start_within.as_secs(),
         }
     }
 }
@@ -317,6 +321,7 @@ impl TasksSection {
             // Half the ttl: a gap that long would have cost the hosts half their lease.
             stall_after: Duration::from_millis(self.lease_ttl_ms / 2),
             overdue_grace: Duration::from_secs(self.overdue_grace_s),
+            start_within: Duration::from_secs(self.start_within_s),
         }
     }
 }

@@ -426,13 +426,16 @@ pub struct EngineCounters {
     pub attempts_expired: u64,
     /// Of those, given up because they ran past `timeout_s` plus the grace.
     pub attempts_overdue: u64,
+    /// Of those, given up because their host renewed them past `start_within` without
+    /// reporting `Started`.
+    pub attempts_unstarted: u64,
     /// Entries of a peer's answer about attempts that are not that peer's (another origin's
     /// attempts in a stop or cancel list): dropped.
     pub foreign_entries: u64,
     /// Heartbeat claims dropped as made up: ahead of what their owner could have counted.
     pub forged_heartbeats: u64,
-    /// Times a host became suspect to this origin (an attempt it held went overdue or its lease
-    /// expired): it is asked last and chosen only when no other host offers, for
+    /// Times a host became suspect to this origin (an attempt it held went overdue, was renewed
+    /// without starting, or its lease expired): it is asked last and chosen only when no other host offers, for
     /// `placement.suspect_for_s`.
     pub hosts_suspected: u64,
     /// New gossip records refused: the membership table was full of members worth as much.

@@ -33,6 +33,8 @@ pub(super) struct Active {
     pub(super) queue_deadline: Time,
     /// The current attempt's host reported `Started`.
     started: bool,
+    /// When the current attempt was placed (its commit accepted), on this node's clock.
+    placed_at: Option<Time>,
     /// Where the current attempt's output begins in the task's log.
     log_base: u64,
     /// Bytes in the task's log that are durable.
@@ -44,8 +46,8 @@ pub(super) struct Active {
     filed: Option<(Time, Time)>,
     /// Found waiting in the store at start: placed against a view still filling up.
     recovered: bool,
-    /// Hosts an earlier attempt of this task ran past `timeout_s` plus the grace on: never asked
-    /// again for it. At most `MAX_AVOIDED`, oldest dropped.
+    /// Hosts an earlier attempt of this task ran past its time on (overdue, or renewed without
+    /// starting): never asked again for it. At most `MAX_AVOIDED`, oldest dropped.
     avoid: Vec<PeerId>,
 }
 
@@ -70,6 +72,7 @@ impl Active {
             commit_sent: false,
             next_try: Time::ZERO,
             started: false,
+            placed_at: None,
             log_base,
             log_len,
             cancel_requested: false,
@@ -219,9 +222,10 @@ impl<R: Rng> Engine<R> {
     pub(super) fn on_placement_event(&mut self, event: PlacementEvent, now: Now) {
         match event {
             PlacementEvent::Placed { task, attempt, host } => {
-                let Some(active) = self.active.get(&task).filter(|a| a.task.attempt == attempt) else {
+                let Some(active) = self.active.get_mut(&task).filter(|a| a.task.attempt == attempt) else {
                     return;
                 };
+                active.placed_at = Some(now.time);
                 let cancel = active.cancel_requested;
                 let log_start = active.log_base;
                 let terms = LeaseTerms::of(&active.task.spec);
@@ -454,18 +458,23 @@ impl<R: Rng> Engine<R> {
                     );
                     self.counters.attempts_overdue += 1;
                     self.strike(&host, now);
-                    if let Some(a) = self.active.get_mut(&task) {
-                        if a.avoid.len() >= MAX_AVOIDED {
-                            a.avoid.remove(0);
-                        }
-                        a.avoid.push(host.clone());
-                    }
+                    self.avoid(task, &host);
                     self.send(&host, Request::Task(TaskRequest::Cancel { task, attempt }), Sent::GiveUp);
                     if let Some(write) = self.attempt_lost(task, &why, now) {
                         self.persist(write);
                     }
                 }
             }
+        }
+    }
+
+    /// `task` is never placed on `host` again (an attempt of it ran past its time there).
+    fn avoid(&mut self, task: TaskId, host: &PeerId) {
+        if let Some(a) = self.active.get_mut(&task) {
+            if a.avoid.len() >= MAX_AVOIDED {
+                a.avoid.remove(0);
+            }
+            a.avoid.push(host.clone());
         }
     }
 
@@ -498,6 +507,7 @@ impl<R: Rng> Engine<R> {
         active.commit_sent = true;
         active.committing = None;
         active.started = false;
+        active.placed_at = None;
         active.next_try = now.time + delay;
         active.queue_deadline = queue_deadline(now.wall, active.task.spec.queue_timeout_s, now);
         let give_up = active.task.history.len() >= active.task.spec.max_attempts as usize;
@@ -531,7 +541,8 @@ impl<R: Rng> Engine<R> {
         now: Now,
         archive: &dyn Archive,
     ) -> Option<TaskResponse> {
-        let (mut stop, mut cancel) = (Vec::new(), Vec::new());
+        let (mut stop, mut cancel, mut unstarted) = (Vec::new(), Vec::new(), Vec::new());
+        let start_within = self.leases.config().start_within;
         // The store is read on the event loop: a bounded number of times per message, however
         // many ended attempts a renewal names (up to `MAX_RENEW`). The lookup only tells a
         // renewal that crossed its attempt's `Finished` from a stale claim, for the count; the
@@ -541,6 +552,15 @@ impl<R: Rng> Engine<R> {
             match self.active.get(&task) {
                 Some(a) if a.fenced_ok(from, attempt) => {
                     let cancel_requested = a.cancel_requested;
+                    // Renewed, but never started: the host holds the work without doing it.
+                    let stalled = !start_within.is_zero()
+                        && !a.started
+                        && a.placed_at.is_some_and(|at| now.time.since(at) > start_within);
+                    if stalled {
+                        unstarted.push((task, attempt));
+                        cancel.push((task, attempt));
+                        continue;
+                    }
                     self.leases.renew(from, task, attempt, now.time);
                     if cancel_requested {
                         cancel.push((task, attempt));
@@ -572,6 +592,19 @@ impl<R: Rng> Engine<R> {
         }
         if !stop.is_empty() {
             tracing::info!(from = %from.short(), attempts = stop.len(), "told a host to stop attempts it no longer holds");
+        }
+        for (task, _) in unstarted {
+            let why = format!(
+                "executor {} renewed its lease for {} s without starting the attempt",
+                from.short(),
+                start_within.as_secs()
+            );
+            self.counters.attempts_unstarted += 1;
+            self.strike(from, now);
+            self.avoid(task, from);
+            if let Some(write) = self.attempt_lost(task, &why, now) {
+                self.persist(write);
+            }
         }
         Some(TaskResponse::Leases { stop, cancel })
     }

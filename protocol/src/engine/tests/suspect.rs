@@ -147,3 +147,39 @@ fn the_suspect_record_is_bounded_and_strikes_accumulate() {
     assert!(n.suspect(&peer(MAX_SUSPECTS + 499), forgiven), "a strike after forgiveness starts over");
     assert_eq!(n.strikes(&peer(MAX_SUSPECTS + 499), forgiven), 1);
 }
+
+/// A host that renews but never even reports `Started` is caught by `start_within`, long before
+/// the spec's `timeout_s` (an hour here): the task moves, and the host is suspect.
+#[test]
+fn a_host_that_renews_without_starting_loses_the_task_within_start_within() {
+    let mut w = World::new(SEED, &[("acme", 0), ("hosts", 2), ("hosts", 2)]);
+    w.settle();
+    w.muted.extend([1, 2]);
+    let mut spec = spec_for(&["hosts"]);
+    spec.timeout_s = 3600;
+    spec.max_attempts = 3;
+    let id = w.submit(ORIGIN, spec, vec![Behaviour::new(1_000, 100)]);
+    let placed = w.run_until(30_000, |w| w.placed(ORIGIN, id, Attempt(1)).is_some());
+    assert!(placed, "seed {}: attempt 1 was never placed", w.seed);
+    let rogue = w.placed(ORIGIN, id, Attempt(1)).unwrap_or(1);
+    let honest = 3 - rogue;
+    w.muted.remove(&honest);
+    let placed_at = w.placed_at(ORIGIN, id, Attempt(1)).unwrap_or_default();
+    assert_eq!(w.finish(ORIGIN, id, 300_000), TaskStatus::Succeeded, "seed {}", w.seed);
+    assert_eq!(w.placed(ORIGIN, id, Attempt(2)), Some(honest), "seed {}", w.seed);
+    let moved = w.placed_at(ORIGIN, id, Attempt(2)).unwrap_or(u64::MAX) - placed_at;
+    let within = LeaseConfig::default().start_within.as_millis() as u64;
+    let backoff = LifeConfig::default().replace_backoff_max.as_millis() as u64;
+    assert!(
+        moved > within && moved <= within + 2_000 + backoff,
+        "seed {}: moved {moved} ms after placement, start_within {within} ms",
+        w.seed
+    );
+    let c = w.counters(ORIGIN);
+    assert_eq!((c.attempts_unstarted, c.attempts_overdue, c.hosts_suspected), (1, 0, 1), "{c:?}");
+    // The host was told to cancel in the answer to its renewal.
+    let cancelled = w.answers(rogue, ORIGIN, |r| matches!(r, TaskRequest::Renew { .. })).into_iter().any(
+        |a| matches!(a, Some(TaskResponse::Leases { cancel, .. }) if cancel.contains(&(id, Attempt(1)))),
+    );
+    assert!(cancelled, "seed {}: the rogue was never told to cancel", w.seed);
+}
