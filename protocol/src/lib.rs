@@ -7,6 +7,7 @@
 //! - [`ids`], [`time`]: typed identifiers and the two kinds of time.
 //! - [`task`]: task specs, records and statuses (validation included).
 //! - [`record`]: a node's signed self-description and capacity.
+//! - [`receipt`]: a host's signed statement of how an attempt ended, checkable offline.
 //! - [`wire`]: versioned postcard envelopes with size limits, one module per libp2p protocol.
 //! - [`membership`]: Scuttlebutt gossip of records plus a heartbeat failure detector.
 //! - [`placement`]: bid/commit/release negotiation (`Negotiator` at the origin, `Host` at each
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod membership;
 pub mod placement;
+pub mod receipt;
 pub mod record;
 pub mod settings;
 pub mod task;
