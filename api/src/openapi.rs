@@ -51,6 +51,8 @@ use crate::schema::{self, Check, DrainStatus, NodeInfo, PeerEntry};
         schema::TaskOrigin,
         schema::TaskPlacement,
         schema::AttemptRecord,
+        schema::Receipt,
+        schema::Usage,
         schema::TaskList,
         schema::PeerList,
         schema::Accepted,
@@ -266,6 +268,21 @@ mod tests {
             outcome: Some("exit 0".into()),
             log_start: 0,
         });
+        let receipt = orgmesh_protocol::receipt::Receipt {
+            task: task.id,
+            attempt: Attempt(1),
+            origin: peer.clone(),
+            host: peer.clone(),
+            exit_code: Some(0),
+            error: None,
+            cancelled: false,
+            log_len: 0,
+            output_sha256: [0; 32],
+            usage: Default::default(),
+            finished_at_ms: 3,
+        };
+        let signed = orgmesh_protocol::receipt::SignedReceipt { receipt, signature: vec![0; 64] };
+        task.receipt = Some(orgmesh_protocol::receipt::StoredReceipt { signed, digest_checked: true });
         let node = NodeInfo {
             peer_id: peer.clone(),
             org: org.clone(),
@@ -301,6 +318,8 @@ mod tests {
             ("TaskOrigin", &task["origin"]),
             ("TaskPlacement", &task["placement"]),
             ("AttemptRecord", &task["history"][0]),
+            ("Receipt", &task["receipt"]),
+            ("Usage", &task["receipt"]["usage"]),
             ("Capacity", &serde_json::to_value(Capacity::default()).unwrap()),
             ("NodeInfo", &serde_json::to_value(&node).unwrap()),
             ("PeerEntry", &serde_json::to_value(&entry).unwrap()),

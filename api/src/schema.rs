@@ -226,6 +226,46 @@ pub(crate) struct Task {
     #[schema(format = DateTime)]
     updated_at: String,
     history: Vec<AttemptRecord>,
+    /// The host's signed result receipt, once the origin checked and accepted one.
+    receipt: Option<Receipt>,
+}
+
+/// What an attempt used, as its host measured it (null: not measured).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub(crate) struct Usage {
+    wall_ms: u64,
+    cpu_ms: Option<u64>,
+    peak_memory_bytes: Option<u64>,
+}
+
+/// A host's signed statement of how an attempt ended (docs/protocol.md, "Result receipts").
+/// Only `signed` and `signature` are signed; the other fields show what `signed` decodes to.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub(crate) struct Receipt {
+    task: String,
+    attempt: u32,
+    /// The node the attempt ran for.
+    origin: String,
+    /// The node that ran it and signed this.
+    host: String,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    cancelled: bool,
+    /// Bytes of output in all.
+    log_len: u64,
+    /// SHA-256 of the output, hex.
+    output_sha256: String,
+    usage: Usage,
+    /// When it ended, unix ms, on the host's clock.
+    finished_at_ms: u64,
+    /// The host's ed25519 signature over `signed`, hex.
+    signature: String,
+    /// The exact signed bytes, hex: `orgmesh-receipt-v1\0` then the postcard receipt.
+    signed: String,
+    /// Whether the origin compared the digest with the output bytes it received.
+    digest_checked: bool,
 }
 
 /// A page of tasks, newest first.

@@ -88,6 +88,8 @@ pub struct WireCounters {
     pub place: WireCounter,
     /// `/orgmesh/task/1`.
     pub task: WireCounter,
+    /// `/orgmesh/receipt/1`.
+    pub receipt: WireCounter,
 }
 
 /// One node's metrics. Cheap to clone; clones share the figures.
@@ -148,7 +150,12 @@ impl Metrics {
             };
             WireCounter { sent: get("sent"), received: get("received") }
         };
-        let wire = WireCounters { gossip: counter("gossip"), place: counter("place"), task: counter("task") };
+        let wire = WireCounters {
+            gossip: counter("gossip"),
+            place: counter("place"),
+            task: counter("task"),
+            receipt: counter("receipt"),
+        };
         let libp2p = Arc::new(libp2p::metrics::Metrics::new(&mut registry));
         Self {
             registry: Arc::new(Mutex::new(registry)),

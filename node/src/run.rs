@@ -174,6 +174,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     };
     let gossip = config.gossip.to_config();
     let seed: u64 = rand::random();
+    // The engine signs receipts with the same identity; it admits nothing, so no trust policy.
+    let receipt_keyring = Box::new(Libp2pKeyring::new(key.clone(), TrustPolicy::default()));
     let membership = Membership::new(
         record,
         Box::new(Libp2pKeyring::new(key, trust)),
@@ -219,6 +221,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             host,
             leases: config.tasks.leases(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 2),
+            keyring: receipt_keyring,
             runs: hosted,
             epoch,
             commands: command_rx,

@@ -149,12 +149,20 @@ pub struct SpoolWriter<W> {
     /// Bytes in the spool (the marker counted): what the host may read.
     len: u64,
     state: State,
+    /// SHA-256 of those `len` bytes, for the attempt's receipt.
+    digest: sha2::Sha256,
 }
 
 impl<W: Write> SpoolWriter<W> {
     /// A writer keeping at most `cap` output bytes in `out`.
     pub fn new(out: W, cap: u64) -> Self {
-        Self { out, cap, kept: 0, len: 0, state: State::Open }
+        Self { out, cap, kept: 0, len: 0, state: State::Open, digest: sha2::Sha256::default() }
+    }
+
+    /// SHA-256 of every byte in the spool so far (markers included): what the origin receives.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        self.digest.clone().finalize().into()
     }
 
     /// Bytes in the spool so far.
@@ -196,12 +204,16 @@ impl<W: Write> SpoolWriter<W> {
     /// Writes all of `bytes`, counting what got through; on a failure, ends the spool with the
     /// write-failed marker (as much of it as fits) and returns false.
     fn write(&mut self, bytes: &[u8]) -> bool {
+        use sha2::Digest;
         let (written, error) = write_counted(&mut self.out, bytes);
+        self.digest.update(&bytes[..written]);
         self.len += written as u64;
         let Some(error) = error else { return true };
         tracing::warn!(%error, spooled = self.len, "cannot write task output to the spool; the rest is dropped");
         self.state = State::Failed;
-        let (written, _) = write_counted(&mut self.out, &write_failed_marker());
+        let marker = write_failed_marker();
+        let (written, _) = write_counted(&mut self.out, &marker);
+        self.digest.update(&marker[..written]);
         self.len += written as u64;
         false
     }
@@ -263,6 +275,24 @@ mod tests {
         assert_eq!(&w.out[..10], b"0123456789");
         assert!(w.out.ends_with(&marker) && w.out.len() == 10 + marker.len());
         assert!(!w.failed());
+    }
+
+    /// The receipt's digest is of exactly the bytes the spool holds: cut marker, and the
+    /// write-failed marker of a full disk, included.
+    #[test]
+    fn the_digest_covers_exactly_the_spooled_bytes() {
+        use sha2::Digest;
+        let sha = |b: &[u8]| -> [u8; 32] { sha2::Sha256::digest(b).into() };
+        let mut w = SpoolWriter::new(Vec::new(), 10);
+        assert_eq!(w.digest(), sha(b""));
+        w.push(b"0123");
+        assert_eq!(w.digest(), sha(b"0123"));
+        w.push(b"456789AB and more");
+        assert_eq!(w.digest(), sha(&w.out));
+        let mut full = SpoolWriter::new(Filling { data: Vec::new(), room: 7, fail_once_at: None }, 1 << 20);
+        full.push(b"0123456789");
+        assert!(full.failed());
+        assert_eq!(full.digest(), sha(&full.out.data));
     }
 
     #[test]

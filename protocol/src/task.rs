@@ -313,6 +313,10 @@ pub struct Task {
     pub updated_at: Timestamp,
     /// Every placement it had, oldest first.
     pub history: Vec<AttemptRecord>,
+    /// The host's signed receipt of the result, once the origin checked and accepted one.
+    /// Last, so records stored before receipts are the same bytes minus this field.
+    #[serde(default)]
+    pub receipt: Option<crate::receipt::StoredReceipt>,
 }
 
 impl Task {
@@ -330,6 +334,7 @@ impl Task {
             created_at: now,
             updated_at: now,
             history: Vec::new(),
+            receipt: None,
         }
     }
 }

@@ -20,6 +20,7 @@ use orgmesh_protocol::record::InsecureTestKeyring;
 use orgmesh_protocol::task::{Constraints, TaskOrigin};
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
 use orgmesh_protocol::wire::place::{PlaceRequest, PlaceResponse};
+use orgmesh_protocol::wire::receipt::{ReceiptRequest, ReceiptResponse};
 use orgmesh_protocol::wire::task::{TaskRequest, TaskResponse};
 use orgmesh_protocol::wire::{self, limits};
 use orgmesh_protocol::{
@@ -77,6 +78,7 @@ enum Proto {
     Gossip,
     Place,
     Task,
+    Receipt,
 }
 
 impl Proto {
@@ -85,6 +87,7 @@ impl Proto {
             Proto::Gossip => "gossip",
             Proto::Place => "place",
             Proto::Task => "task",
+            Proto::Receipt => "receipt",
         }
     }
 
@@ -93,6 +96,7 @@ impl Proto {
             Proto::Gossip => limits::GOSSIP,
             Proto::Place => limits::PLACE,
             Proto::Task => limits::TASK,
+            Proto::Receipt => limits::RECEIPT,
         }
     }
 }
@@ -184,6 +188,8 @@ impl Ev {
                 (Proto::Place, false) => "place-response",
                 (Proto::Task, true) => "task-request",
                 (Proto::Task, false) => "task-response",
+                (Proto::Receipt, true) => "receipt-request",
+                (Proto::Receipt, false) => "receipt-response",
             },
             Ev::Failed { .. } => "request-failed",
             Ev::Arrival(_) => "arrival",
@@ -525,6 +531,7 @@ impl World {
             leases: LeaseConfig::default(),
             life: LifeConfig::default(),
             rng: stream(self.seed, Purpose::Lifecycle, i as u64, u64::from(inc)),
+            keyring: Box::new(InsecureTestKeyring::new(node.id.clone())),
         };
         let (tasks, runs) = node.store.recovered();
         let mut engine = Engine::new(parts, tasks, runs, now);
@@ -811,7 +818,8 @@ impl World {
                 let output_len = p.spooled_by(self.now);
                 node.store.spools.insert((task, attempt), output_len);
                 self.account_run(p.started_us, self.now, p.cpu_millis);
-                let exit = Exit { exit_code: None, error: Some("cancelled".into()), cancelled: true };
+                // No digest: simulated output is never hashed, so hosts send no receipts here.
+                let exit = Exit::plain(None, Some("cancelled".into()), true);
                 queue.push_back(Feed::Input(Input::AttemptExited { task, attempt, exit, output_len }));
             }
             Output::ReadLog { task, attempt, offset, max } => {
@@ -838,7 +846,7 @@ impl World {
         node.store.spools.insert((task, attempt), p.output_bytes);
         self.account_run(p.started_us, self.now, p.cpu_millis);
         let len = p.output_bytes;
-        let exit = Exit { exit_code: Some(0), error: None, cancelled: false };
+        let exit = Exit::plain(Some(0), None, false);
         self.feed(
             i,
             [
@@ -979,6 +987,7 @@ impl World {
             Request::Gossip(r) => (Proto::Gossip, wire::encode(r, limits::GOSSIP)),
             Request::Place(r) => (Proto::Place, wire::encode(r, limits::PLACE)),
             Request::Task(r) => (Proto::Task, wire::encode(r, limits::TASK)),
+            Request::Receipt(r) => (Proto::Receipt, wire::encode(r, limits::RECEIPT)),
         };
         let (Some(&j), Ok(bytes)) = (self.index.get(to), bytes.inspect_err(|_| self.stats.oversized()))
         else {
@@ -1005,6 +1014,7 @@ impl World {
             Some(Response::Gossip(x)) if r.proto == Proto::Gossip => wire::encode(x, limits::GOSSIP).ok(),
             Some(Response::Place(x)) if r.proto == Proto::Place => wire::encode(x, limits::PLACE).ok(),
             Some(Response::Task(x)) if r.proto == Proto::Task => wire::encode(x, limits::TASK).ok(),
+            Some(Response::Receipt(x)) if r.proto == Proto::Receipt => wire::encode(x, limits::RECEIPT).ok(),
             _ => None,
         };
         let Some(bytes) = bytes else {
@@ -1091,6 +1101,7 @@ impl World {
             }
             Proto::Place => Request::Place(wire::decode::<PlaceRequest>(bytes, limit).ok()?),
             Proto::Task => Request::Task(wire::decode::<TaskRequest>(bytes, limit).ok()?),
+            Proto::Receipt => Request::Receipt(wire::decode::<ReceiptRequest>(bytes, limit).ok()?),
         })
     }
 
@@ -1107,6 +1118,7 @@ impl World {
             }
             Proto::Place => Response::Place(wire::decode::<PlaceResponse>(bytes, limit).ok()?),
             Proto::Task => Response::Task(wire::decode::<TaskResponse>(bytes, limit).ok()?),
+            Proto::Receipt => Response::Receipt(wire::decode::<ReceiptResponse>(bytes, limit).ok()?),
         })
     }
 

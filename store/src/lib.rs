@@ -145,6 +145,55 @@ pub struct HostedRun {
     pub legacy_output: Vec<u8>,
     /// Bytes of the attempt's output the origin had acknowledged when this was written.
     pub acked: u64,
+    /// What the attempt's result receipt states beyond its outcome, once it ended (none in
+    /// records written before receipts, which decode all the same).
+    pub evidence: Option<RunEvidence>,
+}
+
+/// What a hosted attempt's receipt needs that its outcome lacks: kept with the run so a
+/// restarted host still sends it. The store's own type, like [`RunOutcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunEvidence {
+    /// SHA-256 of the attempt's whole output.
+    pub output_sha256: [u8; 32],
+    /// Bytes that digest covers.
+    pub output_len: u64,
+    /// Wall-clock milliseconds it ran.
+    pub wall_ms: u64,
+    /// CPU milliseconds, if measured.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory bytes, if measured.
+    pub peak_memory_bytes: Option<u64>,
+    /// When it ended, unix ms.
+    pub finished_at_ms: u64,
+}
+
+impl From<orgmesh_protocol::engine::Evidence> for RunEvidence {
+    fn from(e: orgmesh_protocol::engine::Evidence) -> Self {
+        Self {
+            output_sha256: e.output_sha256,
+            output_len: e.output_len,
+            wall_ms: e.usage.wall_ms,
+            cpu_ms: e.usage.cpu_ms,
+            peak_memory_bytes: e.usage.peak_memory_bytes,
+            finished_at_ms: e.finished_at_ms,
+        }
+    }
+}
+
+impl From<RunEvidence> for orgmesh_protocol::engine::Evidence {
+    fn from(e: RunEvidence) -> Self {
+        Self {
+            output_sha256: e.output_sha256,
+            output_len: e.output_len,
+            usage: orgmesh_protocol::receipt::Usage {
+                wall_ms: e.wall_ms,
+                cpu_ms: e.cpu_ms,
+                peak_memory_bytes: e.peak_memory_bytes,
+            },
+            finished_at_ms: e.finished_at_ms,
+        }
+    }
 }
 
 /// How a hosted attempt ended, as the store keeps it. The store's own type, not the wire's
@@ -555,3 +604,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod receipt_tests;

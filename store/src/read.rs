@@ -19,7 +19,7 @@ fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
 pub(crate) fn task(db: &Database, id: TaskId) -> Result<Option<Task>, StoreError> {
     let table = begin(db)?.open_table(TASKS).map_err(db_err)?;
     match table.get(id.as_u128()).map_err(db_err)? {
-        Some(v) => Ok(Some(schema::decode("task", v.value())?)),
+        Some(v) => Ok(Some(schema::decode_task(v.value())?)),
         None => Ok(None),
     }
 }
@@ -42,7 +42,7 @@ pub(crate) fn list_tasks(
             let end = upper.map_or(Bound::Unbounded, Bound::Excluded);
             for entry in tasks.range::<u128>((Bound::Unbounded, end)).map_err(db_err)?.rev().take(limit) {
                 let (_, v) = entry.map_err(db_err)?;
-                out.push(schema::decode("task", v.value())?);
+                out.push(schema::decode_task(v.value())?);
             }
         }
         Some(status) => {
@@ -78,7 +78,7 @@ pub(crate) fn unfinished_tasks(db: &Database) -> Result<Vec<Task>, StoreError> {
 /// The task an index entry points at; a dangling entry means the index is broken.
 fn indexed_task(tasks: &impl ReadableTable<u128, &'static [u8]>, id: u128) -> Result<Task, StoreError> {
     match tasks.get(id).map_err(db_err)? {
-        Some(v) => schema::decode("task", v.value()),
+        Some(v) => schema::decode_task(v.value()),
         None => {
             Err(StoreError::Corrupt(format!("status index names missing task {}", TaskId::from_u128(id))))
         }
@@ -168,7 +168,7 @@ pub(crate) fn runs(db: &Database) -> Result<Vec<HostedRun>, StoreError> {
     let mut out = Vec::new();
     for entry in table.iter().map_err(db_err)? {
         let (_, v) = entry.map_err(db_err)?;
-        out.push(schema::decode("hosted run", v.value())?);
+        out.push(schema::decode_run(v.value())?);
     }
     Ok(out)
 }

@@ -67,6 +67,93 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// A stored task. Records written before tasks carried a receipt lack its field (the last one);
+/// postcard encodes by position, so they decode as the layout they were written in, receipt
+/// `None`. Tried second, as the rarer case: a current record never decodes as an old one, which
+/// would leave bytes over, nor an old one as current, which ends a field early.
+pub(crate) fn decode_task(bytes: &[u8]) -> Result<orgmesh_protocol::Task, StoreError> {
+    match postcard::from_bytes::<orgmesh_protocol::Task>(bytes) {
+        Ok(task) => Ok(task),
+        Err(current) => match postcard::take_from_bytes::<TaskBeforeReceipts>(bytes) {
+            Ok((old, [])) => Ok(old.into()),
+            _ => Err(StoreError::Corrupt(format!("task: {current}"))),
+        },
+    }
+}
+
+/// A hosted run; one written before runs kept receipt evidence decodes with `evidence: None`.
+pub(crate) fn decode_run(bytes: &[u8]) -> Result<crate::HostedRun, StoreError> {
+    match postcard::from_bytes::<crate::HostedRun>(bytes) {
+        Ok(run) => Ok(run),
+        Err(current) => match postcard::take_from_bytes::<RunBeforeReceipts>(bytes) {
+            Ok((old, [])) => Ok(old.into()),
+            _ => Err(StoreError::Corrupt(format!("hosted run: {current}"))),
+        },
+    }
+}
+
+/// `Task` as written before it had `receipt`: same fields, same order.
+#[derive(serde::Deserialize)]
+struct TaskBeforeReceipts {
+    id: orgmesh_protocol::TaskId,
+    status: orgmesh_protocol::TaskStatus,
+    spec: orgmesh_protocol::TaskSpec,
+    origin: orgmesh_protocol::task::TaskOrigin,
+    placement: Option<orgmesh_protocol::task::TaskPlacement>,
+    attempt: orgmesh_protocol::Attempt,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    created_at: orgmesh_protocol::Timestamp,
+    updated_at: orgmesh_protocol::Timestamp,
+    history: Vec<orgmesh_protocol::task::AttemptRecord>,
+}
+
+impl From<TaskBeforeReceipts> for orgmesh_protocol::Task {
+    fn from(o: TaskBeforeReceipts) -> Self {
+        Self {
+            id: o.id,
+            status: o.status,
+            spec: o.spec,
+            origin: o.origin,
+            placement: o.placement,
+            attempt: o.attempt,
+            exit_code: o.exit_code,
+            error: o.error,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            history: o.history,
+            receipt: None,
+        }
+    }
+}
+
+/// `HostedRun` as written before it had `evidence`.
+#[derive(serde::Deserialize)]
+struct RunBeforeReceipts {
+    task: orgmesh_protocol::TaskId,
+    attempt: orgmesh_protocol::Attempt,
+    origin: orgmesh_protocol::PeerId,
+    pgid: Option<i32>,
+    outcome: Option<crate::RunOutcome>,
+    legacy_output: Vec<u8>,
+    acked: u64,
+}
+
+impl From<RunBeforeReceipts> for crate::HostedRun {
+    fn from(o: RunBeforeReceipts) -> Self {
+        Self {
+            task: o.task,
+            attempt: o.attempt,
+            origin: o.origin,
+            pgid: o.pgid,
+            outcome: o.outcome,
+            legacy_output: o.legacy_output,
+            acked: o.acked,
+            evidence: None,
+        }
+    }
+}
+
 /// Maps any redb error to ours: corruption stays corruption, everything else is I/O. Keeps redb
 /// types out of the public API.
 pub(crate) fn db_err(e: impl Into<redb::Error>) -> StoreError {

@@ -352,7 +352,7 @@ fn apply(
                         }));
                     }
                     let existing = match t.tasks.get(id).map_err(db_err)? {
-                        Some(v) => schema::decode::<Task>("task", v.value())?,
+                        Some(v) => schema::decode_task(v.value())?,
                         None => {
                             return Err(StoreError::Corrupt(format!(
                                 "idempotency key {:?} names missing task {}",
@@ -417,11 +417,7 @@ fn apply(
 fn write_task(t: &mut Tables<'_>, task: &Task, notes: &mut Vec<Notification>) -> Result<(), StoreError> {
     let id = task.id.as_u128();
     let bytes = schema::encode("task", task)?;
-    let old = t
-        .tasks
-        .insert(id, bytes.as_slice())
-        .map_err(db_err)?
-        .map(|v| schema::decode::<Task>("task", v.value()));
+    let old = t.tasks.insert(id, bytes.as_slice()).map_err(db_err)?.map(|v| schema::decode_task(v.value()));
     let old_statuses = match old {
         None => Vec::new(),
         Some(Ok(old)) => vec![old.status],

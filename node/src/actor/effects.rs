@@ -58,6 +58,7 @@ impl EventLoop {
             }
             Request::Place(request) => (Protocol::Place, behaviour.place.send_request(&p2p, request)),
             Request::Task(request) => (Protocol::Task, behaviour.task.send_request(&p2p, request)),
+            Request::Receipt(request) => (Protocol::Receipt, behaviour.receipt.send_request(&p2p, request)),
         };
         self.sent(protocol, libp2p_id, id);
     }
@@ -71,6 +72,7 @@ impl EventLoop {
             (Channel::Gossip(ch), Response::Gossip(r)) => behaviour.gossip.send_response(ch, r).is_ok(),
             (Channel::Place(ch), Response::Place(r)) => behaviour.place.send_response(ch, r).is_ok(),
             (Channel::Task(ch), Response::Task(r)) => behaviour.task.send_response(ch, r).is_ok(),
+            (Channel::Receipt(ch), Response::Receipt(r)) => behaviour.receipt.send_response(ch, r).is_ok(),
             (_, response) => {
                 tracing::error!(?response, "an answer for another protocol's stream; dropped");
                 false

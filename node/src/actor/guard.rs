@@ -31,6 +31,8 @@ pub(crate) fn cost(request: &Request) -> u32 {
         Request::Gossip(GossipRequest::Syn { digest }) => digest.len() / 64,
         Request::Task(TaskRequest::Renew { attempts }) => attempts.len() / 64,
         Request::Task(TaskRequest::Log { data, .. }) => data.len() / (64 * 1024),
+        // One signature check, as for one record of a `Push`.
+        Request::Receipt(_) => 1,
         Request::Place(_) | Request::Task(_) => 0,
     };
     u32::try_from(units).unwrap_or(u32::MAX).saturating_add(1)

@@ -235,6 +235,8 @@ pub struct Parts {
     pub leases: LeaseConfig,
     /// Seeded randomness for back-off jitter.
     pub rng: ChaCha8Rng,
+    /// Signs this node's result receipts, verifies its hosts' (the node's identity key).
+    pub keyring: Box<dyn orgmesh_protocol::Keyring>,
     /// Attempts the store says this node was running or reporting.
     pub runs: Vec<HostedRun>,
     /// The clock's origin (`Time::ZERO`).
@@ -275,6 +277,7 @@ impl EventLoop {
                 leases: parts.leases,
                 life,
                 rng: parts.rng,
+                keyring: parts.keyring,
             },
             tasks,
             runs,
@@ -386,9 +389,15 @@ impl EventLoop {
         let input = match event {
             ExecEvent::Started { task, attempt, pgid } => Input::AttemptStarted { task, attempt, pgid },
             ExecEvent::Spooled { task, attempt, len } => Input::AttemptOutput { task, attempt, len },
-            ExecEvent::Exited { task, attempt, info, output_len } => {
+            ExecEvent::Exited { task, attempt, info, output_len, measured } => {
                 self.attempts.remove(&(task, attempt));
-                let exit = Exit { exit_code: info.exit_code, error: info.error, cancelled: info.cancelled };
+                let exit = Exit {
+                    exit_code: info.exit_code,
+                    error: info.error,
+                    cancelled: info.cancelled,
+                    output_sha256: measured.output_sha256,
+                    usage: measured.usage,
+                };
                 Input::AttemptExited { task, attempt, exit, output_len }
             }
         };

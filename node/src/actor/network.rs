@@ -1,4 +1,4 @@
-//! The swarm's side of the event loop: connection events, and one adapter for all three
+//! The swarm's side of the event loop: connection events, and one adapter for all four
 //! request-response protocols that turns their events into the engine's inputs (after the rate
 //! limit and bans). Also the inbound gates: tailnet `whois` checks, malformed-frame offences,
 //! bans. Decides nothing about tasks or membership: the engine does.
@@ -16,12 +16,13 @@ use super::{EventLoop, guard};
 use crate::identity::{to_libp2p, to_protocol};
 use crate::p2p::BehaviourEvent;
 
-/// Which of the three protocols a stream belongs to.
+/// Which of the four protocols a stream belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Protocol {
     Gossip,
     Place,
     Task,
+    Receipt,
 }
 
 /// Where the answer to an inbound request goes.
@@ -29,6 +30,7 @@ pub(super) enum Channel {
     Gossip(ResponseChannel<orgmesh_protocol::wire::gossip::GossipResponse>),
     Place(ResponseChannel<orgmesh_protocol::wire::place::PlaceResponse>),
     Task(ResponseChannel<orgmesh_protocol::wire::task::TaskResponse>),
+    Receipt(ResponseChannel<orgmesh_protocol::wire::receipt::ReceiptResponse>),
 }
 
 impl EventLoop {
@@ -58,6 +60,16 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Task(ev)) => {
                 self.on_protocol_event(Protocol::Task, ev, now, Request::Task, Response::Task, Channel::Task);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Receipt(ev)) => {
+                self.on_protocol_event(
+                    Protocol::Receipt,
+                    ev,
+                    now,
+                    Request::Receipt,
+                    Response::Receipt,
+                    Channel::Receipt,
+                );
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.handle_mdns_event(ev, now),
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {

@@ -41,6 +41,7 @@ impl Counters {
             ("members_evicted", engine.members_evicted),
             ("introductions_refused", engine.introductions_refused),
             ("unlooked_renewals", engine.unlooked_renewals),
+            ("bad_receipts", engine.bad_receipts),
             ("rate_limited_requests", self.rate_limited_requests),
             ("bans", self.bans),
             ("refused_connections", self.refused_connections),

@@ -65,7 +65,15 @@ pub(crate) fn runs(spool: &SpoolDir, runs: Vec<HostedRun>) -> Vec<RunRecord> {
                 let kept = stored.acked.saturating_add(stored.legacy_output.len() as u64);
                 o.log_len = o.log_len.max(kept);
             }
-            RunRecord { task, attempt, origin: stored.origin, pgid: stored.pgid, outcome, acked: stored.acked }
+            RunRecord {
+                task,
+                attempt,
+                origin: stored.origin,
+                pgid: stored.pgid,
+                outcome,
+                acked: stored.acked,
+                evidence: stored.evidence.map(Into::into),
+            }
         })
         .collect()
 }
@@ -80,6 +88,7 @@ pub(crate) fn hosted(record: RunRecord) -> HostedRun {
         outcome: record.outcome.map(Into::into),
         legacy_output: Vec::new(),
         acked: record.acked,
+        evidence: record.evidence.map(Into::into),
     }
 }
 
@@ -100,6 +109,7 @@ mod tests {
             ),
             legacy_output,
             acked,
+            evidence: None,
         }
     }
 

@@ -23,6 +23,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orgmesh_protocol::receipt::Usage;
 use orgmesh_protocol::{Attempt, TaskId, TaskSpec};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
@@ -100,6 +101,16 @@ pub struct ExitInfo {
     pub cancelled: bool,
 }
 
+/// What the host's receipt states of an attempt beyond its exit: the digest of its spool and
+/// what it used (`None` where unknown: CPU and memory come from a sandboxed attempt's cgroup).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measured {
+    /// SHA-256 of the spool's bytes, cut marker included.
+    pub output_sha256: Option<[u8; 32]>,
+    /// Wall time, CPU time, peak memory.
+    pub usage: Usage,
+}
+
 /// What an attempt reports back to the event loop.
 #[derive(Debug)]
 pub enum ExecEvent {
@@ -132,6 +143,8 @@ pub enum ExecEvent {
         info: ExitInfo,
         /// The spool's final length: all of the attempt's output (0 if it has no spool).
         output_len: u64,
+        /// Its digest and usage.
+        measured: Measured,
     },
 }
 
@@ -139,29 +152,44 @@ pub enum ExecEvent {
 pub fn spawn(req: ExecRequest, events: mpsc::Sender<ExecEvent>, cancel: CancellationToken) {
     tokio::spawn(async move {
         let (task, attempt) = (req.task, req.attempt);
+        let started = std::time::Instant::now();
+        let mut measured = Measured::default();
         if req.kind == ExecutorKind::Noop {
             let _ = events.send(ExecEvent::Started { task, attempt, pgid: None }).await;
             let info = ExitInfo { exit_code: Some(0), error: None, cancelled: false };
-            let _ = events.send(ExecEvent::Exited { task, attempt, info, output_len: 0 }).await;
+            measured.output_sha256 = Some(empty_digest());
+            let _ = events.send(ExecEvent::Exited { task, attempt, info, output_len: 0, measured }).await;
             return;
         }
         let (info, output_len) = match crate::spool::create(&req.spool) {
-            Ok(spool) => run(req, spool, &events, cancel).await,
+            Ok(spool) => run(req, spool, &events, cancel, &mut measured).await,
             Err(e) => {
                 let error = format!("cannot create the output spool {}: {e}", req.spool.display());
                 (ExitInfo { exit_code: None, error: Some(error), cancelled: false }, 0)
             }
         };
-        let _ = events.send(ExecEvent::Exited { task, attempt, info, output_len }).await;
+        // An attempt that failed before any output has an empty output, which has a digest too.
+        if output_len == 0 && measured.output_sha256.is_none() {
+            measured.output_sha256 = Some(empty_digest());
+        }
+        measured.usage.wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let _ = events.send(ExecEvent::Exited { task, attempt, info, output_len, measured }).await;
     });
 }
 
-/// Runs the attempt, its output into `spool`; returns how it ended and how long its spool is.
+fn empty_digest() -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b"").into()
+}
+
+/// Runs the attempt, its output into `spool`; returns how it ended and how long its spool is,
+/// and fills in the spool's digest and what the attempt used as far as it can tell.
 async fn run(
     req: ExecRequest,
     spool: std::fs::File,
     events: &mpsc::Sender<ExecEvent>,
     cancel: CancellationToken,
+    measured: &mut Measured,
 ) -> (ExitInfo, u64) {
     let failed = |error: String| (ExitInfo { exit_code: None, error: Some(error), cancelled: false }, 0);
     let dir = req.work_root.join(format!("{}-{}", req.task, req.attempt.0));
@@ -295,7 +323,16 @@ async fn run(
             req.spec.resources.memory_mb
         ));
     }
-    let output_len = reader.await.unwrap_or(0);
+    if let Some(cgroup) = confined.as_ref().and_then(Confined::cgroup) {
+        measured.usage.cpu_ms = cgroup.cpu_ms();
+        measured.usage.peak_memory_bytes = cgroup.peak_memory();
+    }
+    // A copy that panicked leaves the length and digest unknown: no receipt, rather than a false one.
+    let (output_len, digest) = match reader.await {
+        Ok((len, digest)) => (len, Some(digest)),
+        Err(_) => (0, None),
+    };
+    measured.output_sha256 = digest;
     let _ = forward.await;
     (finish(info, confined, &dir).await, output_len)
 }

@@ -25,14 +25,14 @@ pub(super) async fn report_progress(
 }
 
 /// Copies the output pipe into the spool until end-of-file (every writer closed), publishing each
-/// length the spool reaches; returns the final one. Past the cap, or once the spool cannot be
+/// length the spool reaches; returns the final one and the digest of the spool's bytes. Past the cap, or once the spool cannot be
 /// written, the pipe is still drained, so the task is never blocked on it. Blocking: runs on
 /// tokio's blocking pool.
 pub(super) fn pump(
     mut from: std::io::PipeReader,
     mut to: crate::spool::SpoolWriter<std::fs::File>,
     progress: &watch::Sender<u64>,
-) -> u64 {
+) -> (u64, [u8; 32]) {
     use std::io::Read;
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -49,5 +49,5 @@ pub(super) fn pump(
             Err(_) => break,
         }
     }
-    to.len()
+    (to.len(), to.digest())
 }

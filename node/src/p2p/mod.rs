@@ -16,6 +16,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, Swarm, connection_limits, identity::Keypair, mdns, noise, tcp, yamux};
 use orgmesh_protocol::wire::gossip::{GossipRequest, GossipResponse};
 use orgmesh_protocol::wire::place::{PlaceRequest, PlaceResponse};
+use orgmesh_protocol::wire::receipt::{ReceiptRequest, ReceiptResponse};
 use orgmesh_protocol::wire::task::{TaskRequest, TaskResponse};
 use orgmesh_protocol::wire::{limits, protocols};
 
@@ -29,6 +30,8 @@ pub type GossipBehaviour = request_response::Behaviour<PostcardCodec<GossipReque
 pub type PlaceBehaviour = request_response::Behaviour<PostcardCodec<PlaceRequest, PlaceResponse>>;
 /// Task request-response behaviour.
 pub type TaskBehaviour = request_response::Behaviour<PostcardCodec<TaskRequest, TaskResponse>>;
+/// Receipt request-response behaviour.
+pub type ReceiptBehaviour = request_response::Behaviour<PostcardCodec<ReceiptRequest, ReceiptResponse>>;
 
 /// Everything the swarm speaks, plus the gates in front of it.
 #[derive(NetworkBehaviour)]
@@ -47,6 +50,8 @@ pub struct Behaviour {
     pub place: PlaceBehaviour,
     /// `/orgmesh/task/1`.
     pub task: TaskBehaviour,
+    /// `/orgmesh/receipt/1`.
+    pub receipt: ReceiptBehaviour,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -107,6 +112,7 @@ fn behaviour(gates: &Gates, local: libp2p::PeerId, wire: &WireCounters) -> std::
         gossip: rr(protocols::GOSSIP, limits::GOSSIP, Duration::from_secs(5), &wire.gossip),
         place: rr(protocols::PLACE, limits::PLACE, Duration::from_secs(5), &wire.place),
         task: rr(protocols::TASK, limits::TASK, Duration::from_secs(10), &wire.task),
+        receipt: rr(protocols::RECEIPT, limits::RECEIPT, Duration::from_secs(10), &wire.receipt),
     })
 }
 

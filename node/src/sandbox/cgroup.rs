@@ -14,7 +14,7 @@ use std::time::Duration;
 /// The controllers an attempt needs: memory and pids are required (an unbounded attempt could
 /// take the host down); cpu is applied where present; freezer makes a v1 kill race-free.
 const V1_REQUIRED: [&str; 2] = ["memory", "pids"];
-const V1_OPTIONAL: [&str; 2] = ["cpu", "freezer"];
+const V1_OPTIONAL: [&str; 3] = ["cpu", "freezer", "cpuacct"];
 const V2_REQUIRED: [&str; 2] = ["memory", "pids"];
 
 /// What one attempt may use.
@@ -343,6 +343,24 @@ impl AttemptCgroup {
             Version::V2 => self.dir("unified")?.join("memory.peak"),
         };
         fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// CPU time its processes used, in milliseconds, where the kernel reports it (v1
+    /// `cpuacct.usage` in ns, wherever cpuacct is mounted; v2 `cpu.stat` `usage_usec`).
+    pub fn cpu_ms(&self) -> Option<u64> {
+        match self.version {
+            Version::V1 => {
+                let dir = self.dir("cpuacct").or_else(|| self.dir("cpu"))?;
+                let ns: u64 = fs::read_to_string(dir.join("cpuacct.usage")).ok()?.trim().parse().ok()?;
+                Some(ns / 1_000_000)
+            }
+            Version::V2 => {
+                let stat = fs::read_to_string(self.dir("unified")?.join("cpu.stat")).ok()?;
+                let usec =
+                    stat.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse::<u64>().ok()?;
+                Some(usec / 1000)
+            }
+        }
     }
 
     /// Most processes it held at once, where the kernel reports it (`pids.peak`, Linux 6.1+).

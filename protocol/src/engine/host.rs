@@ -3,8 +3,10 @@
 //! `Log` chunks read from the spool at the offset the origin needs when each is sent (so one
 //! chunk per attempt is in memory, whatever the origin's speed), `Finished`; one request in
 //! flight at a time, retried with back-off until the origin acknowledges. Renews the leases of
-//! the attempts it holds. An origin that answers `Stale` or `Unknown`, or lists an attempt to
-//! stop, gets the attempt stopped. Each attempt is persisted when it starts and when it ends, so
+//! the attempts it holds. Between the last `Log` and `Finished` it hands the origin its signed
+//! result receipt (`/orgmesh/receipt/1`); an origin that never answers it (one that predates
+//! receipts) gets `Finished` after a few tries without one. An origin that answers `Stale` or
+//! `Unknown`, or lists an attempt to stop, gets the attempt stopped. Each attempt is persisted when it starts and when it ends, so
 //! a result outlives a crash and an attempt the crash killed is reported lost, never forgotten.
 
 use std::collections::BTreeMap;
@@ -14,9 +16,11 @@ use rand::Rng;
 
 use super::{Engine, Exit, Now, Output, Request, Sent, Write};
 use crate::ids::{Attempt, PeerId, TaskId};
+use crate::receipt::{MAX_SIGNED_LEN, Receipt, SignedReceipt, Usage};
 use crate::time::Time;
 use crate::wire::limits;
 use crate::wire::place::CommitRequest;
+use crate::wire::receipt::{ReceiptRequest, ReceiptResponse};
 use crate::wire::task::{Outcome, TaskRequest, TaskResponse};
 
 /// What the store keeps of an attempt this node hosts.
@@ -34,6 +38,34 @@ pub struct RunRecord {
     pub outcome: Option<Outcome>,
     /// Bytes of the attempt's output the origin had acknowledged.
     pub acked: u64,
+    /// What the attempt's receipt states beyond its outcome, once it ended.
+    pub evidence: Option<Evidence>,
+}
+
+/// What a host measured of an ended attempt, kept until its receipt is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evidence {
+    /// SHA-256 of its whole output.
+    pub output_sha256: [u8; 32],
+    /// How many bytes that digest covers.
+    pub output_len: u64,
+    /// What it used.
+    pub usage: Usage,
+    /// When it ended, unix milliseconds.
+    pub finished_at_ms: u64,
+}
+
+/// How many times a receipt is sent without an answer before `Finished` goes without it: an
+/// origin that predates receipts refuses the protocol, and must not wait long for its result.
+const RECEIPT_TRIES: u8 = 3;
+
+/// Where an attempt's receipt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReceiptState {
+    /// Still to be sent (if there is evidence for one).
+    Due,
+    /// Answered, or given up on: `Finished` is next.
+    Settled,
 }
 
 /// Which report a task-protocol request carried (to interpret its answer).
@@ -42,6 +74,12 @@ pub(super) enum ReportKind {
     Started,
     Log { len: usize },
     Finished,
+}
+
+/// A receipt to sign and send.
+struct ReceiptDue {
+    outcome: Outcome,
+    evidence: Evidence,
 }
 
 /// What a report's answer leaves the host to do.
@@ -83,6 +121,9 @@ pub(super) struct Run {
     /// This node is stopping and gave the attempt back: it ends as `lost`, to be placed again.
     pub(super) handed_back: bool,
     pgid: Option<i32>,
+    evidence: Option<Evidence>,
+    receipt: ReceiptState,
+    receipt_tries: u8,
 }
 
 impl Run {
@@ -102,6 +143,9 @@ impl Run {
             abandoned: false,
             handed_back: false,
             pgid: None,
+            evidence: None,
+            receipt: ReceiptState::Due,
+            receipt_tries: 0,
         }
     }
 
@@ -113,7 +157,17 @@ impl Run {
             pgid: self.pgid,
             outcome: self.outcome.clone(),
             acked: self.acked,
+            evidence: self.evidence,
         }
+    }
+
+    /// The receipt to send before `Finished`, if one is due: only for an attempt that really
+    /// ended here (not lost) whose whole output, the one the digest covers, was delivered.
+    fn receipt_due(&self, outcome: &Outcome) -> Option<ReceiptDue> {
+        let evidence = self.evidence?;
+        let whole = !self.unreadable && evidence.output_len == outcome.log_len;
+        (self.receipt == ReceiptState::Due && !outcome.lost && whole)
+            .then(|| ReceiptDue { outcome: outcome.clone(), evidence })
     }
 
     /// Whether the run waits for its retry time (and so has a deadline).
@@ -187,6 +241,7 @@ impl Run {
 enum Next {
     Report(TaskRequest, ReportKind),
     Read { offset: u64, max: usize },
+    Receipt(ReceiptDue),
 }
 
 impl<R: Rng> Engine<R> {
@@ -205,11 +260,13 @@ impl<R: Rng> Engine<R> {
             run.acked = stored.acked;
             run.total = stored.outcome.as_ref().map_or(0, |o| o.log_len).max(stored.acked);
             run.outcome = stored.outcome;
+            run.evidence = stored.evidence;
             if run.outcome.is_none() {
                 tracing::warn!(task = %key.0, attempt = %key.1, "attempt lost in a restart");
                 run.acked = 0;
                 run.total = 0;
                 run.outcome = Some(Outcome::lost("its executor restarted while it ran", 0));
+                run.evidence = None;
                 self.persist(Write::Run(run.record(key.0, key.1)));
             }
             self.runs.insert(key, run);
@@ -282,6 +339,14 @@ impl<R: Rng> Engine<R> {
             run.total = run.total.max(output_len);
         }
         run.exited = true;
+        if !run.handed_back {
+            run.evidence = exit.output_sha256.map(|output_sha256| Evidence {
+                output_sha256,
+                output_len,
+                usage: exit.usage,
+                finished_at_ms: now.wall.0,
+            });
+        }
         run.outcome = Some(if run.handed_back {
             Outcome::lost("handed back: its executor was stopping", run.total)
         } else {
@@ -345,7 +410,10 @@ impl<R: Rng> Engine<R> {
                 run.end_output_at_acked();
             }
             let Some(outcome) = run.outcome.clone() else { return };
-            Next::Report(TaskRequest::Finished { task, attempt, outcome }, ReportKind::Finished)
+            match run.receipt_due(&outcome) {
+                Some(due) => Next::Receipt(due),
+                None => Next::Report(TaskRequest::Finished { task, attempt, outcome }, ReportKind::Finished),
+            }
         };
         run.in_flight = true;
         let origin = run.origin.clone();
@@ -356,7 +424,75 @@ impl<R: Rng> Engine<R> {
             Next::Read { offset, max } => {
                 self.outputs.push_back(Output::ReadLog { task, attempt, offset, max })
             }
+            Next::Receipt(due) => self.send_receipt(key, origin, due, now),
         }
+    }
+
+    /// Signs the attempt's receipt and sends it to its origin. One too large to send (an
+    /// enormous error text) is skipped rather than cut: a cut receipt would state something else.
+    fn send_receipt(&mut self, key: (TaskId, Attempt), origin: PeerId, due: ReceiptDue, now: Now) {
+        let ReceiptDue { outcome, evidence } = due;
+        let receipt = Receipt {
+            task: key.0,
+            attempt: key.1,
+            origin: origin.clone(),
+            host: self.local.clone(),
+            exit_code: outcome.exit_code,
+            error: outcome.error,
+            cancelled: outcome.cancelled,
+            log_len: outcome.log_len,
+            output_sha256: evidence.output_sha256,
+            usage: evidence.usage,
+            finished_at_ms: evidence.finished_at_ms,
+        };
+        if receipt.signed_bytes().len() > MAX_SIGNED_LEN {
+            tracing::warn!(task = %key.0, attempt = %key.1, "receipt too large to send; reporting without it");
+            if let Some(run) = self.runs.get_mut(&key) {
+                run.receipt = ReceiptState::Settled;
+                run.in_flight = false;
+            }
+            return self.pump_run(key, now);
+        }
+        let request = ReceiptRequest { receipt: SignedReceipt::sign(receipt, &*self.keyring) };
+        self.send(&origin, Request::Receipt(request), Sent::Receipt(key.0, key.1));
+    }
+
+    /// The origin's answer to a receipt (`None`: no answer, or a refused protocol).
+    pub(super) fn handle_receipt_answer(
+        &mut self,
+        task: TaskId,
+        attempt: Attempt,
+        response: Option<ReceiptResponse>,
+        now: Now,
+    ) {
+        let key = (task, attempt);
+        let (first, max) = (self.life.report_backoff, self.life.report_backoff_max);
+        let Some(run) = self.runs.get_mut(&key) else { return };
+        run.in_flight = false;
+        match response {
+            Some(ReceiptResponse::Ack) => {
+                run.receipt = ReceiptState::Settled;
+                run.retry_at = None;
+                run.backoff = first;
+            }
+            Some(ReceiptResponse::Mismatch) => {
+                tracing::warn!(task = %task, %attempt, "the origin refused this attempt's receipt");
+                run.receipt = ReceiptState::Settled;
+            }
+            Some(ReceiptResponse::Stale { .. } | ReceiptResponse::Unknown) => return self.abandon_run(key),
+            None => {
+                run.receipt_tries = run.receipt_tries.saturating_add(1);
+                if run.receipt_tries >= RECEIPT_TRIES {
+                    tracing::info!(task = %task, %attempt, origin = %run.origin.short(),
+                        "the origin takes no receipt; reporting the result without one");
+                    run.receipt = ReceiptState::Settled;
+                } else {
+                    run.retry_later(now.time, max);
+                    return;
+                }
+            }
+        }
+        self.pump_run(key, now);
     }
 
     /// The driver read (or could not read) the chunk `pump_run` asked for.

@@ -16,6 +16,7 @@ mod host;
 mod log_append;
 mod origin;
 pub mod output_cap;
+mod receipts;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -30,14 +31,16 @@ use crate::ids::{Attempt, PeerId, TaskId};
 use crate::lifecycle::{LeaseConfig, Leases};
 use crate::membership::{Membership, MembershipEvent, MembershipOutput, PeerState};
 use crate::placement::{Host, Negotiator, NegotiatorOutput, PlacedOn};
-use crate::record::SignedRecord;
+use crate::receipt::Usage;
+use crate::record::{Keyring, SignedRecord};
 use crate::task::{Task, TaskSpec};
 use crate::time::{Time, Timestamp};
 use crate::wire::gossip::{GossipRequest, GossipResponse};
 use crate::wire::place::{BidResponse, CommitResponse, DeclineReason, PlaceRequest, PlaceResponse};
+use crate::wire::receipt::{ReceiptRequest, ReceiptResponse};
 use crate::wire::task::{Outcome, TaskRequest, TaskResponse};
 
-pub use host::RunRecord;
+pub use host::{Evidence, RunRecord};
 use host::{ReportKind, Run};
 pub use log_append::new_log_bytes;
 use origin::Active;
@@ -64,7 +67,7 @@ pub struct ReplyId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WriteId(pub u64);
 
-/// A request on one of the three protocols.
+/// A request on one of the four protocols.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `/orgmesh/gossip/1`.
@@ -73,9 +76,11 @@ pub enum Request {
     Place(PlaceRequest),
     /// `/orgmesh/task/1`.
     Task(TaskRequest),
+    /// `/orgmesh/receipt/1`.
+    Receipt(ReceiptRequest),
 }
 
-/// An answer on one of the three protocols.
+/// An answer on one of the four protocols.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     /// `/orgmesh/gossip/1`.
@@ -84,6 +89,8 @@ pub enum Response {
     Place(PlaceResponse),
     /// `/orgmesh/task/1`.
     Task(TaskResponse),
+    /// `/orgmesh/receipt/1`.
+    Receipt(ReceiptResponse),
 }
 
 /// What the driver persists for the engine.
@@ -150,6 +157,18 @@ pub struct Exit {
     pub error: Option<String>,
     /// Whether it was stopped by a cancel.
     pub cancelled: bool,
+    /// SHA-256 of all of its spooled output (the bytes the origin gets, cut marker included), if
+    /// the executor computed it: without it the host signs no receipt.
+    pub output_sha256: Option<[u8; 32]>,
+    /// What it used, as far as the executor could measure.
+    pub usage: Usage,
+}
+
+impl Exit {
+    /// An exit with no digest and no usage (no receipt follows).
+    pub fn plain(exit_code: Option<i32>, error: Option<String>, cancelled: bool) -> Self {
+        Self { exit_code, error, cancelled, output_sha256: None, usage: Usage::default() }
+    }
 }
 
 /// Everything that happens to the engine.
@@ -447,6 +466,9 @@ pub struct EngineCounters {
     pub unlooked_renewals: u64,
     /// New gossip records refused: their sender had introduced its budget of new identities.
     pub introductions_refused: u64,
+    /// Result receipts refused: bad signature, not the attempt's host, digest or length unlike
+    /// the output received, or unlike the result reported. Dropped, never fatal.
+    pub bad_receipts: u64,
 }
 
 /// The machines an engine is made of, built by the driver from its config.
@@ -463,6 +485,8 @@ pub struct EngineParts<R: Rng> {
     pub life: LifeConfig,
     /// Jitter for back-offs.
     pub rng: R,
+    /// Signs this node's result receipts and verifies its hosts' (the same key as membership's).
+    pub keyring: Box<dyn Keyring>,
 }
 
 impl<R: Rng> std::fmt::Debug for EngineParts<R> {
@@ -505,6 +529,8 @@ enum Sent {
     GiveUp,
     /// A lease renewal sent to this origin.
     Renew(PeerId),
+    /// A result receipt sent to the attempt's origin.
+    Receipt(TaskId, Attempt),
 }
 
 /// What waits for a write to be durable.
@@ -558,6 +584,7 @@ pub struct Engine<R: Rng> {
     /// The generation of each peer's record last persisted.
     remembered: BTreeMap<PeerId, u64>,
     counters: EngineCounters,
+    keyring: Box<dyn Keyring>,
 }
 
 impl<R: Rng> std::fmt::Debug for Engine<R> {
@@ -600,6 +627,7 @@ impl<R: Rng> Engine<R> {
             started: now.time,
             remembered: BTreeMap::new(),
             counters: EngineCounters::default(),
+            keyring: parts.keyring,
         };
         engine.recover_tasks(tasks, now);
         engine.recover_runs(runs, now);
@@ -964,6 +992,10 @@ impl<R: Rng> Engine<R> {
                 self.reply_task(reply, response);
             }
             Request::Task(report) => self.handle_report(from, report, reply, now, archive),
+            Request::Receipt(ReceiptRequest { receipt }) => {
+                let response = self.handle_receipt(from, receipt, archive);
+                self.reply(reply, response.map(Response::Receipt));
+            }
         }
     }
 
@@ -1047,6 +1079,13 @@ impl<R: Rng> Engine<R> {
             (Sent::Cancel(_), _) => {}
             (Sent::Renew(origin), Some(Response::Task(r))) => self.handle_leases_answer(&origin, r),
             (Sent::Renew(_), _) => {}
+            (Sent::Receipt(task, attempt), response) => {
+                let response = match response {
+                    Some(Response::Receipt(r)) => Some(r),
+                    _ => None,
+                };
+                self.handle_receipt_answer(task, attempt, response, now);
+            }
         }
     }
 

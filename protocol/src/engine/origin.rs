@@ -49,6 +49,11 @@ pub(super) struct Active {
     /// Hosts an earlier attempt of this task ran past its time on (overdue, or renewed without
     /// starting): never asked again for it. At most `MAX_AVOIDED`, oldest dropped.
     avoid: Vec<PeerId>,
+    /// The digest of the current attempt's output as received, while it is known from its
+    /// first byte (not after a restart of this node mid-attempt).
+    pub(super) digest: Option<super::receipts::OutputDigest>,
+    /// The current attempt's receipt, checked, waiting for its `Finished`.
+    pub(super) receipt: Option<crate::receipt::StoredReceipt>,
 }
 
 /// The most hosts one task avoids: enough for every attempt a spec may ask for to have failed
@@ -80,11 +85,13 @@ impl Active {
             filed: None,
             recovered: false,
             avoid: Vec::new(),
+            digest: None,
+            receipt: None,
         }
     }
 
     /// Whether `from` may report for `attempt`.
-    fn fenced_ok(&self, from: &PeerId, attempt: Attempt) -> bool {
+    pub(super) fn fenced_ok(&self, from: &PeerId, attempt: Attempt) -> bool {
         attempt == self.task.attempt
             && (self.task.placement.as_ref().is_some_and(|p| &p.peer_id == from)
                 || self.committing.as_ref() == Some(from))
@@ -216,6 +223,8 @@ impl<R: Rng> Engine<R> {
             active.commit_sent = true;
             // This attempt's output goes after everything earlier attempts left in the log.
             active.log_base = active.log_len;
+            active.digest = Some(super::receipts::OutputDigest::default());
+            active.receipt = None;
         }
     }
 
@@ -673,6 +682,8 @@ impl<R: Rng> Engine<R> {
                 // too. Whatever the host sends, this node stores at most its own cap per task, and
                 // the marker once.
                 let stored = self.active.get(&id).map_or(0, |a| a.log_len);
+                // Hashed as received, before the cap: the host's digest covers what it sent.
+                let contiguous = self.active.get_mut(&id).is_some_and(|a| a.digest_chunk(offset, &data));
                 let capped = super::output_cap::cap_chunk(
                     self.life.output_cap,
                     log_base.saturating_add(offset),
@@ -680,6 +691,10 @@ impl<R: Rng> Engine<R> {
                     || stored,
                 );
                 let Some((at, data)) = capped else {
+                    if !contiguous && let Some(a) = self.active.get_mut(&id) {
+                        // Acknowledged without being stored or hashed: the digest is lost.
+                        a.digest = None;
+                    }
                     // Cut already: acknowledged like a stored chunk, so the host goes on.
                     return self.reply_task(reply, Some(TaskResponse::Ack));
                 };
@@ -711,12 +726,16 @@ impl<R: Rng> Engine<R> {
             return self.reply_task(reply, Some(TaskResponse::LogGap { have }));
         }
         if outcome.lost {
+            // A lost attempt has no result for a receipt to state.
+            let _ = self.receipt_for(id, &outcome);
             let why = outcome.error.as_deref().unwrap_or("attempt lost by its host");
             let write = self.attempt_lost(id, why, now);
             return self.ack_when_durable(write, reply);
         }
         let cancel_requested = active.cancel_requested;
+        let receipt = self.receipt_for(id, &outcome);
         let write = self.change(id, now, |t| {
+            t.receipt = receipt;
             t.exit_code = outcome.exit_code;
             t.status = if outcome.succeeded() {
                 TaskStatus::Succeeded

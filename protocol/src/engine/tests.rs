@@ -262,6 +262,21 @@ struct World {
     /// Nodes whose task reports (`Started`, `Log`, `Finished`) never arrive: hosts that hold
     /// work and renew its lease but never finish it.
     muted: BTreeSet<usize>,
+    /// Nodes whose receipts lie (see `receipt`), from their next start on.
+    lies: BTreeMap<usize, Lie>,
+}
+
+/// How a lying host's receipts lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lie {
+    /// The digest is of other bytes than it sent.
+    Digest,
+    /// Signed by another key than its own.
+    Key,
+    /// Not a lie: the node predates receipts and refuses their protocol.
+    Old,
+    /// Its `Finished` states another exit code than its receipt.
+    Result,
 }
 
 /// FNV-1a over what `Debug` prints, so a trace costs no allocation per output.
@@ -307,6 +322,7 @@ fn describe(request: &Request) -> String {
             TaskRequest::Cancel { attempt, .. } => format!("task.cancel {attempt}"),
             TaskRequest::Renew { attempts } => format!("task.renew {}", attempts.len()),
         },
+        Request::Receipt(r) => format!("receipt {}", r.receipt.receipt.attempt),
     }
 }
 
@@ -350,6 +366,7 @@ impl World {
             event_seen: [0; EVENT_KINDS],
             trace: Vec::new(),
             muted: BTreeSet::new(),
+            lies: BTreeMap::new(),
         };
         for i in 0..world.nodes.len() {
             world.start(i);
@@ -436,6 +453,10 @@ impl World {
             version: RecordVersion { generation: now.wall.0, version: 1 },
         };
         let keyring = Box::new(InsecureTestKeyring::new(node.id.clone()));
+        let receipt_key = match self.lies.get(&i) {
+            Some(Lie::Key) => PeerId::new("12D3KooWmaxory").expect("base58 test id"),
+            _ => node.id.clone(),
+        };
         let membership =
             Membership::new(record, keyring, MembershipConfig::default(), rng(seed, i, inc, 1), now.time);
         let negotiator = Negotiator::new(
@@ -451,6 +472,7 @@ impl World {
             leases: LeaseConfig::default(),
             life: LifeConfig::default(),
             rng: rng(seed, i, inc, 3),
+            keyring: Box::new(InsecureTestKeyring::new(receipt_key)),
         };
         let tasks = node
             .store
@@ -685,6 +707,16 @@ impl World {
                 if cut || self.nodes[to].inc != to_inc || !self.up(to) {
                     return self.answer(reply, None);
                 }
+                // An origin that predates receipts refuses the protocol.
+                if matches!(request, Request::Receipt(_)) && self.lies.get(&to) == Some(&Lie::Old) {
+                    return self.answer(reply, None);
+                }
+                let mut request = request;
+                if let Request::Task(TaskRequest::Finished { outcome, .. }) = &mut request
+                    && self.index_of(&from).is_some_and(|f| self.lies.get(&f) == Some(&Lie::Result))
+                {
+                    outcome.exit_code = Some(1);
+                }
                 self.feed(to, Input::Request { from, request, reply });
             }
             Item::Exec { node, inc, key, step } => {
@@ -703,12 +735,17 @@ impl World {
                     Step::Exited(code) => {
                         p.exited = true;
                         p.written = p.data.len() as u64;
-                        let exit = Exit { exit_code: Some(code), error: None, cancelled: false };
+                        let mut exit = Exit::plain(Some(code), None, false);
+                        exit.output_sha256 = Some(receipt::digest_of(&p.data, self.lies.get(&node)));
+                        exit.usage.wall_ms = 1;
                         Input::AttemptExited { task, attempt, exit, output_len: p.written }
                     }
                     Step::Stopped => {
                         p.exited = true;
-                        let exit = Exit { exit_code: None, error: Some("cancelled".into()), cancelled: true };
+                        let mut exit = Exit::plain(None, Some("cancelled".into()), true);
+                        let written = usize::try_from(p.written).unwrap_or(usize::MAX).min(p.data.len());
+                        exit.output_sha256 =
+                            Some(receipt::digest_of(&p.data[..written], self.lies.get(&node)));
                         Input::AttemptExited { task, attempt, exit, output_len: p.written }
                     }
                 };
@@ -876,6 +913,8 @@ fn spec_for(orgs: &[&str]) -> TaskSpec {
 
 const ORIGIN: usize = 0;
 const SEED: u64 = 16;
+
+mod receipt;
 
 /// A task's whole life on another node: bid, commit, start, logs of several chunks, finish.
 #[test]

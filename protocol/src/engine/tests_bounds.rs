@@ -51,6 +51,7 @@ fn engine(max_members: usize) -> Engine<ChaCha8Rng> {
     let keyring = Box::new(InsecureTestKeyring::new(local.clone()));
     let now = Now { time: Time(0), wall: Timestamp(1) };
     let membership = Membership::new(record(&local), keyring, config, ChaCha8Rng::seed_from_u64(1), now.time);
+    let engine_keyring = Box::new(InsecureTestKeyring::new(local.clone()));
     let negotiator = Negotiator::new(local, org, PlacementConfig::default(), ChaCha8Rng::seed_from_u64(2));
     let parts = EngineParts {
         membership,
@@ -59,6 +60,7 @@ fn engine(max_members: usize) -> Engine<ChaCha8Rng> {
         leases: LeaseConfig::default(),
         life: LifeConfig::default(),
         rng: ChaCha8Rng::seed_from_u64(3),
+        keyring: engine_keyring,
     };
     Engine::new(parts, Vec::new(), Vec::new(), now)
 }

@@ -4,6 +4,7 @@
 
 pub mod gossip;
 pub mod place;
+pub mod receipt;
 pub mod task;
 
 use serde::Serialize;
@@ -25,6 +26,8 @@ pub mod limits {
     /// The most attempts one `TaskRequest::Renew` may name (about 100 KiB encoded); a host holding
     /// more for one origin splits them over several requests.
     pub const MAX_RENEW: usize = 4096;
+    /// Receipt frames carry one signed receipt (its signed bytes are capped at 8 KiB).
+    pub const RECEIPT: usize = 16 * 1024;
 }
 
 /// The libp2p protocol names; the `/1` is the stream protocol's major version.
@@ -35,6 +38,8 @@ pub mod protocols {
     pub const PLACE: &str = "/orgmesh/place/1";
     /// Running tasks: status, logs, results, cancellation.
     pub const TASK: &str = "/orgmesh/task/1";
+    /// Signed result receipts, host to origin.
+    pub const RECEIPT: &str = "/orgmesh/receipt/1";
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -130,6 +135,8 @@ mod tests {
             let _ = decode::<TaskResponse>(&bytes, limits::TASK);
             let _ = decode::<crate::wire::place::PlaceRequest>(&bytes, limits::PLACE);
             let _ = decode::<crate::wire::gossip::GossipRequest>(&bytes, limits::GOSSIP);
+            let _ = decode::<crate::wire::receipt::ReceiptRequest>(&bytes, limits::RECEIPT);
+            let _ = decode::<crate::wire::receipt::ReceiptResponse>(&bytes, limits::RECEIPT);
         }
     }
 }

@@ -64,6 +64,7 @@ fn ended(acked: u64, log_len: u64) -> RunRecord {
         pgid: Some(4242),
         outcome: Some(Outcome { exit_code: Some(0), error: None, cancelled: false, lost: false, log_len }),
         acked,
+        evidence: None,
     }
 }
 
@@ -173,6 +174,7 @@ fn host_engine(records: Vec<RunRecord>) -> Engine<ChaCha8Rng> {
         leases: LeaseConfig::default(),
         life: LifeConfig::default(),
         rng: rng(3),
+        keyring: Box::new(InsecureTestKeyring::new(host_id())),
     };
     Engine::new(parts, Vec::new(), records, now)
 }
