@@ -47,6 +47,25 @@ pub fn to_libp2p(peer: &PeerId) -> Option<libp2p::PeerId> {
     peer.as_str().parse().ok()
 }
 
+/// Verifies signatures against the public key embedded in ed25519 peer ids, and signs nothing:
+/// what an offline verifier (`orgmesh receipt verify`) needs, with no key of its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerIdVerifier;
+
+impl Keyring for PeerIdVerifier {
+    fn sign(&self, _bytes: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn verify(&self, peer: &PeerId, bytes: &[u8], signature: &[u8]) -> bool {
+        public_key_of(peer).is_some_and(|pk| pk.verify(bytes, signature))
+    }
+
+    fn admit(&self, _record: &NodeRecord) -> bool {
+        false
+    }
+}
+
 /// Signs with this node's key; verifies with the public key embedded in ed25519 peer ids; admits
 /// records under the node's trust policy.
 #[derive(Debug)]

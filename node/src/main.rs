@@ -69,6 +69,7 @@ fn main() {
         let result = match &cli.command {
             Command::Init { .. } => orgmesh_node::cli::init(&cli.command),
             Command::Token { command } => orgmesh_node::cli::token(command, cli.json),
+            Command::Receipt { command } => return orgmesh_node::cli::receipt(command, cli.json),
             Command::Up { config } => {
                 init_logging(&cli.log_format);
                 up(config.clone()).await

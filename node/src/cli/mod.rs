@@ -7,11 +7,13 @@
 //!
 //! Layout: this file holds the command line's shape (flags, subcommands, exit codes);
 //! `remote` the client commands that call the node's API; `setup` `init` and `token create`,
-//! which write files and call nothing; `client`, `output` and `progress` what they share.
+//! which write files and call nothing; `receipt` the offline receipt check, which calls nothing
+//! either; `client`, `output` and `progress` what they share.
 
 pub mod client;
 mod output;
 mod progress;
+mod receipt;
 mod remote;
 mod setup;
 #[cfg(test)]
@@ -23,6 +25,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
+pub use receipt::receipt;
 pub use remote::run_client;
 pub use setup::{init, token};
 
@@ -217,6 +220,27 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Result receipts: a host's signed statement of how an attempt ended.
+    Receipt {
+        /// What to do.
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+}
+
+/// `orgmesh receipt ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Check a receipt offline, with nothing but the host's peer id: exits 0 and prints what it
+    /// proves, or exits 1 naming what failed.
+    Verify {
+        /// JSON of a task record (`GET /v1/tasks/{id}`, `orgmesh task ID --json`) or of its
+        /// `receipt`; `-` reads stdin.
+        file: PathBuf,
+        /// Also check that these bytes are the output the receipt states (its length and digest).
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
 }
 

@@ -223,7 +223,8 @@ async fn client_command(cli: &Cli) -> Result<i32, ClientError> {
         | Command::Up { .. }
         | Command::Demo { .. }
         | Command::Completions { .. }
-        | Command::Token { .. } => {}
+        | Command::Token { .. }
+        | Command::Receipt { .. } => {}
     }
     Ok(0)
 }
