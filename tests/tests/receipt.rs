@@ -41,6 +41,13 @@ async fn a_task_placed_on_another_org_ends_with_a_receipt_anyone_can_verify() ->
     assert_eq!(receipt["log_len"], "receipt-test\n".len());
     assert_eq!(receipt["digest_checked"], true, "{receipt}");
     assert_eq!(acme.counter("bad_receipts").await, 0);
+    // What it used: wall time always; CPU and peak memory from the cgroup of a sandboxed attempt.
+    assert!(receipt["usage"]["wall_ms"].is_u64(), "{receipt}");
+    if globex.get("/v1/node").await?.1["isolation"] == "sandbox" {
+        assert!(receipt["usage"]["cpu_ms"].is_u64(), "{receipt}");
+        assert!(receipt["usage"]["peak_memory_bytes"].as_u64().is_some_and(|b| b > 0), "{receipt}");
+    }
+    eprintln!("receipt: {receipt}");
 
     let dir = tempfile::tempdir()?;
     // The whole record, and the receipt alone, verify offline.
