@@ -127,3 +127,65 @@ fn an_origin_restarted_mid_output_keeps_the_receipt_with_its_digest_unchecked() 
     assert_eq!(stored.signed.receipt.output_sha256, digest_of(w.log(ORIGIN, id), None));
     assert_eq!(w.counters(ORIGIN).bad_receipts, 0);
 }
+
+/// Made-up receipts injected while the attempt runs: from another node, naming another origin
+/// or host, stating a length not received, for an unknown task. None is kept, the bad ones are
+/// counted, and the honest receipt that follows is kept as usual.
+#[test]
+fn made_up_receipts_are_refused_and_the_honest_one_still_kept() {
+    use crate::receipt::{Receipt, Usage};
+    let mut w = World::new(SEED, &[("acme", 2), ("hosts", 2), ("hosts", 2)]);
+    let bytes = 40_000;
+    let (id, host) = running_on_a_host(&mut w, 60, vec![Behaviour::new(8_000, bytes)]);
+    let other = 3 - host;
+    let made_up = |w: &World, signer: usize, origin: usize, host_field: usize, task: TaskId, log_len: u64| {
+        let receipt = Receipt {
+            task,
+            attempt: Attempt(1),
+            origin: w.nodes[origin].id.clone(),
+            host: w.nodes[host_field].id.clone(),
+            exit_code: Some(0),
+            error: None,
+            cancelled: false,
+            log_len,
+            output_sha256: digest_of(&output_of(id, Attempt(1), bytes), None),
+            usage: Usage::default(),
+            finished_at_ms: 0,
+        };
+        let keyring = InsecureTestKeyring::new(w.nodes[signer].id.clone());
+        Request::Receipt(ReceiptRequest { receipt: SignedReceipt::sign(receipt, &keyring) })
+    };
+    let all = bytes as u64;
+    let stranger = TaskId::new(WALL_EPOCH, 999_999);
+    let cases = [
+        (other, made_up(&w, other, ORIGIN, other, id, all)),
+        (host, made_up(&w, host, other, host, id, all)),
+        (host, made_up(&w, other, ORIGIN, other, id, all)),
+        (host, made_up(&w, host, ORIGIN, host, id, all)),
+        (host, made_up(&w, host, ORIGIN, host, stranger, all)),
+    ];
+    for (from, request) in cases {
+        w.inject(from, ORIGIN, request);
+    }
+    w.run_for(20);
+    let injected: Vec<_> =
+        w.exchanges.iter().filter(|x| x.from.is_none()).map(|x| x.response.clone()).collect();
+    let r = |x: ReceiptResponse| Some(Response::Receipt(x));
+    assert_eq!(
+        injected,
+        [
+            r(ReceiptResponse::Stale { current: Attempt(1) }),
+            r(ReceiptResponse::Mismatch),
+            r(ReceiptResponse::Mismatch),
+            // The whole output has not arrived yet: the length (and digest) are not what was received.
+            r(ReceiptResponse::Mismatch),
+            r(ReceiptResponse::Unknown),
+        ]
+    );
+    assert_eq!(w.counters(ORIGIN).bad_receipts, 3);
+    assert_eq!(w.finish(ORIGIN, id, 60_000), TaskStatus::Succeeded);
+    let stored = w.task(ORIGIN, id).receipt.clone().expect("the honest receipt");
+    assert_eq!(stored.signed.receipt.host, w.nodes[host].id);
+    assert!(stored.digest_checked);
+    assert_eq!(w.counters(ORIGIN).bad_receipts, 3);
+}
