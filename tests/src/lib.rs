@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod netns;
 pub mod rogue;
 pub mod rogue_host;
+pub mod rogue_mint;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
