@@ -219,6 +219,13 @@ pub enum MembershipOutput {
 /// `gossip_interval` at most, so a claim further ahead than the intervals since the anchor (plus
 /// this) was made up by someone other than the owner. A forger can lead the real heartbeat by
 /// this many beats at most, less than the failure detector's `suspect_after` of silence.
+///
+/// An anchor taken from a relay may be stale (the first sighting of a peer, or of its new
+/// generation, can come from a node that heard of it long ago), and then every honest claim
+/// after it looks too far ahead. So a claim past the bound is held as doubted, and taken once a
+/// second relay vouches for as much: the lower of the two claims becomes the anchor. One lying
+/// relay alone can thus never raise a heartbeat above what an honest relay claimed. Only an
+/// anchor taken from a relay can be argued with: past the peer's own word nothing is taken.
 pub const HEARTBEAT_SLACK: u64 = 3;
 
 /// What this node holds about one peer.
@@ -230,6 +237,11 @@ struct Entry {
     /// A heartbeat of this peer and when it was seen, as the bound on later relayed claims: the
     /// peer's own word (it told us directly) whenever we have it, else the first sighting.
     anchor: (u64, Time),
+    /// The anchor is the peer's own word: a bound nothing relayed can argue with.
+    anchor_direct: bool,
+    /// A relayed claim past the anchor's bound, and who made it, until another relay vouches
+    /// for as much (see [`HEARTBEAT_SLACK`]); only while the anchor came from a relay.
+    doubted: Option<(u64, PeerId)>,
     state: PeerState,
     /// When `heartbeat` last moved or the peer last spoke to us directly.
     last_seen: Time,
@@ -863,7 +875,7 @@ impl<R: Rng> Membership<R> {
                 version > local.record.version
             } else if let Some(e) = self.peers.get_mut(peer) {
                 let claim = Claim { generation: version.generation, heartbeat, direct: peer == from };
-                let observed = e.observe(peer, claim, now, self.config.gossip_interval);
+                let observed = e.observe(from, peer, claim, now, self.config.gossip_interval);
                 self.forged_heartbeats += u64::from(observed.forged);
                 if let Some(changed) = observed.event {
                     self.out.push_back(MembershipOutput::Event(changed));
@@ -1112,6 +1124,8 @@ impl<R: Rng> Membership<R> {
                 record,
                 heartbeat,
                 anchor: (heartbeat, now),
+                anchor_direct: direct,
+                doubted: None,
                 state: PeerState::Alive,
                 last_seen: now,
                 direct,
@@ -1137,15 +1151,18 @@ impl<R: Rng> Membership<R> {
             entry.state = PeerState::Dead;
         }
         // A newer record (signed) may still come with a made-up heartbeat from its relay.
-        let heartbeat = if restarted || direct || entry.plausible(heartbeat, now, self.config.gossip_interval)
-        {
+        let heartbeat = if restarted || direct || heartbeat <= entry.heartbeat {
             heartbeat
+        } else if let Some(vetted) = entry.vet(from, heartbeat, now, self.config.gossip_interval) {
+            vetted
         } else {
             self.forged_heartbeats += 1;
             entry.heartbeat
         };
         if restarted || direct {
             entry.anchor = (heartbeat, now);
+            entry.anchor_direct = direct;
+            entry.doubted = None;
         }
         entry.direct |= direct;
         let advanced = restarted || heartbeat > entry.heartbeat;
@@ -1207,7 +1224,7 @@ impl<R: Rng> Membership<R> {
         let interval = self.config.gossip_interval;
         let Some(e) = self.peers.get_mut(peer) else { return };
         let claim = Claim { generation, heartbeat, direct: from == peer };
-        let observed = e.observe(peer, claim, now, interval);
+        let observed = e.observe(from, peer, claim, now, interval);
         self.forged_heartbeats += u64::from(observed.forged);
         if let Some(changed) = observed.event {
             self.out.push_back(MembershipOutput::Event(changed));
@@ -1304,13 +1321,22 @@ impl<R: Rng> Membership<R> {
 
 impl Entry {
     /// A heartbeat of `peer` seen anywhere: if it moved in the generation held, it is alive.
-    fn observe(&mut self, peer: &PeerId, claim: Claim, now: Time, interval: Duration) -> Observed {
+    fn observe(
+        &mut self,
+        from: &PeerId,
+        peer: &PeerId,
+        claim: Claim,
+        now: Time,
+        interval: Duration,
+    ) -> Observed {
         if claim.generation != self.record.record.version.generation {
             return Observed::default();
         }
         if claim.direct {
             // The peer's own word: the truth, even below a value someone else made up.
             self.anchor = (claim.heartbeat, now);
+            self.anchor_direct = true;
+            self.doubted = None;
             let moved = claim.heartbeat != self.heartbeat;
             self.heartbeat = claim.heartbeat;
             return Observed { event: moved.then(|| self.alive(peer, now)).flatten(), forged: false };
@@ -1318,11 +1344,41 @@ impl Entry {
         if claim.heartbeat <= self.heartbeat {
             return Observed::default();
         }
-        if !self.plausible(claim.heartbeat, now, interval) {
+        let Some(heartbeat) = self.vet(from, claim.heartbeat, now, interval) else {
             return Observed { event: None, forged: true };
+        };
+        if heartbeat <= self.heartbeat {
+            return Observed::default();
         }
-        self.heartbeat = claim.heartbeat;
+        self.heartbeat = heartbeat;
         Observed { event: self.alive(peer, now), forged: false }
+    }
+
+    /// The heartbeat a relayed claim from `from` lets us take, if any: the claim itself when its
+    /// owner could have counted that far since the anchor; else, when another relay already
+    /// claimed at least as far past the bound, the lower of the two (now the anchor); else
+    /// nothing yet, and the claim is held as doubted. Past an anchor that is the peer's own
+    /// word, nothing is taken: that bound is certain.
+    fn vet(&mut self, from: &PeerId, heartbeat: u64, now: Time, interval: Duration) -> Option<u64> {
+        if self.plausible(heartbeat, now, interval) {
+            return Some(heartbeat);
+        }
+        if self.anchor_direct {
+            return None;
+        }
+        match &self.doubted {
+            Some((held, by)) if by != from => {
+                let agreed = heartbeat.min(*held);
+                self.anchor = (agreed, now);
+                self.doubted = None;
+                Some(agreed)
+            }
+            // The same relay again (or the first doubt): hold its latest claim.
+            _ => {
+                self.doubted = Some((heartbeat, from.clone()));
+                None
+            }
+        }
     }
 
     /// Whether the peer itself could have counted to `heartbeat` by `now`.
@@ -2323,6 +2379,42 @@ mod tests {
         assert!(own > before && own < before + 100, "the victim counts at its own pace: {before} -> {own}");
         let dropped: u64 = sim.nodes.iter().map(Node::forged_heartbeats).sum();
         assert!(dropped >= (n as u64) * 50, "every forged claim was counted: {dropped}");
+    }
+
+    /// A peer first heard of through a stale relay (heartbeat 10, while its owner is at 1,000)
+    /// is not muted: one relay alone claiming far past that anchor is only doubted, but a second
+    /// relay vouching for as much is believed, at the lower of the two claims. Before, every
+    /// honest claim after a stale first sighting was dropped as forged until the peer spoke to
+    /// us directly, and peers only heard of through others were falsely judged dead at scale.
+    #[test]
+    fn a_stale_first_sighting_does_not_mute_a_peers_honest_heartbeats() {
+        let (a, p, r1, r2, rogue) = (peer_id(0), peer_id(1), peer_id(2), peer_id(3), peer_id(4));
+        let mut m = node(&a, 5, 1, MembershipConfig::default());
+        drop(push(&mut m, &r1, vec![update(record(&p, 1), &p, 10)]));
+        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(10));
+        syn(&mut m, &r1, vec![entry(&p, 1, 1, 1_000)]);
+        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(10), "one relay alone is only doubted");
+        syn(&mut m, &r1, vec![entry(&p, 1, 1, 1_001)]);
+        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(10), "nor is it believed by repeating itself");
+        assert_eq!(m.forged_heartbeats(), 2);
+        syn(&mut m, &r2, vec![entry(&p, 1, 1, 1_002)]);
+        assert_eq!(
+            m.peer(&p).map(|e| e.heartbeat),
+            Some(1_001),
+            "a second relay vouches for the lower claim"
+        );
+        // From the new anchor the usual bound holds: a lone forger cannot raise it further.
+        syn(&mut m, &rogue, vec![entry(&p, 1, 1, u64::MAX)]);
+        syn(&mut m, &rogue, vec![entry(&p, 1, 1, u64::MAX)]);
+        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(1_001));
+        syn(&mut m, &r1, vec![entry(&p, 1, 1, 1_003)]);
+        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(1_003), "honest claims within the bound go through");
+        // Once the peer spoke for itself, its word bounds every relay: two claims far past it
+        // from two relays are both dropped.
+        syn(&mut m, &p, vec![entry(&p, 1, 1, 1_004)]);
+        syn(&mut m, &rogue, vec![entry(&p, 1, 1, 5_000)]);
+        syn(&mut m, &r2, vec![entry(&p, 1, 1, 5_000)]);
+        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(1_004));
     }
 
     mod bounds;
