@@ -202,6 +202,9 @@ pub struct Report {
     pub faults: [u64; 4],
     /// Broken invariants (empty in a good run).
     pub violations: Vec<Violation>,
+    /// What the attackers achieved, in a `[byzantine]` run or its honest baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub byzantine: Option<ByzantineReport>,
     /// Wall-clock seconds the run took: printed, never in the JSON (it differs between runs).
     #[serde(skip)]
     pub wall_seconds: f64,
@@ -232,6 +235,191 @@ pub(crate) struct Inputs<'a> {
     pub(crate) utilization: f64,
     pub(crate) omni_utilization: f64,
     pub(crate) violations: Vec<Violation>,
+    pub(crate) byzantine: Option<ByzantineReport>,
+}
+
+/// An honest node an honest observer declared dead while it was up.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FalseDeath {
+    /// Who judged.
+    pub observer: usize,
+    /// Whom.
+    pub victim: usize,
+    /// When, simulated seconds.
+    pub time_s: f64,
+}
+
+/// What the attack achieved. "Honest" tasks are those submitted at honest origins; the workload
+/// has no cancels in these scenarios, so an honest task that did not succeed is lost.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ByzantineReport {
+    /// The attack (`None`: the baseline, the same nodes behaving).
+    pub attack: Option<crate::scenario::Attack>,
+    /// Hostile nodes.
+    pub attackers: u64,
+    /// Tasks submitted at honest origins.
+    pub honest_tasks: u64,
+    /// Of those, not succeeded by the end (failed, cancelled or never ended).
+    pub honest_lost: u64,
+    /// Of the lost, never ended.
+    pub honest_never_ended: u64,
+    /// The first lost tasks, with their status.
+    pub lost_tasks: Vec<String>,
+    /// `dead` verdicts by honest observers about honest processes that were up.
+    pub false_dead: u64,
+    /// `suspect` verdicts, in the same sense.
+    pub false_suspect: u64,
+    /// The first false deaths, with observer and time.
+    pub false_deaths: Vec<FalseDeath>,
+    /// Honest tasks: submission to the first attempt's start, ms.
+    pub wait_ms: Dist,
+    /// Honest tasks: submission to the start of the attempt whose result was accepted, ms (a
+    /// task captured by a host that never finishes waits for the one that did).
+    pub useful_wait_ms: Dist,
+    /// Honest tasks: submission to the accepted result, ms.
+    pub completion_ms: Dist,
+    /// Honest tasks with an attempt started on an attacker.
+    pub placed_on_attackers: u64,
+    /// Stops an attacker ignored because the origin still counted on the attempt.
+    pub stops_ignored: u64,
+    /// Forged heartbeat entries the attackers sent.
+    pub forged_sent: u64,
+    /// Offers the attackers sent with the highest score.
+    pub offers_inflated: u64,
+    /// Bid requests for made-up tasks the attackers sent.
+    pub bids_flooded: u64,
+    /// Identities the attackers minted and pushed.
+    pub identities_minted: u64,
+    /// Other origins' attempts the attackers named in lease answers.
+    pub foreign_sent: u64,
+    /// Honest engines' `forged_heartbeats`: heartbeat claims dropped as made up.
+    pub forged_dropped: u64,
+    /// Honest engines' `foreign_entries`: lease-answer entries about other origins dropped.
+    pub foreign_dropped: u64,
+    /// Honest origins' attempts given up past `timeout_s` plus the grace.
+    pub attempts_overdue: u64,
+    /// Honest origins' attempts given up when their lease ran out.
+    pub attempts_expired: u64,
+    /// Peers known at the end, largest over the honest nodes.
+    pub peers_known_max: u64,
+    /// The mean.
+    pub peers_known_mean: f64,
+}
+
+pub(crate) struct ByzantineInputs {
+    pub(crate) attack: Option<crate::scenario::Attack>,
+    pub(crate) attackers: u64,
+    pub(crate) honest_tasks: u64,
+    pub(crate) lost: u64,
+    pub(crate) never_terminal: u64,
+    pub(crate) lost_tasks: Vec<String>,
+    pub(crate) false_dead: u64,
+    pub(crate) false_suspect: u64,
+    pub(crate) false_deaths: Vec<FalseDeath>,
+    pub(crate) waits: Vec<u64>,
+    pub(crate) useful_waits: Vec<u64>,
+    pub(crate) completions: Vec<u64>,
+    pub(crate) placed_on_attackers: u64,
+    pub(crate) stops_ignored: u64,
+    pub(crate) forged_sent: u64,
+    pub(crate) offers_inflated: u64,
+    pub(crate) bids_flooded: u64,
+    pub(crate) identities_minted: u64,
+    pub(crate) foreign_sent: u64,
+    pub(crate) counters: orgmesh_protocol::engine::EngineCounters,
+    pub(crate) peers_known_max: u64,
+    pub(crate) peers_known_mean: f64,
+}
+
+impl ByzantineReport {
+    pub(crate) fn build(i: ByzantineInputs) -> Self {
+        let dist = |v: &[u64]| {
+            let mut d = Dist::of(v, 1e-3);
+            d.mean = round(d.mean);
+            d.p50 = round(d.p50);
+            d.p99 = round(d.p99);
+            d.max = round(d.max);
+            d
+        };
+        ByzantineReport {
+            attack: i.attack,
+            attackers: i.attackers,
+            honest_tasks: i.honest_tasks,
+            honest_lost: i.lost,
+            honest_never_ended: i.never_terminal,
+            lost_tasks: i.lost_tasks,
+            false_dead: i.false_dead,
+            false_suspect: i.false_suspect,
+            false_deaths: i.false_deaths,
+            wait_ms: dist(&i.waits),
+            useful_wait_ms: dist(&i.useful_waits),
+            completion_ms: dist(&i.completions),
+            placed_on_attackers: i.placed_on_attackers,
+            stops_ignored: i.stops_ignored,
+            forged_sent: i.forged_sent,
+            offers_inflated: i.offers_inflated,
+            bids_flooded: i.bids_flooded,
+            identities_minted: i.identities_minted,
+            foreign_sent: i.foreign_sent,
+            forged_dropped: i.counters.forged_heartbeats,
+            foreign_dropped: i.counters.foreign_entries,
+            attempts_overdue: i.counters.attempts_overdue,
+            attempts_expired: i.counters.attempts_expired,
+            peers_known_max: i.peers_known_max,
+            peers_known_mean: round(i.peers_known_mean),
+        }
+    }
+
+    /// The attack's name, "none (baseline)" for the baseline.
+    pub fn attack_name(&self) -> &'static str {
+        self.attack.map_or("none (baseline)", crate::scenario::Attack::name)
+    }
+
+    /// What the attackers sent, in one phrase.
+    pub fn attempted(&self) -> String {
+        use crate::scenario::Attack;
+        match self.attack {
+            None => "nothing".into(),
+            Some(Attack::ForgeHeartbeats) => format!("{} forged heartbeat entries", self.forged_sent),
+            Some(Attack::BidHighNeverFinish) => {
+                format!(
+                    "{} offers at the top score, {} stops ignored",
+                    self.offers_inflated, self.stops_ignored
+                )
+            }
+            Some(Attack::FloodBids) => format!("{} bids for made-up tasks", self.bids_flooded),
+            Some(Attack::MintIdentities) => format!("{} minted identities", self.identities_minted),
+            Some(Attack::ForeignLeases) => format!("{} foreign stop/cancel entries", self.foreign_sent),
+        }
+    }
+
+    /// What the attack achieved against the honest nodes, in one phrase.
+    pub fn achieved(&self) -> String {
+        use crate::scenario::Attack;
+        let mut parts = vec![
+            format!("{} honest tasks lost", self.honest_lost),
+            format!("{} false deaths", self.false_dead),
+        ];
+        match self.attack {
+            Some(Attack::ForgeHeartbeats) => parts.push(format!(
+                "{} forged claims dropped, {} false suspicions",
+                self.forged_dropped, self.false_suspect
+            )),
+            Some(Attack::BidHighNeverFinish) => parts.push(format!(
+                "{} honest tasks placed on attackers, {} attempts overdue and placed again",
+                self.placed_on_attackers, self.attempts_overdue
+            )),
+            Some(Attack::MintIdentities) => parts.push(format!(
+                "honest nodes know {:.0} peers on average (max {})",
+                self.peers_known_mean, self.peers_known_max
+            )),
+            Some(Attack::ForeignLeases) => {
+                parts.push(format!("{} foreign entries dropped", self.foreign_dropped))
+            }
+            Some(Attack::FloodBids) | None => {}
+        }
+        parts.join("; ")
+    }
 }
 
 fn round(x: f64) -> f64 {
@@ -323,6 +511,7 @@ impl Report {
             },
             faults: [s.crashes, s.restarts, s.partitions, s.pauses],
             violations: i.violations,
+            byzantine: i.byzantine,
             wall_seconds: i.wall.as_secs_f64(),
         };
         for d in [
@@ -473,6 +662,41 @@ impl fmt::Display for Report {
             k.utilization * 100.0,
             k.omniscient_utilization * 100.0
         )?;
+        if let Some(b) = &self.byzantine {
+            writeln!(
+                f,
+                "byzantine: {} by {} attackers: sent {}",
+                b.attack_name(),
+                b.attackers,
+                b.attempted()
+            )?;
+            writeln!(f, "  achieved              {}", b.achieved())?;
+            writeln!(
+                f,
+                "  honest tasks          {} submitted, {} lost ({} never ended); {} placed on attackers",
+                b.honest_tasks, b.honest_lost, b.honest_never_ended, b.placed_on_attackers
+            )?;
+            writeln!(
+                f,
+                "  honest wait           p50 {:.1} ms p99 {:.1} ms; to the useful attempt p50 {:.1} ms p99 {:.1} ms",
+                b.wait_ms.p50, b.wait_ms.p99, b.useful_wait_ms.p50, b.useful_wait_ms.p99
+            )?;
+            writeln!(
+                f,
+                "  honest completion     p50 {:.1} ms p99 {:.1} ms",
+                b.completion_ms.p50, b.completion_ms.p99
+            )?;
+            for d in &b.false_deaths {
+                writeln!(
+                    f,
+                    "  FALSE DEATH           n{} judged n{} dead at t={:.3} s",
+                    d.observer, d.victim, d.time_s
+                )?;
+            }
+            for t in &b.lost_tasks {
+                writeln!(f, "  LOST                  {t}")?;
+            }
+        }
         if self.violations.is_empty() {
             writeln!(f, "invariants: OK")?;
         } else {

@@ -43,6 +43,8 @@ pub struct Scenario {
     pub workload: Workload,
     /// Crashes, partitions, pauses.
     pub faults: Faults,
+    /// A share of the nodes attacking the rest (none by default).
+    pub byzantine: Byzantine,
 }
 
 impl Default for Scenario {
@@ -63,6 +65,7 @@ impl Default for Scenario {
             node_classes: vec![NodeClass::default()],
             workload: Workload::default(),
             faults: Faults::default(),
+            byzantine: Byzantine::default(),
         }
     }
 }
@@ -312,7 +315,86 @@ pub struct Pause {
     pub pause_s: f64,
 }
 
+/// What the hostile nodes do (`[byzantine]`). The attackers are drawn from the seed alone, so the
+/// same nodes are hostile whatever the attack, and `honest = true` gives the baseline: the same
+/// nodes, the same capacity, behaving.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Byzantine {
+    /// The attack; none by default.
+    pub attack: Option<Attack>,
+    /// Share of the nodes that attack.
+    pub fraction: f64,
+    /// The attackers behave as honest nodes (the baseline run of the same scenario and seed).
+    pub honest: bool,
+    /// `forge_heartbeats`: forged entries added to every digest (`Syn`) and `Ack` an attacker sends.
+    pub forged_per_message: usize,
+    /// `forge_heartbeats`: a "leading" forgery claims the victim's heartbeat plus this many beats.
+    pub lead_beats: u64,
+    /// `flood_bids`: bid requests per second each attacker sends, for made-up tasks.
+    pub bids_per_s: f64,
+    /// `mint_identities`: pushes per second each attacker sends, each of `records_per_push`
+    /// freshly minted, validly signed records.
+    pub pushes_per_s: f64,
+    /// `mint_identities`: records per push.
+    pub records_per_push: usize,
+}
+
+impl Default for Byzantine {
+    fn default() -> Self {
+        Self {
+            attack: None,
+            fraction: 0.1,
+            honest: false,
+            forged_per_message: 32,
+            lead_beats: 20,
+            bids_per_s: 100.0,
+            pushes_per_s: 1.0,
+            records_per_push: 8,
+        }
+    }
+}
+
+/// The attacks a hostile node can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attack {
+    /// Digests and acks name honest victims with their generation and a made-up heartbeat: `u64::MAX`
+    /// (the old freeze), a lead of `lead_beats`, or a stale one.
+    ForgeHeartbeats,
+    /// Offers with the highest score; commits taken, leases renewed, never finished.
+    BidHighNeverFinish,
+    /// Bid requests for made-up tasks, `bids_per_s` per attacker, to random hosts.
+    FloodBids,
+    /// Pushes of freshly minted identities' signed records.
+    MintIdentities,
+    /// Lease answers naming other origins' attempts on the renewing host in their stop and
+    /// cancel lists.
+    ForeignLeases,
+}
+
+impl Attack {
+    /// Its name in scenarios and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::ForgeHeartbeats => "forge_heartbeats",
+            Attack::BidHighNeverFinish => "bid_high_never_finish",
+            Attack::FloodBids => "flood_bids",
+            Attack::MintIdentities => "mint_identities",
+            Attack::ForeignLeases => "foreign_leases",
+        }
+    }
+}
+
 impl Scenario {
+    /// The same scenario with the attackers behaving: the baseline of a byzantine run. Two
+    /// scenarios that differ only in their attack have the same baseline.
+    pub fn honest_baseline(&self) -> Scenario {
+        let mut s = self.clone();
+        s.byzantine = Byzantine { fraction: self.byzantine.fraction, honest: true, ..Byzantine::default() };
+        s
+    }
+
     /// Reads a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =

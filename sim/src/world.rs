@@ -31,6 +31,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod byzantine;
+
 use crate::executor::{self, Process};
 use crate::net::{Network, Transit};
 use crate::pool::RecordPool;
@@ -61,6 +63,7 @@ enum Purpose {
     Observers = 7,
     Lifecycle = 8,
     Outputs = 9,
+    Byzantine = 10,
 }
 
 fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
@@ -162,6 +165,10 @@ enum Ev {
     Churn,
     EndOfFaults,
     Sample,
+    /// An attacker injects its next scripted message (`world/byzantine.rs`).
+    Adversary {
+        node: usize,
+    },
 }
 
 impl Ev {
@@ -173,7 +180,7 @@ impl Ev {
             | Ev::TaskEnd { node, .. }
             | Ev::Cancel { node, .. } => Some(*node),
             Ev::Deliver(m) => Some(m.to),
-            Ev::Restart { node } => Some(*node),
+            Ev::Restart { node } | Ev::Adversary { node } => Some(*node),
             _ => None,
         }
     }
@@ -203,6 +210,7 @@ impl Ev {
             Ev::Churn => "churn",
             Ev::EndOfFaults => "end-of-faults",
             Ev::Sample => "sample",
+            Ev::Adversary { .. } => "adversary",
         }
     }
 }
@@ -265,6 +273,8 @@ struct Truth {
     arrival: usize,
     submitted_us: u64,
     first_start_us: Option<u64>,
+    /// When each attempt started.
+    starts: BTreeMap<Attempt, u64>,
     result: Option<(Attempt, u64)>,
     /// A terminal status was written (the first one, which must be the last).
     ended: Option<TaskStatus>,
@@ -312,6 +322,8 @@ pub(crate) struct World {
     faults_end_us: u64,
     /// Every message is still encoded and decoded in full; decoded records are then shared.
     records: RecordPool,
+    /// The hostile nodes and what they did (none in most scenarios).
+    adv: byzantine::Adversary,
 }
 
 impl std::fmt::Debug for World {
@@ -442,6 +454,13 @@ impl World {
             end_us,
             faults_end_us,
             records: RecordPool::default(),
+            adv: byzantine::Adversary::new(
+                s.byzantine.attack.filter(|_| !s.byzantine.honest),
+                s.byzantine.fraction,
+                s.byzantine.attack.is_some() || s.byzantine.honest,
+                n,
+                stream(seed, Purpose::Byzantine, 0, 0),
+            ),
             nodes,
             s,
         };
@@ -470,6 +489,7 @@ impl World {
         }
         w.q.push(faults_end_us, Ev::EndOfFaults);
         w.q.push(0, Ev::Sample);
+        w.schedule_adversary();
         Ok(w)
     }
 
@@ -661,6 +681,7 @@ impl World {
                 self.sample();
                 self.q.push(self.now + self.s.sample_ms * 1000, Ev::Sample);
             }
+            Ev::Adversary { node } => self.on_adversary(node),
         }
     }
 
@@ -710,6 +731,8 @@ impl World {
         total.attempts_lost += c.attempts_lost;
         total.attempts_expired += c.attempts_expired;
         total.attempts_overdue += c.attempts_overdue;
+        total.foreign_entries += c.foreign_entries;
+        total.forged_heartbeats += c.forged_heartbeats;
         self.nodes[i].inc += 1;
         self.nodes[i].timer_at = None;
         for ((task, attempt), p) in live.processes {
@@ -795,7 +818,10 @@ impl World {
                 });
                 if let Some(t) = self.truths.get_mut(&task) {
                     t.first_start_us.get_or_insert(self.now);
+                    t.starts.insert(attempt, self.now);
                 }
+                self.attempt_started(i, task);
+                let never_finishes = self.never_finishes(i);
                 let process = Process {
                     started_us: self.now,
                     duration_us,
@@ -807,10 +833,15 @@ impl World {
                 live.processes.insert((task, attempt), process);
                 node.store.spools.insert((task, attempt), 0);
                 let inc = node.inc;
-                self.q.push(self.now + duration_us, Ev::TaskEnd { node: i, inc, task, attempt });
+                if !never_finishes {
+                    self.q.push(self.now + duration_us, Ev::TaskEnd { node: i, inc, task, attempt });
+                }
                 queue.push_back(Feed::Input(Input::AttemptStarted { task, attempt, pgid: None }));
             }
             Output::StopAttempt { task, attempt } => {
+                if self.ignores_stop(i, task, attempt) {
+                    return;
+                }
                 let node = &mut self.nodes[i];
                 let Some(p) = node.live.as_mut().and_then(|l| l.processes.remove(&(task, attempt))) else {
                     return; // ended already: its exit was reported
@@ -938,6 +969,9 @@ impl World {
                 MembershipEvent::StateChanged { peer, to, .. } => {
                     let up = self.process_judged_is_up(i, &peer);
                     self.stats.state_change(to, up);
+                    if up && matches!(to, PeerState::Suspect | PeerState::Dead) {
+                        self.verdict(i, &peer, to == PeerState::Dead);
+                    }
                 }
                 MembershipEvent::Rejected { .. } => self.stats.rejected_record(),
                 MembershipEvent::Evicted { .. } => {}
@@ -977,9 +1011,10 @@ impl World {
         i: usize,
         to: &PeerId,
         id: RequestId,
-        request: Request,
+        mut request: Request,
         queue: &mut VecDeque<Feed>,
     ) {
+        self.tamper_request(i, &mut request);
         if let Request::Gossip(GossipRequest::Syn { digest }) = &request {
             self.stats.digest(digest.len());
         }
@@ -989,9 +1024,15 @@ impl World {
             Request::Task(r) => (Proto::Task, wire::encode(r, limits::TASK)),
             Request::Receipt(r) => (Proto::Receipt, wire::encode(r, limits::RECEIPT)),
         };
-        let (Some(&j), Ok(bytes)) = (self.index.get(to), bytes.inspect_err(|_| self.stats.oversized()))
-        else {
+        let Ok(bytes) = bytes.inspect_err(|_| self.stats.oversized()) else {
             queue.push_back(Feed::Input(Input::RequestFailed { id }));
+            return;
+        };
+        let Some(&j) = self.index.get(to) else {
+            // A peer no simulated process is (a minted identity): its address leads nowhere, so
+            // the dial fails at the request timeout, as a real one would.
+            let inc = self.nodes[i].inc;
+            self.q.push(self.now + self.net.request_timeout_us(), Ev::Failed { node: i, inc, id });
             return;
         };
         let inc = self.nodes[i].inc;
@@ -1008,8 +1049,11 @@ impl World {
     }
 
     /// Answers a peer's request (or drops its stream: the requester hears at once and retries).
-    fn respond(&mut self, i: usize, reply: ReplyId, response: Option<Response>) {
+    fn respond(&mut self, i: usize, reply: ReplyId, mut response: Option<Response>) {
         let Some(r) = self.nodes[i].live.as_mut().and_then(|l| l.replies.remove(&reply)) else { return };
+        if let Some(response) = response.as_mut() {
+            self.tamper_response(i, r.to, response);
+        }
         let bytes = match &response {
             Some(Response::Gossip(x)) if r.proto == Proto::Gossip => wire::encode(x, limits::GOSSIP).ok(),
             Some(Response::Place(x)) if r.proto == Proto::Place => wire::encode(x, limits::PLACE).ok(),
@@ -1307,7 +1351,10 @@ impl World {
             counters.attempts_lost += n.counters.attempts_lost + live.attempts_lost;
             counters.attempts_expired += n.counters.attempts_expired + live.attempts_expired;
             counters.attempts_overdue += n.counters.attempts_overdue + live.attempts_overdue;
+            counters.foreign_entries += n.counters.foreign_entries + live.foreign_entries;
+            counters.forged_heartbeats += n.counters.forged_heartbeats + live.forged_heartbeats;
         }
+        let byzantine = self.byzantine_report();
         // Status tallies from the origins' stores, as `GET /v1/tasks?status=` would give them.
         let status = |want: TaskStatus| {
             self.truths
@@ -1345,6 +1392,7 @@ impl World {
             utilization: self.cpu_us_in_window / (total_cpu * window_us),
             omni_utilization: omni.cpu_us_in_window / (total_cpu * window_us),
             violations: std::mem::take(&mut self.violations),
+            byzantine,
         })
     }
 }
