@@ -1,5 +1,8 @@
 //! `orgmesh-sim run SCENARIO --seed N [--json out.json] [--load 0.9]`: runs one simulation,
 //! prints its report, and exits non-zero if an invariant broke.
+//! `orgmesh-sim byzantine SCENARIOS... --seed N`: runs each byzantine scenario and its honest
+//! baseline (once per distinct baseline) and prints the table of docs/simulation.md; exits
+//! non-zero if an attack achieved anything issue 17 forbids.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +57,20 @@ enum Command {
         #[arg(long)]
         progress: Option<f64>,
     },
+    /// Runs byzantine scenarios against their honest baselines and prints the results table.
+    Byzantine {
+        /// Scenario files with a `[byzantine]` section (one with no attack is a baseline).
+        scenarios: Vec<PathBuf>,
+        /// The seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Overrides the number of nodes (e.g. a quick look at 100).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Writes each run's JSON report into this directory.
+        #[arg(long)]
+        json_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,8 +85,24 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<bool> {
-    let Command::Run { scenario, seed, json, load, nodes, duration, drain, until_event, trace, progress } =
-        Cli::parse().command;
+    let (scenario, seed, json, load, nodes, duration, drain, until_event, trace, progress) =
+        match Cli::parse().command {
+            Command::Run {
+                scenario,
+                seed,
+                json,
+                load,
+                nodes,
+                duration,
+                drain,
+                until_event,
+                trace,
+                progress,
+            } => (scenario, seed, json, load, nodes, duration, drain, until_event, trace, progress),
+            Command::Byzantine { scenarios, seed, nodes, json_dir } => {
+                return byzantine::table(&scenarios, seed, nodes, json_dir.as_deref());
+            }
+        };
     let mut s = orgmesh_sim::scenario::Scenario::load(&scenario)?;
     if let Some(load) = load {
         s.workload.load = load;
@@ -93,4 +126,112 @@ fn run() -> anyhow::Result<bool> {
         eprintln!("invariant violated: seed {seed}, scenario {}", scenario.display());
     }
     Ok(report.ok())
+}
+
+mod byzantine {
+    //! The byzantine table: each attack against the same mesh with its attackers behaving. It
+    //! only runs scenarios and compares their reports; what an attack achieves is measured by
+    //! the simulation itself.
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use orgmesh_sim::Report;
+    use orgmesh_sim::report::ByzantineReport;
+    use orgmesh_sim::scenario::Scenario;
+
+    /// Issue 17's bound on honest placement wait under attack, against the baseline.
+    const WAIT_RATIO_MAX: f64 = 1.2;
+
+    fn ratio(a: f64, b: f64) -> f64 {
+        if b > 0.0 { a / b } else { f64::NAN }
+    }
+
+    /// Runs every scenario and its baseline, prints the markdown table; `Ok(false)` if any attack
+    /// lost an honest task, killed an honest node or slowed honest placement past 1.2×.
+    pub(super) fn table(
+        files: &[std::path::PathBuf],
+        seed: u64,
+        nodes: Option<usize>,
+        json_dir: Option<&Path>,
+    ) -> anyhow::Result<bool> {
+        let mut baselines: BTreeMap<String, ByzantineReport> = BTreeMap::new();
+        let mut rows = Vec::new();
+        let mut all_hold = true;
+        for file in files {
+            let mut s = Scenario::load(file)?;
+            if let Some(n) = nodes {
+                s.nodes = n;
+            }
+            let mut base = s.honest_baseline();
+            base.name = "byz-baseline".into();
+            // Two scenarios that differ only in their attack share one baseline run.
+            let key = format!("{base:?}");
+            if !baselines.contains_key(&key) {
+                let report = run_one(base, seed, json_dir)?;
+                let b = report
+                    .byzantine
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("{}: no [byzantine] section", file.display()))?;
+                baselines.insert(key.clone(), b);
+            }
+            if s.byzantine.attack.is_none() || s.byzantine.honest {
+                continue;
+            }
+            let report = run_one(s, seed, json_dir)?;
+            let r = report
+                .byzantine
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("{}: no byzantine report", file.display()))?;
+            let b = &baselines[&key];
+            let mean_ratio = ratio(r.useful_wait_ms.mean, b.useful_wait_ms.mean);
+            let holds =
+                r.honest_lost == 0 && r.false_dead == 0 && mean_ratio <= WAIT_RATIO_MAX && report.ok();
+            all_hold &= holds;
+            rows.push(format!(
+                "| {} | {} | {} / {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} / {:.2} | {:.1} / {:.1} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} |",
+                r.attack_name(),
+                r.attackers,
+                r.honest_lost,
+                r.honest_tasks,
+                r.false_dead,
+                r.wait_ms.p50,
+                r.wait_ms.p99,
+                b.wait_ms.p50,
+                b.wait_ms.p99,
+                ratio(r.wait_ms.p50, b.wait_ms.p50),
+                ratio(r.wait_ms.p99, b.wait_ms.p99),
+                r.useful_wait_ms.mean,
+                b.useful_wait_ms.mean,
+                mean_ratio,
+                r.completion_ms.p50 / 1e3,
+                r.completion_ms.p99 / 1e3,
+                b.completion_ms.p50 / 1e3,
+                b.completion_ms.p99 / 1e3,
+                r.attempted(),
+                r.achieved(),
+                if holds { "holds" } else { "**FAILS**" },
+            ));
+        }
+        println!(
+            "| attack | attackers | honest lost / tasks | false dead | wait p50 / p99 ms | baseline wait p50 / p99 ms | ratio p50 / p99 | wait to useful start, mean ms: attack / baseline | ratio | completion p50 / p99 s | baseline completion p50 / p99 s | attackers sent | achieved | issue 17 |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for row in rows {
+            println!("{row}");
+        }
+        Ok(all_hold)
+    }
+
+    fn run_one(s: Scenario, seed: u64, json_dir: Option<&Path>) -> anyhow::Result<Report> {
+        let name = s.name.clone();
+        let started = std::time::Instant::now();
+        let report = orgmesh_sim::run(s, seed, None, false)?;
+        eprintln!("{name}: {} events, {:.0} s wall", report.events, started.elapsed().as_secs_f64());
+        if let Some(dir) = json_dir {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&report)? + "\n")?;
+        }
+        Ok(report)
+    }
 }

@@ -1,4 +1,4 @@
-//! The byzantine scenarios at CI size (`sim/scenarios/byz-ci.toml`: 60 nodes, 10% hostile), one
+//! The byzantine scenarios at CI size (`sim/scenarios/ci-byzantine.toml`: 60 nodes, 10% hostile), one
 //! test per attack, each against the baseline of the same scenario and seed with the attackers
 //! behaving. Each checks that the attack was made (so a test cannot pass because nothing
 //! attacked), then issue 17's criteria: no honest task lost, no honest node falsely declared dead,
@@ -17,7 +17,7 @@ const SEED: u64 = 1;
 const WAIT_RATIO_MAX: f64 = 3.0;
 
 fn base() -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/byz-ci.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/ci-byzantine.toml");
     Scenario::load(&path).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
