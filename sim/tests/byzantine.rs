@@ -7,6 +7,7 @@
 //! mean wait for the attempt that finished). A failure prints both reports.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use orgmesh_sim::Report;
 use orgmesh_sim::report::ByzantineReport;
@@ -25,11 +26,17 @@ fn run(s: Scenario) -> Report {
     orgmesh_sim::run(s, SEED, None, false).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Runs the attack and its baseline; checks the baseline is clean and the run's own invariants.
+/// The baseline, run once for every test: every attack shares it.
+fn baseline() -> &'static Report {
+    static BASELINE: OnceLock<Report> = OnceLock::new();
+    BASELINE.get_or_init(|| run(base().honest_baseline()))
+}
+
+/// Runs the attack; checks the baseline is clean and the run's own invariants.
 fn attack(a: Attack) -> (Report, ByzantineReport, ByzantineReport) {
     let mut s = base();
     s.byzantine.attack = Some(a);
-    let baseline = run(s.honest_baseline());
+    let baseline = baseline();
     let report = run(s);
     let b = baseline.byzantine.clone().unwrap_or_else(|| panic!("no byzantine section:\n{baseline}"));
     let r = report.byzantine.clone().unwrap_or_else(|| panic!("no byzantine section:\n{report}"));
