@@ -67,9 +67,14 @@ enum Command {
         /// Overrides the number of nodes (e.g. a quick look at 100).
         #[arg(long)]
         nodes: Option<usize>,
-        /// Writes each run's JSON report into this directory.
+        /// Writes each run's JSON report into this directory (as `<scenario name>.json`).
         #[arg(long)]
         json_dir: Option<PathBuf>,
+        /// Reads a run's report from `--json-dir` instead of running it, when there is one (e.g.
+        /// written by `orgmesh-sim run ... --json`, several runs in parallel). The same scenario
+        /// and seed give the same report, so only the time it takes changes.
+        #[arg(long, requires = "json_dir")]
+        reuse: bool,
     },
 }
 
@@ -99,8 +104,8 @@ fn run() -> anyhow::Result<bool> {
                 trace,
                 progress,
             } => (scenario, seed, json, load, nodes, duration, drain, until_event, trace, progress),
-            Command::Byzantine { scenarios, seed, nodes, json_dir } => {
-                return byzantine::table(&scenarios, seed, nodes, json_dir.as_deref());
+            Command::Byzantine { scenarios, seed, nodes, json_dir, reuse } => {
+                return byzantine::table(&scenarios, seed, nodes, json_dir.as_deref(), reuse);
             }
         };
     let mut s = orgmesh_sim::scenario::Scenario::load(&scenario)?;
@@ -154,6 +159,7 @@ mod byzantine {
         seed: u64,
         nodes: Option<usize>,
         json_dir: Option<&Path>,
+        reuse: bool,
     ) -> anyhow::Result<bool> {
         let mut baselines: BTreeMap<String, ByzantineReport> = BTreeMap::new();
         let mut rows = Vec::new();
@@ -168,7 +174,7 @@ mod byzantine {
             // Two scenarios that differ only in their attack share one baseline run.
             let key = format!("{base:?}");
             if !baselines.contains_key(&key) {
-                let report = run_one(base, seed, json_dir)?;
+                let report = run_one(base, seed, json_dir, reuse)?;
                 let b = report
                     .byzantine
                     .clone()
@@ -178,7 +184,7 @@ mod byzantine {
             if s.byzantine.attack.is_none() || s.byzantine.honest {
                 continue;
             }
-            let report = run_one(s, seed, json_dir)?;
+            let report = run_one(s, seed, json_dir, reuse)?;
             let r = report
                 .byzantine
                 .clone()
@@ -223,8 +229,18 @@ mod byzantine {
         Ok(all_hold)
     }
 
-    fn run_one(s: Scenario, seed: u64, json_dir: Option<&Path>) -> anyhow::Result<Report> {
+    fn run_one(s: Scenario, seed: u64, json_dir: Option<&Path>, reuse: bool) -> anyhow::Result<Report> {
         let name = s.name.clone();
+        if let Some(path) = json_dir.map(|d| d.join(format!("{name}.json"))).filter(|p| reuse && p.exists()) {
+            let report: Report = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+            anyhow::ensure!(
+                report.seed == seed && report.nodes == s.nodes,
+                "{}: another seed or size",
+                path.display()
+            );
+            eprintln!("{name}: read from {}", path.display());
+            return Ok(report);
+        }
         let started = std::time::Instant::now();
         let report = orgmesh_sim::run(s, seed, None, false)?;
         eprintln!("{name}: {} events, {:.0} s wall", report.events, started.elapsed().as_secs_f64());

@@ -4,13 +4,13 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::Scenario;
 use crate::stats::Stats;
 
 /// An invariant that broke, with where to replay it from.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Violation {
     /// Which invariant.
     pub kind: String,
@@ -25,7 +25,7 @@ pub struct Violation {
 }
 
 /// Distribution summary, in the unit its field names.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Dist {
     /// Samples.
     pub count: usize,
@@ -58,7 +58,7 @@ impl Dist {
 }
 
 /// Membership figures.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MembershipReport {
     /// From start until every observer held every node's current record as alive.
     pub startup_convergence_s: Option<f64>,
@@ -89,7 +89,7 @@ pub struct MembershipReport {
 }
 
 /// Traffic figures, per node and simulated second.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrafficReport {
     /// All protocols.
     pub msgs_per_node_s: f64,
@@ -118,7 +118,7 @@ pub struct TrafficReport {
 }
 
 /// Task figures.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TaskReport {
     /// Offered load (scenario).
     pub load: f64,
@@ -180,7 +180,7 @@ pub struct TaskReport {
 }
 
 /// One run's report.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
@@ -203,10 +203,10 @@ pub struct Report {
     /// Broken invariants (empty in a good run).
     pub violations: Vec<Violation>,
     /// What the attackers achieved, in a `[byzantine]` run or its honest baseline.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byzantine: Option<ByzantineReport>,
     /// Wall-clock seconds the run took: printed, never in the JSON (it differs between runs).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub wall_seconds: f64,
 }
 
@@ -239,7 +239,7 @@ pub(crate) struct Inputs<'a> {
 }
 
 /// An honest node an honest observer declared dead while it was up.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FalseDeath {
     /// Who judged.
     pub observer: usize,
@@ -251,7 +251,7 @@ pub struct FalseDeath {
 
 /// What the attack achieved. "Honest" tasks are those submitted at honest origins; the workload
 /// has no cancels in these scenarios, so an honest task that did not succeed is lost.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ByzantineReport {
     /// The attack (`None`: the baseline, the same nodes behaving).
     pub attack: Option<crate::scenario::Attack>,
