@@ -15,6 +15,9 @@
 //! - `executor`: the executor's stand-in: a duration and a deterministic output per attempt.
 //! - `world`: the nodes' engines, the event loop that carries out their outputs, faults and the
 //!   checkers; [`run`] is the entry point. Nothing outside the engine decides a task's life.
+//! - `world/byzantine.rs`: the adversary of `[byzantine]` scenarios: attackers are honest engines
+//!   whose outgoing messages it tampers with, whose executor never finishes, and which inject
+//!   scripted wire messages; it reads the world, never writes an honest engine's state.
 //! - [`report`]: what a run prints and writes as JSON.
 //!
 //! ```no_run

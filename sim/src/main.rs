@@ -191,16 +191,21 @@ mod byzantine {
                 .ok_or_else(|| anyhow::anyhow!("{}: no byzantine report", file.display()))?;
             let b = &baselines[&key];
             let mean_ratio = ratio(r.useful_wait_ms.mean, b.useful_wait_ms.mean);
-            let holds =
-                r.honest_lost == 0 && r.false_dead == 0 && mean_ratio <= WAIT_RATIO_MAX && report.ok();
+            // The failure detector has false deaths of its own at 1,000 nodes under load, without
+            // any attacker (docs/simulation.md, Limits): an attack holds if it adds none.
+            let holds = r.honest_lost == 0
+                && r.false_dead <= b.false_dead
+                && mean_ratio <= WAIT_RATIO_MAX
+                && report.ok();
             all_hold &= holds;
             rows.push(format!(
-                "| {} | {} | {} / {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} / {:.2} | {:.1} / {:.1} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} |",
+                "| {} | {} | {} / {} | {} ({}) | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} / {:.2} | {:.1} / {:.1} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} |",
                 r.attack_name(),
                 r.attackers,
                 r.honest_lost,
                 r.honest_tasks,
                 r.false_dead,
+                b.false_dead,
                 r.wait_ms.p50,
                 r.wait_ms.p99,
                 b.wait_ms.p50,
@@ -220,7 +225,7 @@ mod byzantine {
             ));
         }
         println!(
-            "| attack | attackers | honest lost / tasks | false dead | wait p50 / p99 ms | baseline wait p50 / p99 ms | ratio p50 / p99 | wait to useful start, mean ms: attack / baseline | ratio | completion p50 / p99 s | baseline completion p50 / p99 s | attackers sent | achieved | issue 17 |"
+            "| attack | attackers | honest lost / tasks | false dead (baseline) | wait p50 / p99 ms | baseline wait p50 / p99 ms | ratio p50 / p99 | wait to useful start, mean ms: attack / baseline | ratio | completion p50 / p99 s | baseline completion p50 / p99 s | attackers sent | achieved | issue 17 |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for row in rows {
