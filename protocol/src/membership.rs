@@ -220,13 +220,20 @@ pub enum MembershipOutput {
 /// this) was made up by someone other than the owner. A forger can lead the real heartbeat by
 /// this many beats at most, less than the failure detector's `suspect_after` of silence.
 ///
-/// An anchor taken from a relay may be stale (the first sighting of a peer, or of its new
-/// generation, can come from a node that heard of it long ago), and then every honest claim
-/// after it looks too far ahead. So a claim past the bound is held as doubted, and taken once a
-/// second relay vouches for as much: the lower of the two claims becomes the anchor. One lying
-/// relay alone can thus never raise a heartbeat above what an honest relay claimed. Only an
-/// anchor taken from a relay can be argued with: past the peer's own word nothing is taken.
+/// This holds past an anchor that is the peer's own word. An anchor taken from a relay may be
+/// stale (the first sighting of a peer, or of its new generation, can come from a node that
+/// heard of it a while ago), and honest claims after it are ahead of it by that staleness. A
+/// relay's view of a live peer is at most a suspicion window old (else the relay would suspect
+/// it), so past a relayed anchor the slack is half the window (`Membership::bound`): a forger
+/// can then make a peer look silent for half a window at most, never long enough to be suspected.
 pub const HEARTBEAT_SLACK: u64 = 3;
+
+/// How far ahead of an anchor a relayed heartbeat may be (see [`HEARTBEAT_SLACK`]).
+#[derive(Debug, Clone, Copy)]
+struct HeartbeatBound {
+    interval_ms: u64,
+    relayed_slack: u64,
+}
 
 /// What this node holds about one peer.
 #[derive(Debug)]
@@ -239,9 +246,6 @@ struct Entry {
     anchor: (u64, Time),
     /// The anchor is the peer's own word: a bound nothing relayed can argue with.
     anchor_direct: bool,
-    /// A relayed claim past the anchor's bound, and who made it, until another relay vouches
-    /// for as much (see [`HEARTBEAT_SLACK`]); only while the anchor came from a relay.
-    doubted: Option<(u64, PeerId)>,
     state: PeerState,
     /// When `heartbeat` last moved or the peer last spoke to us directly.
     last_seen: Time,
@@ -714,6 +718,14 @@ impl<R: Rng> Membership<R> {
     /// Extra silence a verdict needs when heartbeats arrive only through partial digests: a
     /// margin times the rounds between two sightings of one peer's heartbeat, about
     /// N / (window × fanout). Zero while whole digests are sent.
+    /// The bound on relayed heartbeats now: half the suspicion window past a relayed anchor.
+    fn bound(&self) -> HeartbeatBound {
+        let interval_ms = u64::try_from(self.config.gossip_interval.as_millis()).unwrap_or(u64::MAX).max(1);
+        let window = self.config.suspect_after.saturating_add(self.evidence_window());
+        let window_beats = u64::try_from(window.as_millis()).unwrap_or(u64::MAX) / interval_ms;
+        HeartbeatBound { interval_ms, relayed_slack: (window_beats / 2).max(HEARTBEAT_SLACK) }
+    }
+
     fn evidence_window(&self) -> Duration {
         let (held, budget) = (self.peers.len() + 1, self.digest_budget());
         if held <= budget {
@@ -867,6 +879,7 @@ impl<R: Rng> Membership<R> {
             let rumour = now.since(self.local_changed_at) < rumour_for;
             consider(local_id, of_local, local.record.version, self.heartbeat, rumour);
         }
+        let bound = self.bound();
         // One lookup per named peer: observe its heartbeat, decide whether we want its record,
         // and (partial digests) whether they need ours.
         for &(peer, (version, heartbeat)) in &theirs {
@@ -875,7 +888,7 @@ impl<R: Rng> Membership<R> {
                 version > local.record.version
             } else if let Some(e) = self.peers.get_mut(peer) {
                 let claim = Claim { generation: version.generation, heartbeat, direct: peer == from };
-                let observed = e.observe(from, peer, claim, now, self.config.gossip_interval);
+                let observed = e.observe(peer, claim, now, bound);
                 self.forged_heartbeats += u64::from(observed.forged);
                 if let Some(changed) = observed.event {
                     self.out.push_back(MembershipOutput::Event(changed));
@@ -1111,6 +1124,7 @@ impl<R: Rng> Membership<R> {
             self.reject(from, RejectReason::NotAdmitted);
             return false;
         }
+        let bound = self.bound();
         let Some(entry) = self.peers.get_mut(&peer) else {
             let evicted = victim.is_some();
             if let Some(victim) = victim {
@@ -1125,7 +1139,6 @@ impl<R: Rng> Membership<R> {
                 heartbeat,
                 anchor: (heartbeat, now),
                 anchor_direct: direct,
-                doubted: None,
                 state: PeerState::Alive,
                 last_seen: now,
                 direct,
@@ -1151,10 +1164,8 @@ impl<R: Rng> Membership<R> {
             entry.state = PeerState::Dead;
         }
         // A newer record (signed) may still come with a made-up heartbeat from its relay.
-        let heartbeat = if restarted || direct || heartbeat <= entry.heartbeat {
+        let heartbeat = if restarted || direct || entry.plausible(heartbeat, now, bound) {
             heartbeat
-        } else if let Some(vetted) = entry.vet(from, heartbeat, now, self.config.gossip_interval) {
-            vetted
         } else {
             self.forged_heartbeats += 1;
             entry.heartbeat
@@ -1162,7 +1173,6 @@ impl<R: Rng> Membership<R> {
         if restarted || direct {
             entry.anchor = (heartbeat, now);
             entry.anchor_direct = direct;
-            entry.doubted = None;
         }
         entry.direct |= direct;
         let advanced = restarted || heartbeat > entry.heartbeat;
@@ -1221,10 +1231,10 @@ impl<R: Rng> Membership<R> {
             }
             return;
         }
-        let interval = self.config.gossip_interval;
+        let bound = self.bound();
         let Some(e) = self.peers.get_mut(peer) else { return };
         let claim = Claim { generation, heartbeat, direct: from == peer };
-        let observed = e.observe(from, peer, claim, now, interval);
+        let observed = e.observe(peer, claim, now, bound);
         self.forged_heartbeats += u64::from(observed.forged);
         if let Some(changed) = observed.event {
             self.out.push_back(MembershipOutput::Event(changed));
@@ -1321,14 +1331,7 @@ impl<R: Rng> Membership<R> {
 
 impl Entry {
     /// A heartbeat of `peer` seen anywhere: if it moved in the generation held, it is alive.
-    fn observe(
-        &mut self,
-        from: &PeerId,
-        peer: &PeerId,
-        claim: Claim,
-        now: Time,
-        interval: Duration,
-    ) -> Observed {
+    fn observe(&mut self, peer: &PeerId, claim: Claim, now: Time, bound: HeartbeatBound) -> Observed {
         if claim.generation != self.record.record.version.generation {
             return Observed::default();
         }
@@ -1336,7 +1339,6 @@ impl Entry {
             // The peer's own word: the truth, even below a value someone else made up.
             self.anchor = (claim.heartbeat, now);
             self.anchor_direct = true;
-            self.doubted = None;
             let moved = claim.heartbeat != self.heartbeat;
             self.heartbeat = claim.heartbeat;
             return Observed { event: moved.then(|| self.alive(peer, now)).flatten(), forged: false };
@@ -1344,49 +1346,19 @@ impl Entry {
         if claim.heartbeat <= self.heartbeat {
             return Observed::default();
         }
-        let Some(heartbeat) = self.vet(from, claim.heartbeat, now, interval) else {
+        if !self.plausible(claim.heartbeat, now, bound) {
             return Observed { event: None, forged: true };
-        };
-        if heartbeat <= self.heartbeat {
-            return Observed::default();
         }
-        self.heartbeat = heartbeat;
+        self.heartbeat = claim.heartbeat;
         Observed { event: self.alive(peer, now), forged: false }
     }
 
-    /// The heartbeat a relayed claim from `from` lets us take, if any: the claim itself when its
-    /// owner could have counted that far since the anchor; else, when another relay already
-    /// claimed at least as far past the bound, the lower of the two (now the anchor); else
-    /// nothing yet, and the claim is held as doubted. Past an anchor that is the peer's own
-    /// word, nothing is taken: that bound is certain.
-    fn vet(&mut self, from: &PeerId, heartbeat: u64, now: Time, interval: Duration) -> Option<u64> {
-        if self.plausible(heartbeat, now, interval) {
-            return Some(heartbeat);
-        }
-        if self.anchor_direct {
-            return None;
-        }
-        match &self.doubted {
-            Some((held, by)) if by != from => {
-                let agreed = heartbeat.min(*held);
-                self.anchor = (agreed, now);
-                self.doubted = None;
-                Some(agreed)
-            }
-            // The same relay again (or the first doubt): hold its latest claim.
-            _ => {
-                self.doubted = Some((heartbeat, from.clone()));
-                None
-            }
-        }
-    }
-
     /// Whether the peer itself could have counted to `heartbeat` by `now`.
-    fn plausible(&self, heartbeat: u64, now: Time, interval: Duration) -> bool {
+    fn plausible(&self, heartbeat: u64, now: Time, bound: HeartbeatBound) -> bool {
         let (anchor, at) = self.anchor;
-        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
-        let beats = now.since(at).as_millis() as u64 / interval_ms;
-        heartbeat <= anchor.saturating_add(beats).saturating_add(HEARTBEAT_SLACK)
+        let beats = now.since(at).as_millis() as u64 / bound.interval_ms;
+        let slack = if self.anchor_direct { HEARTBEAT_SLACK } else { bound.relayed_slack };
+        heartbeat <= anchor.saturating_add(beats).saturating_add(slack)
     }
 
     /// Proof of life: the change of verdict to report, if any.
@@ -2381,40 +2353,37 @@ mod tests {
         assert!(dropped >= (n as u64) * 50, "every forged claim was counted: {dropped}");
     }
 
-    /// A peer first heard of through a stale relay (heartbeat 10, while its owner is at 1,000)
-    /// is not muted: one relay alone claiming far past that anchor is only doubted, but a second
-    /// relay vouching for as much is believed, at the lower of the two claims. Before, every
-    /// honest claim after a stale first sighting was dropped as forged until the peer spoke to
-    /// us directly, and peers only heard of through others were falsely judged dead at scale.
+    /// A peer first heard of through a relay may be anchored at a stale heartbeat: past such an
+    /// anchor, honest claims up to half the suspicion window ahead are taken (before, anything
+    /// over 3 beats ahead was dropped as forged, and peers heard of only through others were
+    /// falsely judged dead at scale); past the peer's own word, 3 beats at most, as before. A
+    /// forger's claim beyond either is dropped and counted.
     #[test]
     fn a_stale_first_sighting_does_not_mute_a_peers_honest_heartbeats() {
-        let (a, p, r1, r2, rogue) = (peer_id(0), peer_id(1), peer_id(2), peer_id(3), peer_id(4));
-        let mut m = node(&a, 5, 1, MembershipConfig::default());
-        drop(push(&mut m, &r1, vec![update(record(&p, 1), &p, 10)]));
-        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(10));
-        syn(&mut m, &r1, vec![entry(&p, 1, 1, 1_000)]);
-        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(10), "one relay alone is only doubted");
-        syn(&mut m, &r1, vec![entry(&p, 1, 1, 1_001)]);
-        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(10), "nor is it believed by repeating itself");
+        let (a, p, relay, rogue) = (peer_id(0), peer_id(1), peer_id(2), peer_id(3));
+        let config = MembershipConfig {
+            suspect_after: Duration::from_secs(10),
+            dead_after: Duration::from_secs(20),
+            ..MembershipConfig::default()
+        };
+        // 10 s of 500 ms beats: a window of 20, a relayed slack of 10.
+        let mut m = node(&a, 5, 1, config);
+        drop(push(&mut m, &relay, vec![update(record(&p, 1), &p, 10)]));
+        let held = |m: &Node| m.peer(&p).map(|e| e.heartbeat);
+        syn(&mut m, &relay, vec![entry(&p, 1, 1, 20)]);
+        assert_eq!(held(&m), Some(20), "an honest claim ahead of a stale relayed anchor");
+        syn(&mut m, &rogue, vec![entry(&p, 1, 1, 21)]);
+        assert_eq!(held(&m), Some(20), "past the relayed slack");
+        syn(&mut m, &rogue, vec![entry(&p, 1, 1, u64::MAX)]);
+        assert_eq!(held(&m), Some(20));
         assert_eq!(m.forged_heartbeats(), 2);
-        syn(&mut m, &r2, vec![entry(&p, 1, 1, 1_002)]);
-        assert_eq!(
-            m.peer(&p).map(|e| e.heartbeat),
-            Some(1_001),
-            "a second relay vouches for the lower claim"
-        );
-        // From the new anchor the usual bound holds: a lone forger cannot raise it further.
-        syn(&mut m, &rogue, vec![entry(&p, 1, 1, u64::MAX)]);
-        syn(&mut m, &rogue, vec![entry(&p, 1, 1, u64::MAX)]);
-        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(1_001));
-        syn(&mut m, &r1, vec![entry(&p, 1, 1, 1_003)]);
-        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(1_003), "honest claims within the bound go through");
-        // Once the peer spoke for itself, its word bounds every relay: two claims far past it
-        // from two relays are both dropped.
-        syn(&mut m, &p, vec![entry(&p, 1, 1, 1_004)]);
-        syn(&mut m, &rogue, vec![entry(&p, 1, 1, 5_000)]);
-        syn(&mut m, &r2, vec![entry(&p, 1, 1, 5_000)]);
-        assert_eq!(m.peer(&p).map(|e| e.heartbeat), Some(1_004));
+        // The peer's own word is the anchor from now on, with the narrow slack.
+        syn(&mut m, &p, vec![entry(&p, 1, 1, 100)]);
+        syn(&mut m, &rogue, vec![entry(&p, 1, 1, 104)]);
+        assert_eq!(held(&m), Some(100), "past the peer's own word by more than 3");
+        syn(&mut m, &relay, vec![entry(&p, 1, 1, 103)]);
+        assert_eq!(held(&m), Some(103));
+        assert_eq!(m.forged_heartbeats(), 3);
     }
 
     mod bounds;
