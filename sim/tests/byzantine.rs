@@ -75,11 +75,13 @@ fn foreign_stop_and_cancel_lists_stop_nothing() {
     holds(&report, &r, &b);
 }
 
-// Fails on main (88a45af): honest tasks captured by attackers wait timeout_s + 30 s before they
-// are placed again (mean wait ×>100, p99 completion 111 s against 27 s). Un-ignore when origins
-// stop choosing hosts whose attempts never finish (issue 17, engine slice).
+// Known failure (issue 17 still open). Origins now suspect a host once one of their attempts on
+// it goes overdue, but each origin learns on its own and every capture still costs its task
+// timeout_s + grace: 20 of 313 honest tasks captured, mean wait to the useful attempt 6.2 s
+// against 22 ms (the wait to first placement is unchanged). Needs a cheaper way to tell a
+// silent host from a slow task than the time limit.
 #[test]
-#[ignore = "attack succeeds on main: captured tasks wait timeout_s + grace (docs/simulation.md, Byzantine)"]
+#[ignore = "known failure: each capture costs timeout_s + grace (docs/simulation.md, Byzantine)"]
 fn hosts_that_bid_high_and_never_finish_lose_their_tasks() {
     let (report, r, b) = attack(Attack::BidHighNeverFinish);
     assert!(r.offers_inflated > 20 && r.placed_on_attackers > 5, "{report}");
@@ -97,11 +99,11 @@ fn captured_tasks_are_given_up_past_their_timeout_and_still_succeed() {
     assert_eq!((r.honest_lost, r.false_dead), (0, 0), "{report}");
 }
 
-// Fails on main (88a45af): 6 attackers at 100 bids/s keep hosts' capacity reserved for made-up
-// tasks, and honest mean wait grows ×16 (20 ms to 322 ms, p99 1.0 s to 2.1 s). Un-ignore when
-// reservations are capped per origin by cost over time, not only at slots/2.
+// Known failure (issue 17 still open): 6 attackers at 100 bids/s, each under its fair share,
+// together keep hosts' capacity reserved for made-up tasks, and honest waits grow. Needs
+// reservations capped per origin by what it let expire unused, not only at half the host.
 #[test]
-#[ignore = "attack succeeds on main: flooded reservations slow honest placement (docs/simulation.md, Byzantine)"]
+#[ignore = "known failure: flooded reservations slow honest placement (docs/simulation.md, Byzantine)"]
 fn a_bid_flood_does_not_slow_honest_placement() {
     let (report, r, b) = attack(Attack::FloodBids);
     assert!(r.bids_flooded > 10_000, "{report}");
@@ -116,12 +118,12 @@ fn a_bid_flood_loses_nothing() {
     assert_eq!((r.honest_lost, r.false_dead), (0, 0), "{report}");
 }
 
-// Fails on main (88a45af): 1,440 minted identities (6 attackers, 1 push of 8 a second) make 96%
-// of every honest node's gossip targets dead ends; heartbeats stop spreading and honest nodes
-// are declared dead by the thousands; origins bid to minted hosts and wait 2 s. Un-ignore when
-// membership bounds new identities per introducer.
+// Known failure (issue 17 still open): minted identities that each attacker introduces within
+// its budget still become most of an honest node's gossip targets, dead ends all; heartbeats
+// stop spreading and honest nodes are falsely judged dead (3,087 state changes at 60 nodes).
+// The multi-process twin is tests/tests/byzantine_identities.rs's ignored test.
 #[test]
-#[ignore = "attack succeeds on main: minted identities starve gossip, false deaths (docs/simulation.md, Byzantine)"]
+#[ignore = "known failure: minted identities dilute gossip, false deaths (docs/simulation.md, Byzantine)"]
 fn minted_identities_kill_nobody() {
     let (report, r, b) = attack(Attack::MintIdentities);
     assert!(r.identities_minted > 1000, "{report}");
